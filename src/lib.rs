@@ -1,0 +1,6 @@
+//! atlasfs: the atlas 0.10 array store in our own code, and a FUSE view of it.
+//!
+//! Layers, lowest first; each may call only the ones below it:
+//! `format` (bytes) → `store` (`Atlas`, `DatasetView`) → `fs` (filesystem core) → `fuse` → `cli`.
+
+pub mod format;
