@@ -4,3 +4,6 @@
 //! `format` (bytes) → `store` (`Atlas`, `DatasetView`) → `fs` (filesystem core) → `fuse` → `cli`.
 
 pub mod format;
+pub mod store;
+
+pub use store::{Atlas, Attr, DatasetView, Error, Result, StoreConfig, StoreOptions};

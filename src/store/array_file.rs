@@ -1,0 +1,771 @@
+//! One array file: every dataset's copy of one array name, as a stack of layers.
+//!
+//! ```text
+//! <array>/data.af        base layer (overlay 0)
+//! <array>/data.N.af      sidecar N ≥ 1, one per flush that had changes for this array
+//! <array>/data.stats     per-entry statistics
+//! ```
+//! Entries inside a layer are keyed by dataset name. A chunk is resolved newest
+//! first: the pending (unflushed) layer, then sidecars from the highest number
+//! down, then the base; cells no layer holds read as the fill value.
+//!
+//! Fixes over atlas 0.10, each pinned by a test:
+//! - A tombstone ends the walk (D1). When an entry is re-defined over an older
+//!   version, the flush also writes fill chunks for every chunk the new version
+//!   did not write, so even 0.10 readers (which walk past tombstones) see no old data.
+//! - The next sidecar is the highest existing number + 1, created with
+//!   create-if-absent (D5).
+//! - Compaction writes the new base first (an atomic PUT), then deletes the
+//!   sidecars lowest first, then rewrites stats (D4): every intermediate state
+//!   reads the same values (proof sketch in docs/format.md).
+//!
+//! Pending writes are packed into blocks as they arrive; closed blocks spill to an
+//! anonymous temp file, so memory holds at most one open block per array file.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use indexmap::IndexMap;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+
+use super::cache::{BlockCache, next_layer_id};
+use super::layer::Layer;
+use super::{Error, Result};
+use crate::format::cells::Cells;
+use crate::format::footer::{Attributes, ChunkEntry, StorageLayout, ArrayLayout, decode_stats, encode_footer, encode_stats};
+use crate::format::grid::{Grid, copy_box_bytes, copy_box_cells};
+use crate::format::packer::BlockPacker;
+use crate::format::stats::{ChunkSummary, summarize};
+use crate::format::{ChunkAddress, Codec, DType, EntryMeta, EntryStats, FillValue, Footer, StatsFile};
+
+/// Sidecars up to this size are uploaded in one create-if-absent PUT.
+const SINGLE_PUT_LIMIT: u64 = 64 * 1024 * 1024;
+const BASE_NAME: &str = "data.af";
+const STATS_NAME: &str = "data.stats";
+
+/// What an entry is, in the units the rest of the crate uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntrySpec {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub chunk_shape: Vec<usize>,
+    pub dimension_names: Vec<String>,
+    pub fill: Option<FillValue>,
+}
+
+impl EntrySpec {
+    pub fn grid(&self) -> Grid {
+        Grid::new(self.shape.clone(), self.chunk_shape.clone())
+    }
+
+    fn from_meta(m: &EntryMeta) -> EntrySpec {
+        EntrySpec {
+            dtype: m.dtype.clone(),
+            shape: m.layout.shape.iter().map(|&x| x as usize).collect(),
+            chunk_shape: m.layout.storage.chunk_shape.iter().map(|&x| x as usize).collect(),
+            dimension_names: m.layout.dimension_names.clone(),
+            fill: m.fill_value.clone(),
+        }
+    }
+
+    fn to_meta(&self, name: &str, deleted: bool, chunks: Vec<ChunkEntry>) -> EntryMeta {
+        EntryMeta {
+            name: name.to_string(),
+            dtype: self.dtype.clone(),
+            layout: ArrayLayout {
+                shape: self.shape.iter().map(|&x| x as u32).collect(),
+                dimension_names: self.dimension_names.clone(),
+                storage: StorageLayout { chunk_shape: self.chunk_shape.iter().map(|&x| x as u32).collect(), chunks },
+            },
+            fill_value: self.fill.clone(),
+            deleted,
+            attributes: Attributes::U16(vec![]),
+        }
+    }
+
+    fn same_grid(&self, other: &EntrySpec) -> bool {
+        self.dtype == other.dtype && self.shape == other.shape && self.chunk_shape == other.chunk_shape
+    }
+}
+
+#[derive(Debug)]
+struct PendingEntry {
+    spec: EntrySpec,
+    deleted: bool,
+    /// Older layers must not show through (the entry was re-defined over an older version).
+    shadows: bool,
+    chunks: HashMap<Vec<u32>, ChunkAddress>,
+    order: Vec<Vec<u32>>,
+    summaries: HashMap<Vec<u32>, ChunkSummary>,
+}
+
+impl PendingEntry {
+    fn new(spec: EntrySpec, deleted: bool, shadows: bool) -> Self {
+        PendingEntry { spec, deleted, shadows, chunks: HashMap::new(), order: vec![], summaries: HashMap::new() }
+    }
+}
+
+/// The layer being built: blocks of chunks written since the last flush.
+#[derive(Debug)]
+struct Pending {
+    /// Cache identity; kept by the committed layer this becomes.
+    id: u64,
+    packer: BlockPacker,
+    spill: Option<File>,
+    entries: IndexMap<String, PendingEntry>,
+}
+
+impl Pending {
+    fn new(codec: Codec) -> Self {
+        Pending { id: next_layer_id(), packer: BlockPacker::new(codec), spill: None, entries: IndexMap::new() }
+    }
+
+    fn append(&mut self, raw: &[u8]) -> Result<ChunkAddress> {
+        let at = self.packer.closed_len();
+        let (addr, closed) = self.packer.append(raw);
+        if let Some(z) = closed {
+            self.spill_write(at, &z)?;
+        }
+        Ok(addr)
+    }
+
+    fn close_block(&mut self) -> Result<()> {
+        let at = self.packer.closed_len();
+        if let Some(z) = self.packer.close() {
+            self.spill_write(at, &z)?;
+        }
+        Ok(())
+    }
+
+    fn spill_write(&mut self, at: u64, z: &[u8]) -> Result<()> {
+        if self.spill.is_none() {
+            self.spill = Some(tempfile::tempfile()?);
+        }
+        self.spill.as_ref().unwrap().write_all_at(z, at)?;
+        Ok(())
+    }
+}
+
+/// Where one chunk's bytes come from.
+#[derive(Debug, Clone)]
+enum ChunkLoc {
+    Fill,
+    Pending(ChunkAddress),
+    Layer(Arc<Layer>, ChunkAddress),
+}
+
+/// An entry's current definition and the layers that may hold its chunks, newest first.
+#[derive(Debug, Clone)]
+struct Resolved {
+    spec: EntrySpec,
+    in_pending: bool,
+    layers: Vec<Arc<Layer>>,
+}
+
+/// Facts about an array file for `atlasfs info`.
+#[derive(Debug, Clone)]
+pub struct FileInfo {
+    pub layers: usize,
+    pub bytes: u64,
+    pub entries: usize,
+    pub pending_entries: usize,
+}
+
+pub struct ArrayFile {
+    pub array: String,
+    dir: Path,
+    store: Arc<dyn ObjectStore>,
+    cache: Arc<BlockCache>,
+    codec: Codec,
+    /// Committed layers, ascending overlay number; `layers[0]` is the base when it exists.
+    layers: Vec<Arc<Layer>>,
+    base_exists: bool,
+    pending: Pending,
+    stats: IndexMap<String, EntryStats>,
+    stats_error: Option<String>,
+    stats_dirty: bool,
+}
+
+fn sidecar_number(file_name: &str) -> Option<u32> {
+    let n = file_name.strip_prefix("data.")?.strip_suffix(".af")?;
+    n.parse::<u32>().ok().filter(|&n| n >= 1)
+}
+
+impl ArrayFile {
+    /// Opens the array file under `<array>/`: one LIST, then the footers of every
+    /// layer and the stats file, fetched concurrently. A missing directory is an
+    /// empty file; nothing is written until the first flush.
+    pub async fn open(store: Arc<dyn ObjectStore>, cache: Arc<BlockCache>, array: &str, codec: Codec) -> Result<ArrayFile> {
+        let dir = Path::from(array);
+        let listing = store.list_with_delimiter(Some(&dir)).await?;
+        let mut numbered = vec![];
+        let mut base = None;
+        let mut stats_path = None;
+        for obj in listing.objects {
+            let Some(name) = obj.location.filename() else { continue };
+            if name == BASE_NAME {
+                base = Some(obj.location.clone());
+            } else if name == STATS_NAME {
+                stats_path = Some(obj.location.clone());
+            } else if let Some(n) = sidecar_number(name) {
+                numbered.push((n, obj.location.clone()));
+            }
+        }
+        numbered.sort_by_key(|(n, _)| *n);
+        let base_exists = base.is_some();
+        let to_load: Vec<(u32, Path)> = base.map(|p| (0, p)).into_iter().chain(numbered).collect();
+        let layers: Vec<Arc<Layer>> = futures::stream::iter(to_load)
+            .map(|(n, p)| {
+                let store = store.clone();
+                async move { Layer::load(&*store, p, n).await.map(Arc::new) }
+            })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        let (stats, stats_error) = match stats_path {
+            None => (IndexMap::new(), None),
+            Some(p) => match async { Ok::<_, Error>(store.get(&p).await?.bytes().await?) }.await {
+                Ok(bytes) => match decode_stats(&bytes) {
+                    Ok(s) => (s.entries.into_iter().map(|e| (e.name.clone(), e)).collect(), None),
+                    Err(e) => {
+                        tracing::warn!(file = %p, error = %e, "stats file is corrupt; stats unavailable until the next flush");
+                        (IndexMap::new(), Some(format!("{p}: {e}")))
+                    }
+                },
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(ArrayFile {
+            array: array.to_string(),
+            dir,
+            store,
+            cache,
+            codec,
+            layers,
+            base_exists,
+            pending: Pending::new(codec),
+            stats,
+            stats_error,
+            stats_dirty: false,
+        })
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.entries.is_empty() || self.stats_dirty
+    }
+
+    pub fn info(&self) -> FileInfo {
+        let live: HashSet<&str> = self.layers.iter().flat_map(|l| l.footer.entries.iter().map(|e| e.name.as_str())).collect();
+        FileInfo { layers: self.layers.len(), bytes: self.layers.iter().map(|l| l.size).sum(), entries: live.len(), pending_entries: self.pending.entries.len() }
+    }
+
+    /// Layers, newest first, that hold `name`'s current version; `None` if deleted or absent.
+    fn resolve(&self, name: &str) -> Option<Resolved> {
+        let mut spec: Option<EntrySpec> = None;
+        let mut in_pending = false;
+        if let Some(p) = self.pending.entries.get(name) {
+            if p.deleted {
+                return None;
+            }
+            spec = Some(p.spec.clone());
+            in_pending = true;
+            if p.shadows {
+                return Some(Resolved { spec: p.spec.clone(), in_pending, layers: vec![] });
+            }
+        }
+        let mut layers = vec![];
+        for l in self.layers.iter().rev() {
+            let Some(e) = l.entry(name) else { continue };
+            if e.deleted {
+                break;
+            }
+            let s = EntrySpec::from_meta(e);
+            match &spec {
+                None => spec = Some(s),
+                // A version with another grid is an older, unrelated definition.
+                Some(cur) if !cur.same_grid(&s) => break,
+                Some(_) => {}
+            }
+            layers.push(l.clone());
+        }
+        spec.map(|spec| Resolved { spec, in_pending, layers })
+    }
+
+    /// The current definition of an entry, if it is live.
+    pub fn entry_spec(&self, name: &str) -> Option<EntrySpec> {
+        self.resolve(name).map(|r| r.spec)
+    }
+
+    /// Whether any committed or pending layer mentions the entry, live or deleted.
+    fn mentioned(&self, name: &str) -> bool {
+        self.layers.iter().any(|l| l.mentions(name)) || self.pending.entries.get(name).is_some_and(|p| p.shadows || !p.deleted)
+    }
+
+    fn locate(&self, r: &Resolved, name: &str, coord: &[u32]) -> ChunkLoc {
+        if r.in_pending
+            && let Some(a) = self.pending.entries.get(name).and_then(|p| p.chunks.get(coord))
+        {
+            return ChunkLoc::Pending(*a);
+        }
+        for l in &r.layers {
+            if let Some(a) = l.chunk(name, coord) {
+                return ChunkLoc::Layer(l.clone(), a);
+            }
+        }
+        ChunkLoc::Fill
+    }
+
+    async fn chunk_bytes(&self, loc: &ChunkLoc) -> Result<Option<Bytes>> {
+        let (block, addr) = match loc {
+            ChunkLoc::Fill => return Ok(None),
+            ChunkLoc::Pending(a) => {
+                let p = &self.pending;
+                if a.block_id.0 == p.packer.open_block_id() {
+                    let open = p.packer.open_block();
+                    return Ok(Some(Bytes::copy_from_slice(&open[a.offset as usize..(a.offset + a.size) as usize])));
+                }
+                let b = p.packer.blocks[a.block_id.0 as usize].clone();
+                let spill = p.spill.as_ref().expect("closed pending blocks live in the spill file");
+                let fetch = async {
+                    let mut buf = vec![0u8; b.compressed_size as usize];
+                    spill.read_exact_at(&mut buf, b.file_offset)?;
+                    Ok(Bytes::from(buf))
+                };
+                let block = self.cache.block((p.id, b.id.0), &b.codec, b.uncompressed_size, "pending writes", fetch).await?;
+                (block, *a)
+            }
+            ChunkLoc::Layer(l, a) => {
+                let b = l.block(a.block_id.0).expect("addresses were validated when the layer was indexed").clone();
+                let block = self.cache.block((l.id, b.id.0), &b.codec, b.uncompressed_size, l.path.as_ref(), l.fetch_block(&*self.store, &b)).await?;
+                (block, *a)
+            }
+        };
+        Ok(Some(block.slice(addr.offset as usize..(addr.offset + addr.size) as usize)))
+    }
+
+    /// A chunk's cells (the fill value where no layer holds it).
+    async fn chunk_cells(&self, r: &Resolved, name: &str, coord: &[u32]) -> Result<Cells> {
+        let n = r.spec.grid().chunk_len(coord);
+        let loc = self.locate(r, name, coord);
+        match self.chunk_bytes(&loc).await? {
+            None => Ok(Cells::filled(&r.spec.dtype, r.spec.fill.as_ref(), n)),
+            Some(raw) => Cells::decode(&r.spec.dtype, &raw, n).map_err(|source| Error::Corrupt { path: self.loc_name(&loc), source }),
+        }
+    }
+
+    fn loc_name(&self, loc: &ChunkLoc) -> String {
+        match loc {
+            ChunkLoc::Layer(l, _) => l.path.to_string(),
+            _ => format!("{} (pending writes)", self.dir),
+        }
+    }
+
+    fn not_found(&self, name: &str) -> Error {
+        Error::ArrayNotFound(format!("{} (no live entry for dataset {name:?} in {})", self.array, self.dir))
+    }
+
+    /// Reads the box `start .. start+extent` of an entry into C-order cells.
+    pub async fn read_region(&self, name: &str, start: &[usize], extent: &[usize]) -> Result<Cells> {
+        let r = self.resolve(name).ok_or_else(|| self.not_found(name))?;
+        let grid = r.spec.grid();
+        let n: usize = extent.iter().product();
+        let mut out = Cells::filled(&r.spec.dtype, r.spec.fill.as_ref(), n);
+        let coords = grid.overlapping(start, extent);
+        let locs: Vec<(Vec<u32>, ChunkLoc)> = coords.into_iter().map(|c| (c.clone(), self.locate(&r, name, &c))).filter(|(_, l)| !matches!(l, ChunkLoc::Fill)).collect();
+        let mut fetched = futures::stream::iter(locs.iter()).map(|(c, l)| async move { Ok::<_, Error>((c, l, self.chunk_bytes(l).await?)) }).buffer_unordered(16);
+        while let Some(item) = fetched.next().await {
+            let (coord, loc, raw) = item?;
+            let raw = raw.expect("fill locations were filtered out");
+            let (cstart, cext) = grid.chunk_box(coord);
+            let lo: Vec<usize> = cstart.iter().zip(start).map(|(&a, &b)| a.max(b)).collect();
+            let ext: Vec<usize> = (0..lo.len()).map(|i| (cstart[i] + cext[i]).min(start[i] + extent[i]) - lo[i]).collect();
+            let src_start: Vec<usize> = lo.iter().zip(&cstart).map(|(a, b)| a - b).collect();
+            let dst_start: Vec<usize> = lo.iter().zip(start).map(|(a, b)| a - b).collect();
+            let corrupt = |source| Error::Corrupt { path: self.loc_name(loc), source };
+            match &mut out {
+                Cells::Fixed { elsize, bytes } => {
+                    if raw.len() != cext.iter().product::<usize>() * *elsize {
+                        return Err(corrupt(crate::format::FormatError::CorruptChunk(format!("chunk {coord:?} of {name:?} has {} bytes, expected {}", raw.len(), cext.iter().product::<usize>() * *elsize))));
+                    }
+                    copy_box_bytes(&raw, &cext, &src_start, bytes, extent, &dst_start, &ext, *elsize);
+                }
+                Cells::Var(items) => {
+                    let Cells::Var(src) = Cells::decode(&r.spec.dtype, &raw, cext.iter().product()).map_err(corrupt)? else { unreachable!() };
+                    copy_box_cells(&src, &cext, &src_start, items, extent, &dst_start, &ext);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Defines (or re-defines) an entry in the pending layer.
+    pub fn define(&mut self, name: &str, spec: EntrySpec) {
+        let shadows = self.mentioned(name);
+        self.pending.entries.insert(name.to_string(), PendingEntry::new(spec, false, shadows));
+        if self.stats.shift_remove(name).is_some() {
+            self.stats_dirty = true;
+        }
+    }
+
+    /// Deletes an entry: a tombstone in the pending layer if older layers hold it.
+    pub fn delete(&mut self, name: &str) {
+        let committed = self.layers.iter().any(|l| l.mentions(name));
+        let spec = self.resolve(name).map(|r| r.spec);
+        match (committed, spec) {
+            (true, Some(spec)) => {
+                self.pending.entries.insert(name.to_string(), PendingEntry::new(spec, true, true));
+            }
+            (true, None) => {} // already deleted
+            (false, _) => {
+                self.pending.entries.shift_remove(name);
+            }
+        }
+        if self.stats.shift_remove(name).is_some() {
+            self.stats_dirty = true;
+        }
+    }
+
+    /// Writes `data` (C order, shape `extent`) at `start`. Partially covered chunks
+    /// are read, patched and rewritten whole.
+    pub async fn write_region(&mut self, name: &str, start: &[usize], extent: &[usize], data: &Cells) -> Result<()> {
+        let r = self.resolve(name).ok_or_else(|| self.not_found(name))?;
+        let spec = r.spec.clone();
+        let grid = spec.grid();
+        if start.len() != grid.rank() || extent.len() != grid.rank() {
+            return Err(Error::Invalid(format!("write of rank {} into {name:?}/{} of rank {}", extent.len(), self.array, grid.rank())));
+        }
+        for i in 0..grid.rank() {
+            if start[i].checked_add(extent[i]).is_none_or(|end| end > spec.shape[i]) {
+                return Err(Error::Invalid(format!("write region [{}, {}) exceeds array size {} on axis {i}", start[i], start[i].saturating_add(extent[i]), spec.shape[i])));
+            }
+        }
+        if data.len() != extent.iter().product::<usize>() {
+            return Err(Error::Invalid(format!("{} elements given for a region of {}", data.len(), extent.iter().product::<usize>())));
+        }
+        for coord in grid.overlapping(start, extent) {
+            let (cstart, cext) = grid.chunk_box(&coord);
+            let lo: Vec<usize> = cstart.iter().zip(start).map(|(&a, &b)| a.max(b)).collect();
+            let ext: Vec<usize> = (0..lo.len()).map(|i| (cstart[i] + cext[i]).min(start[i] + extent[i]) - lo[i]).collect();
+            let src_start: Vec<usize> = lo.iter().zip(start).map(|(a, b)| a - b).collect();
+            let dst_start: Vec<usize> = lo.iter().zip(&cstart).map(|(a, b)| a - b).collect();
+            let covered = ext == cext;
+            let mut chunk = if covered {
+                Cells::filled(&spec.dtype, None, cext.iter().product())
+            } else {
+                let r = self.resolve(name).expect("resolved above");
+                self.chunk_cells(&r, name, &coord).await?
+            };
+            match (&mut chunk, data) {
+                (Cells::Fixed { elsize, bytes }, Cells::Fixed { bytes: src, .. }) => copy_box_bytes(src, extent, &src_start, bytes, &cext, &dst_start, &ext, *elsize),
+                (Cells::Var(dst), Cells::Var(src)) => copy_box_cells(src, extent, &src_start, dst, &cext, &dst_start, &ext),
+                _ => return Err(Error::Invalid(format!("cells of the wrong kind for {:?}", spec.dtype))),
+            }
+            let summary = summarize(&spec.dtype, spec.fill.as_ref(), &chunk);
+            self.put_chunk(name, &spec, coord, &chunk.encode(), summary)?;
+        }
+        Ok(())
+    }
+
+    fn put_chunk(&mut self, name: &str, spec: &EntrySpec, coord: Vec<u32>, raw: &[u8], summary: ChunkSummary) -> Result<()> {
+        if raw.len() > u32::MAX as usize {
+            return Err(Error::Invalid(format!("chunk {coord:?} of {name:?} is {} bytes; a chunk is limited to 4 GiB", raw.len())));
+        }
+        let addr = self.pending.append(raw)?;
+        let e = self.pending.entries.entry(name.to_string()).or_insert_with(|| PendingEntry::new(spec.clone(), false, false));
+        if e.chunks.insert(coord.clone(), addr).is_none() {
+            e.order.push(coord.clone());
+        }
+        e.summaries.insert(coord, summary);
+        Ok(())
+    }
+
+    fn next_overlay(&self) -> u32 {
+        self.layers.last().map(|l| l.overlay + 1).unwrap_or(1).max(1)
+    }
+
+    /// Writes the pending layer as the next sidecar, then the stats file.
+    /// On error the pending layer is kept, so a later flush retries it.
+    pub async fn flush(&mut self) -> Result<()> {
+        if self.pending.entries.is_empty() {
+            if self.stats_dirty {
+                self.write_stats().await?;
+            }
+            return Ok(());
+        }
+        // Re-defined entries get explicit fill chunks so no older version shows through.
+        let shadowing: Vec<String> = self.pending.entries.iter().filter(|(_, e)| e.shadows && !e.deleted).map(|(n, _)| n.clone()).collect();
+        for name in shadowing {
+            let spec = self.pending.entries[&name].spec.clone();
+            let grid = spec.grid();
+            for coord in grid.all_chunks() {
+                if self.pending.entries[&name].chunks.contains_key(&coord) {
+                    continue;
+                }
+                let cells = Cells::filled(&spec.dtype, spec.fill.as_ref(), grid.chunk_len(&coord));
+                let summary = summarize(&spec.dtype, spec.fill.as_ref(), &cells);
+                self.put_chunk(&name, &spec, coord, &cells.encode(), summary)?;
+            }
+        }
+        self.pending.close_block()?;
+        if !self.base_exists {
+            // 0.10 readers expect the base to exist before any sidecar.
+            let base = self.dir.clone().join(BASE_NAME);
+            match self.store.put_opts(&base, PutPayload::from(encode_footer(&Footer::empty())), PutOptions::from(PutMode::Create)).await {
+                Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => self.base_exists = true,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut overlay = self.next_overlay();
+        let (footer, path) = loop {
+            let footer = self.pending_footer(overlay);
+            let path = self.dir.clone().join(format!("data.{overlay}.af"));
+            match self.upload_pending(&path, &footer).await {
+                Ok(()) => break (footer, path),
+                // Another writer took this number: take the next one.
+                Err(Error::ObjectStore(object_store::Error::AlreadyExists { .. })) if overlay < self.next_overlay() + 64 => overlay += 1,
+                Err(e) => return Err(e),
+            }
+        };
+        let size = self.pending.packer.closed_len() + encode_footer(&footer).len() as u64;
+        let done = std::mem::replace(&mut self.pending, Pending::new(self.codec));
+        let layer = Arc::new(Layer::from_footer(done.id, path, overlay, size, footer)?);
+        self.layers.push(layer);
+        self.base_exists = true;
+        // Stats for entries that received chunks, reusing the summaries taken at write time.
+        for (name, e) in done.entries {
+            if e.deleted || e.chunks.is_empty() {
+                continue;
+            }
+            let s = self.entry_stats_from(&name, &e.summaries).await?;
+            self.stats.insert(name, s);
+            self.stats_dirty = true;
+        }
+        if self.stats_dirty {
+            self.write_stats().await?;
+        }
+        Ok(())
+    }
+
+    fn pending_footer(&self, overlay: u32) -> Footer {
+        let mut f = Footer::empty();
+        f.blocks = self.pending.packer.blocks.clone();
+        f.overlay_index = overlay;
+        f.base_file_hint = self.dir.clone().join(BASE_NAME).to_string();
+        for (name, e) in &self.pending.entries {
+            let chunks = e.order.iter().map(|c| ChunkEntry { coord: c.clone(), address: e.chunks[c] }).collect();
+            f.entries.push(e.spec.to_meta(name, e.deleted, chunks));
+        }
+        f
+    }
+
+    async fn upload_pending(&self, path: &Path, footer: &Footer) -> Result<()> {
+        let tail = encode_footer(footer);
+        let data_len = self.pending.packer.closed_len();
+        let read_spill = |off: u64, len: usize| -> Result<Vec<u8>> {
+            let mut buf = vec![0u8; len];
+            if len > 0 {
+                self.pending.spill.as_ref().expect("blocks were spilled").read_exact_at(&mut buf, off)?;
+            }
+            Ok(buf)
+        };
+        if data_len + tail.len() as u64 <= SINGLE_PUT_LIMIT {
+            let mut body = read_spill(0, data_len as usize)?;
+            body.extend_from_slice(&tail);
+            self.store.put_opts(path, PutPayload::from(body), PutOptions::from(PutMode::Create)).await?;
+            return Ok(());
+        }
+        // Large layers stream as a multipart upload, which cannot be create-if-absent;
+        // check first so that two writers at least rarely collide.
+        if self.store.head(path).await.is_ok() {
+            return Err(Error::ObjectStore(object_store::Error::AlreadyExists { path: path.to_string(), source: "sidecar exists".into() }));
+        }
+        let upload = self.store.put_multipart(path).await?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, 8 * 1024 * 1024);
+        let step = 8 * 1024 * 1024u64;
+        let mut off = 0;
+        while off < data_len {
+            let len = step.min(data_len - off);
+            w.wait_for_capacity(4).await?;
+            w.write(&read_spill(off, len as usize)?);
+            off += len;
+        }
+        w.write(&tail);
+        w.finish().await?;
+        Ok(())
+    }
+
+    /// Stats of an entry over every chunk it has, using `known` summaries where given.
+    async fn entry_stats_from(&self, name: &str, known: &HashMap<Vec<u32>, ChunkSummary>) -> Result<EntryStats> {
+        let r = self.resolve(name).ok_or_else(|| self.not_found(name))?;
+        let mut total = ChunkSummary::default();
+        for coord in self.coords_of(&r, name) {
+            // `known` holds summaries of chunks in the newest layer, so they are current.
+            let s = match known.get(&coord) {
+                Some(s) => s.clone(),
+                None => summarize(&r.spec.dtype, r.spec.fill.as_ref(), &self.chunk_cells(&r, name, &coord).await?),
+            };
+            total.merge(&s);
+        }
+        Ok(total.into_stats(name, &r.spec.shape))
+    }
+
+    /// Every chunk coordinate the entry holds in any of its layers, oldest layer first.
+    fn coords_of(&self, r: &Resolved, name: &str) -> Vec<Vec<u32>> {
+        let grid = r.spec.grid();
+        let mut seen = HashSet::new();
+        let mut out = vec![];
+        for l in r.layers.iter().rev() {
+            if let Some(e) = l.entry(name) {
+                for c in &e.layout.storage.chunks {
+                    if grid.contains(&c.coord) && seen.insert(c.coord.clone()) {
+                        out.push(c.coord.clone());
+                    }
+                }
+            }
+        }
+        if r.in_pending
+            && let Some(p) = self.pending.entries.get(name)
+        {
+            for c in &p.order {
+                if seen.insert(c.clone()) {
+                    out.push(c.clone());
+                }
+            }
+        }
+        out
+    }
+
+    async fn write_stats(&mut self) -> Result<()> {
+        let file = StatsFile { entries: self.stats.values().cloned().collect() };
+        self.store.put(&self.dir.clone().join(STATS_NAME), PutPayload::from(encode_stats(&file))).await?;
+        self.stats_dirty = false;
+        self.stats_error = None;
+        Ok(())
+    }
+
+    /// Stats of a live entry as of the last flush; an error if `data.stats` is corrupt.
+    pub fn entry_stats(&self, name: &str) -> Result<Option<EntryStats>> {
+        if let Some(e) = &self.stats_error {
+            return Err(Error::Meta { path: self.dir.clone().join(STATS_NAME).to_string(), msg: e.clone() });
+        }
+        Ok(self.resolve(name).and(self.stats.get(name).cloned()))
+    }
+
+    /// Rewrites the file as one base layer holding only live entries, then removes
+    /// the sidecars. Requires an empty pending layer (the caller flushes first).
+    pub async fn compact(&mut self) -> Result<()> {
+        if !self.pending.entries.is_empty() {
+            return Err(Error::Invalid(format!("{}: compaction with unflushed writes", self.dir)));
+        }
+        if self.layers.len() <= 1 && !self.layers.first().is_some_and(|l| l.footer.entries.iter().any(|e| e.deleted)) {
+            return Ok(());
+        }
+        // Live entries in first-seen order; a delete drops one, a re-define re-appends it.
+        let mut order: IndexMap<String, ()> = IndexMap::new();
+        for l in &self.layers {
+            for e in &l.footer.entries {
+                if e.deleted {
+                    order.shift_remove(&e.name);
+                } else if !order.contains_key(&e.name) {
+                    order.insert(e.name.clone(), ());
+                }
+            }
+        }
+        let mut packer = BlockPacker::new(self.codec);
+        let mut spill = tempfile::tempfile()?;
+        let mut entries = vec![];
+        let mut stats = IndexMap::new();
+        for name in order.keys() {
+            let Some(r) = self.resolve(name) else { continue };
+            let mut chunks = vec![];
+            let mut total = ChunkSummary::default();
+            for coord in self.coords_of(&r, name) {
+                let loc = self.locate(&r, name, &coord);
+                let Some(raw) = self.chunk_bytes(&loc).await? else { continue };
+                let cells = Cells::decode(&r.spec.dtype, &raw, r.spec.grid().chunk_len(&coord)).map_err(|source| Error::Corrupt { path: self.loc_name(&loc), source })?;
+                total.merge(&summarize(&r.spec.dtype, r.spec.fill.as_ref(), &cells));
+                let (address, closed) = packer.append(&raw);
+                if let Some(z) = closed {
+                    spill.write_all(&z)?;
+                }
+                chunks.push(ChunkEntry { coord, address });
+            }
+            stats.insert(name.clone(), total.into_stats(name, &r.spec.shape));
+            entries.push(r.spec.to_meta(name, false, chunks));
+        }
+        if let Some(z) = packer.close() {
+            spill.write_all(&z)?;
+        }
+        let mut footer = Footer::empty();
+        footer.blocks = packer.blocks.clone();
+        footer.entries = entries;
+        footer.attr_keys = self.layers.iter().flat_map(|l| l.footer.attr_keys.clone()).collect::<Vec<_>>();
+        footer.attr_values = self.layers.iter().flat_map(|l| l.footer.attr_values.clone()).collect::<Vec<_>>();
+        if footer.attr_keys.len() != footer.attr_values.len() {
+            footer.attr_keys.clear();
+            footer.attr_values.clear();
+        }
+        let tail = encode_footer(&footer);
+        let base = self.dir.clone().join(BASE_NAME);
+        let data_len = packer.closed_len();
+        // 1. The new base replaces data.af atomically (single PUT or completed multipart).
+        if data_len + tail.len() as u64 <= SINGLE_PUT_LIMIT {
+            let mut body = vec![0u8; data_len as usize];
+            spill.read_exact_at(&mut body, 0)?;
+            body.extend_from_slice(&tail);
+            self.store.put(&base, PutPayload::from(body)).await?;
+        } else {
+            let upload = self.store.put_multipart(&base).await?;
+            let mut w = WriteMultipart::new_with_chunk_size(upload, 8 * 1024 * 1024);
+            let mut off = 0u64;
+            while off < data_len {
+                let len = (8u64 << 20).min(data_len - off);
+                let mut buf = vec![0u8; len as usize];
+                spill.read_exact_at(&mut buf, off)?;
+                w.wait_for_capacity(4).await?;
+                w.write(&buf);
+                off += len;
+            }
+            w.write(&tail);
+            w.finish().await?;
+        }
+        let size = data_len + tail.len() as u64;
+        let new_base = Arc::new(Layer::from_footer(next_layer_id(), base, 0, size, footer)?);
+        // 2. Sidecars go lowest first: each remaining suffix over the new base reads the same.
+        let old = std::mem::replace(&mut self.layers, vec![new_base]);
+        self.base_exists = true;
+        for l in &old {
+            if l.overlay > 0 {
+                match self.store.delete(&l.path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.cache.forget_layer(l.id);
+        }
+        // 3. Stats for every live entry.
+        self.stats = stats;
+        self.write_stats().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecar_names() {
+        assert_eq!(sidecar_number("data.1.af"), Some(1));
+        assert_eq!(sidecar_number("data.12.af"), Some(12));
+        assert_eq!(sidecar_number("data.0.af"), None);
+        assert_eq!(sidecar_number("data.af"), None);
+        assert_eq!(sidecar_number("data.x.af"), None);
+        assert_eq!(sidecar_number("data.stats"), None);
+    }
+}

@@ -1,0 +1,292 @@
+//! [`DatasetView`]: one dataset's arrays and attributes.
+//!
+//! A view is a name plus a handle on the store; it holds no state of its own.
+//! Mutations through a view of a deleted dataset fail with `DatasetNotFound`
+//! (0.10 silently re-created the dataset: D8).
+
+use indexmap::IndexMap;
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+use super::array_file::EntrySpec;
+use super::atlas::Atlas;
+use super::attr::Attr;
+use super::element::ArrayElement;
+use super::meta::{ArraySchema, DatasetMeta, MetaFormat};
+use super::{Error, Result, validate_name};
+use crate::format::cells::Cells;
+use crate::format::{DType, EntryStats, FillValue};
+
+#[derive(Clone)]
+pub struct DatasetView {
+    atlas: Atlas,
+    name: String,
+}
+
+/// Applies atlas's read-region convention: `start`/`shape` count only when their
+/// length equals the rank (otherwise zeros / full extent), and both ends are
+/// clamped to the array. Never an error.
+pub fn clamp_region(full: &[usize], start: &[usize], shape: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let rank = full.len();
+    let s: Vec<usize> = if start.len() == rank { start.to_vec() } else { vec![0; rank] };
+    let e: Vec<usize> = if shape.len() == rank { shape.to_vec() } else { full.to_vec() };
+    let lo: Vec<usize> = s.iter().zip(full).map(|(&a, &n)| a.min(n)).collect();
+    let ext = (0..rank).map(|i| s[i].saturating_add(e[i]).min(full[i]) - lo[i]).collect();
+    (lo, ext)
+}
+
+/// Checks a new array's geometry (0.10 accepted anything: D10).
+fn validate_geometry(array: &str, dtype: &DType, dims: &[String], shape: &[usize], chunk: &[usize]) -> Result<()> {
+    let bad = |m: String| Err(Error::Invalid(format!("array {array:?}: {m}")));
+    if !dtype.is_supported() {
+        return Err(Error::Unsupported(format!("dtype {} cannot be stored (supported: bool, int8..int64, uint8..uint64, float32, float64, timestamp_nanoseconds, string)", dtype.name())));
+    }
+    if dims.len() != shape.len() {
+        return bad(format!("{} dimension names for rank {}", dims.len(), shape.len()));
+    }
+    if chunk.len() != shape.len() {
+        return bad(format!("chunk shape {chunk:?} has rank {}, array has rank {}", chunk.len(), shape.len()));
+    }
+    for (i, (&s, &c)) in shape.iter().zip(chunk).enumerate() {
+        if s > u32::MAX as usize || c > u32::MAX as usize {
+            return bad(format!("axis {i}: sizes are limited to {} (u32)", u32::MAX));
+        }
+        if c == 0 && s > 0 {
+            return bad(format!("axis {i}: chunk size 0"));
+        }
+    }
+    if let Some(el) = dtype.element_size() {
+        let bytes = chunk.iter().try_fold(el as u128, |acc, &c| acc.checked_mul(c.max(1) as u128));
+        if bytes.is_none_or(|b| b > u32::MAX as u128) {
+            return bad(format!("a chunk of {chunk:?} {} elements exceeds the 4 GiB chunk limit", dtype.name()));
+        }
+    }
+    Ok(())
+}
+
+impl DatasetView {
+    pub(crate) fn new(atlas: Atlas, name: &str) -> Self {
+        DatasetView { atlas, name: name.to_string() }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn atlas(&self) -> &Atlas {
+        &self.atlas
+    }
+
+    fn with_meta<R>(&self, f: impl FnOnce(&DatasetMeta) -> R) -> Option<R> {
+        self.atlas.inner.meta.lock().datasets.get(&self.name).map(f)
+    }
+
+    fn with_meta_mut<R>(&self, f: impl FnOnce(&mut DatasetMeta) -> R) -> Result<R> {
+        let r = self.atlas.inner.meta.lock().datasets.get_mut(&self.name).map(f).ok_or_else(|| Error::DatasetNotFound(self.name.clone()))?;
+        self.atlas.touch_meta();
+        Ok(r)
+    }
+
+    /// A snapshot of this dataset's metadata.
+    pub fn meta(&self) -> Result<DatasetMeta> {
+        self.with_meta(Clone::clone).ok_or_else(|| Error::DatasetNotFound(self.name.clone()))
+    }
+
+    /// Arrays declared here, in insertion order.
+    pub fn list_arrays(&self) -> Vec<String> {
+        self.with_meta(|m| m.arrays.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn array_meta(&self, array: &str) -> Option<ArraySchema> {
+        self.with_meta(|m| m.arrays.get(array).cloned()).flatten()
+    }
+
+    /// Upserts an attribute; overwriting keeps the key's position. Non-finite floats
+    /// are refused in JSON stores, which cannot represent them (0.10 wrote `null`
+    /// and could then not reopen the store: D7).
+    pub fn set_attribute(&self, key: &str, value: Attr) -> Result<()> {
+        if let Attr::Float64(x) = value
+            && !x.is_finite()
+            && self.atlas.meta_file().format == MetaFormat::Json
+        {
+            return Err(Error::NonFiniteAttribute(key.to_string()));
+        }
+        self.with_meta_mut(|m| {
+            m.attributes.insert(key.to_string(), value);
+        })
+    }
+
+    pub fn get_attribute(&self, key: &str) -> Option<Attr> {
+        self.with_meta(|m| m.attributes.get(key).cloned()).flatten()
+    }
+
+    /// Removes an attribute; returns whether it existed.
+    pub fn remove_attribute(&self, key: &str) -> Result<bool> {
+        self.with_meta_mut(|m| m.attributes.shift_remove(key).is_some())
+    }
+
+    pub fn attributes(&self) -> IndexMap<String, Attr> {
+        self.with_meta(|m| m.attributes.clone()).unwrap_or_default()
+    }
+
+    /// Defines an array of element type `T`. `chunk_shape` defaults to `shape`.
+    pub async fn define_array<T: ArrayElement>(&self, array: &str, dims: Vec<String>, shape: Vec<usize>, chunk_shape: Option<Vec<usize>>, fill: Option<FillValue>) -> Result<()> {
+        self.define_array_dtype(array, T::DTYPE, dims, shape, chunk_shape, fill).await
+    }
+
+    /// Defines an array whose dtype is known only at run time.
+    pub async fn define_array_dtype(&self, array: &str, dtype: DType, dims: Vec<String>, shape: Vec<usize>, chunk_shape: Option<Vec<usize>>, fill: Option<FillValue>) -> Result<()> {
+        validate_name(array)?;
+        let chunk = chunk_shape.unwrap_or_else(|| shape.clone());
+        validate_geometry(array, &dtype, &dims, &shape, &chunk)?;
+        match self.with_meta(|m| m.arrays.contains_key(array)) {
+            None => return Err(Error::DatasetNotFound(self.name.clone())),
+            Some(true) => return Err(Error::ArrayAlreadyExists(array.to_string())),
+            Some(false) => {}
+        }
+        let spec = EntrySpec { dtype: dtype.clone(), shape: shape.clone(), chunk_shape: chunk.clone(), dimension_names: dims.clone(), fill };
+        let file = self.atlas.file(array).await?;
+        let mut f = file.write().await;
+        let codec = self.atlas.codec();
+        // Re-check under the file lock so two concurrent defines cannot both win.
+        self.with_meta_mut(|m| {
+            if m.arrays.contains_key(array) {
+                return Err(Error::ArrayAlreadyExists(array.to_string()));
+            }
+            m.arrays.insert(array.to_string(), ArraySchema { dtype, shape, chunk_shape: chunk, dimension_names: dims, codec });
+            Ok(())
+        })??;
+        f.define(&self.name, spec);
+        Ok(())
+    }
+
+    fn declared(&self, array: &str) -> Result<ArraySchema> {
+        match self.with_meta(|m| m.arrays.get(array).cloned()) {
+            None => Err(Error::DatasetNotFound(self.name.clone())),
+            Some(None) => Err(Error::ArrayNotFound(array.to_string())),
+            Some(Some(s)) => Ok(s),
+        }
+    }
+
+    fn check_dtype(schema: &ArraySchema, want: &DType) -> Result<()> {
+        if &schema.dtype != want {
+            return Err(Error::DTypeMismatch { expected: format!("{:?}", schema.dtype), actual: format!("{want:?}") });
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `start`. The region must lie inside the array (an error
+    /// otherwise; 0.10's docs promised truncation but it errored too).
+    pub async fn write_array<T: ArrayElement>(&self, array: &str, start: &[usize], data: ArrayViewD<'_, T>) -> Result<()> {
+        let schema = self.declared(array)?;
+        Self::check_dtype(&schema, &T::DTYPE)?;
+        if data.ndim() != schema.shape.len() {
+            return Err(Error::Invalid(format!("data of rank {} for {array:?} of rank {}", data.ndim(), schema.shape.len())));
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let cells = T::to_cells(data.iter());
+        self.write_cells(array, start, data.shape(), &cells).await
+    }
+
+    /// Writes C-order cells of shape `extent` at `start` (untyped).
+    pub async fn write_cells(&self, array: &str, start: &[usize], extent: &[usize], cells: &Cells) -> Result<()> {
+        self.declared(array)?;
+        if extent.iter().product::<usize>() == 0 && !extent.is_empty() {
+            return Ok(());
+        }
+        let file = self.atlas.file(array).await?;
+        file.write().await.write_region(&self.name, start, extent, cells).await?;
+        self.atlas.touch();
+        Ok(())
+    }
+
+    /// Reads a region (see [`clamp_region`] for the start/shape convention).
+    /// `Ok(None)` if the array is not declared here.
+    pub async fn read_array<T: ArrayElement>(&self, array: &str, start: &[usize], shape: &[usize]) -> Result<Option<ArrayD<T>>> {
+        let Some(schema) = self.array_meta(array) else { return Ok(None) };
+        Self::check_dtype(&schema, &T::DTYPE)?;
+        let Some((extent, cells)) = self.read_cells(array, start, shape).await? else { return Ok(None) };
+        Ok(Some(ArrayD::from_shape_vec(IxDyn(&extent), T::from_cells(cells)).expect("region size matches cells")))
+    }
+
+    /// Reads a region as untyped C-order cells; returns the region's shape too.
+    pub async fn read_cells(&self, array: &str, start: &[usize], shape: &[usize]) -> Result<Option<(Vec<usize>, Cells)>> {
+        let Some(schema) = self.array_meta(array) else { return Ok(None) };
+        let (lo, extent) = clamp_region(&schema.shape, start, shape);
+        let file = self.atlas.file(array).await?;
+        let cells = file.read().await.read_region(&self.name, &lo, &extent).await?;
+        Ok(Some((extent, cells)))
+    }
+
+    /// Reads an exact region (no clamping); errors if it leaves the array.
+    pub async fn read_region_exact(&self, array: &str, start: &[usize], extent: &[usize]) -> Result<Cells> {
+        let schema = self.declared(array)?;
+        if start.len() != schema.shape.len() || extent.len() != schema.shape.len() || (0..start.len()).any(|i| start[i] + extent[i] > schema.shape[i]) {
+            return Err(Error::Invalid(format!("region {start:?}+{extent:?} outside {array:?} of shape {:?}", schema.shape)));
+        }
+        let file = self.atlas.file(array).await?;
+        let cells = file.read().await.read_region(&self.name, start, extent).await?;
+        Ok(cells)
+    }
+
+    /// The fill value stored with the array's entry.
+    pub async fn array_fill_value(&self, array: &str) -> Result<Option<FillValue>> {
+        if self.array_meta(array).is_none() {
+            return Ok(None);
+        }
+        let file = self.atlas.file(array).await?;
+        let spec = file.read().await.entry_spec(&self.name);
+        Ok(spec.and_then(|s| s.fill))
+    }
+
+    /// Stats as of the last flush that carried data for this array. Errors (for
+    /// example a corrupt `data.stats`) are returned, not hidden (0.10 gave `None`: D11).
+    pub async fn array_stats(&self, array: &str) -> Result<Option<EntryStats>> {
+        if self.array_meta(array).is_none() {
+            return Ok(None);
+        }
+        let file = self.atlas.file(array).await?;
+        let s = file.read().await.entry_stats(&self.name)?;
+        Ok(s)
+    }
+
+    /// Deletes an array from this dataset (a tombstone until the next compaction).
+    pub async fn delete_array(&self, array: &str) -> Result<()> {
+        self.declared(array)?;
+        let file = self.atlas.file(array).await?;
+        file.write().await.delete(&self.name);
+        self.with_meta_mut(|m| {
+            m.arrays.shift_remove(array);
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_convention() {
+        assert_eq!(clamp_region(&[4, 6], &[], &[]), (vec![0, 0], vec![4, 6]));
+        assert_eq!(clamp_region(&[4, 6], &[1, 2], &[2, 4]), (vec![1, 2], vec![2, 4]));
+        assert_eq!(clamp_region(&[4, 6], &[3, 5], &[10, 10]), (vec![3, 5], vec![1, 1]));
+        assert_eq!(clamp_region(&[4, 6], &[9, 0], &[1, 1]), (vec![4, 0], vec![0, 1]));
+        assert_eq!(clamp_region(&[4, 6], &[1], &[1, 1]), (vec![0, 0], vec![1, 1]));
+        assert_eq!(clamp_region(&[4, 6], &[1, 1], &[]), (vec![1, 1], vec![3, 5]));
+        assert_eq!(clamp_region(&[], &[], &[]), (vec![], vec![]));
+    }
+
+    #[test]
+    fn geometry_checks() {
+        let d = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(validate_geometry("a", &DType::Float32, &d(&["x"]), &[4], &[2]).is_ok());
+        assert!(validate_geometry("a", &DType::Float32, &d(&["x"]), &[4, 4], &[2, 2]).is_err());
+        assert!(validate_geometry("a", &DType::Float32, &d(&["x", "y"]), &[4, 4], &[2]).is_err());
+        assert!(validate_geometry("a", &DType::Float32, &d(&["x"]), &[4], &[0]).is_err());
+        assert!(validate_geometry("a", &DType::Float32, &d(&["x"]), &[1 << 33], &[1]).is_err());
+        assert!(validate_geometry("a", &DType::Float64, &d(&["x", "y"]), &[1 << 20, 1 << 20], &[1 << 15, 1 << 15]).is_err());
+        assert!(validate_geometry("a", &DType::Binary, &d(&["x"]), &[4], &[4]).is_err());
+        assert!(validate_geometry("a", &DType::Int8, &[], &[], &[]).is_ok());
+    }
+}

@@ -1,0 +1,102 @@
+//! One committed layer file (`data.af` or a sidecar `data.N.af`), with its footer
+//! indexed by hash maps: entry by dataset name, chunk by coordinate, block by id.
+//! (0.10 scanned lists linearly for each chunk; with thousands of datasets per
+//! file that dominates reads.)
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore};
+
+use super::{Error, Result};
+use crate::format::footer::{TRAILER_LEN, decode_footer, trailer_archive_len, LAYER_MAGIC};
+use crate::format::{BlockMeta, ChunkAddress, EntryMeta, FormatError, Footer};
+
+/// How much of a file's tail the first footer read fetches; most footers fit.
+const TAIL_GUESS: u64 = 64 * 1024;
+
+#[derive(Debug)]
+pub struct Layer {
+    /// Cache identity of this file version (see `cache`).
+    pub id: u64,
+    pub path: Path,
+    /// 0 for `data.af`, N for `data.N.af`.
+    pub overlay: u32,
+    /// File size in bytes.
+    pub size: u64,
+    pub footer: Footer,
+    blocks: HashMap<u32, usize>,
+    entries: HashMap<String, usize>,
+    chunks: Vec<HashMap<Vec<u32>, ChunkAddress>>,
+}
+
+impl Layer {
+    /// Indexes a footer and checks that every address it holds points inside the file.
+    pub fn from_footer(id: u64, path: Path, overlay: u32, size: u64, footer: Footer) -> Result<Layer> {
+        let corrupt = |msg: String| Error::Corrupt { path: path.to_string(), source: FormatError::InvalidFooter(msg) };
+        let mut blocks = HashMap::with_capacity(footer.blocks.len());
+        for (i, b) in footer.blocks.iter().enumerate() {
+            if b.file_offset.checked_add(b.compressed_size).is_none_or(|end| end > size) {
+                return Err(corrupt(format!("block {} lies outside the {size}-byte file", b.id.0)));
+            }
+            blocks.insert(b.id.0, i);
+        }
+        let mut entries = HashMap::with_capacity(footer.entries.len());
+        let mut chunks = Vec::with_capacity(footer.entries.len());
+        for (i, e) in footer.entries.iter().enumerate() {
+            let mut map = HashMap::with_capacity(e.layout.storage.chunks.len());
+            for c in &e.layout.storage.chunks {
+                let b = blocks.get(&c.address.block_id.0).map(|&j| &footer.blocks[j]).ok_or_else(|| corrupt(format!("entry {:?} points at missing block {}", e.name, c.address.block_id.0)))?;
+                if c.address.offset as u64 + c.address.size as u64 > b.uncompressed_size {
+                    return Err(corrupt(format!("entry {:?} chunk {:?} overruns block {}", e.name, c.coord, b.id.0)));
+                }
+                map.insert(c.coord.clone(), c.address);
+            }
+            // Later duplicates win, as in a file rewritten by appending.
+            entries.insert(e.name.clone(), i);
+            chunks.push(map);
+        }
+        Ok(Layer { id, path, overlay, size, footer, blocks, entries, chunks })
+    }
+
+    /// Reads and indexes the footer of an existing layer file.
+    pub async fn load(store: &dyn ObjectStore, path: Path, overlay: u32) -> Result<Layer> {
+        let corrupt = |source: FormatError| Error::Corrupt { path: path.to_string(), source };
+        let got = store.get_opts(&path, GetOptions { range: Some(GetRange::Suffix(TAIL_GUESS)), ..Default::default() }).await?;
+        let size = got.meta.size;
+        let mut tail = got.bytes().await?;
+        let len = trailer_archive_len(&tail, LAYER_MAGIC).map_err(corrupt)?;
+        let need = len.checked_add(TRAILER_LEN as u64).filter(|&n| n <= size).ok_or_else(|| corrupt(FormatError::InvalidFooter(format!("footer length {len} exceeds the {size}-byte file"))))?;
+        if need > tail.len() as u64 {
+            tail = store.get_opts(&path, GetOptions { range: Some(GetRange::Bounded(size - need..size)), ..Default::default() }).await?.bytes().await?;
+        }
+        let footer = decode_footer(&tail).map_err(corrupt)?;
+        Layer::from_footer(super::cache::next_layer_id(), path, overlay, size, footer)
+    }
+
+    pub fn entry(&self, name: &str) -> Option<&EntryMeta> {
+        self.entries.get(name).map(|&i| &self.footer.entries[i])
+    }
+
+    pub fn mentions(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    pub fn chunk(&self, name: &str, coord: &[u32]) -> Option<ChunkAddress> {
+        self.entries.get(name).and_then(|&i| self.chunks[i].get(coord).copied())
+    }
+
+    pub fn block(&self, id: u32) -> Option<&BlockMeta> {
+        self.blocks.get(&id).map(|&i| &self.footer.blocks[i])
+    }
+
+    /// Compressed bytes of one block.
+    pub async fn fetch_block(self: &Arc<Self>, store: &dyn ObjectStore, b: &BlockMeta) -> Result<Bytes> {
+        let range = b.file_offset..b.file_offset + b.compressed_size;
+        Ok(store.get_range(&self.path, range).await?)
+    }
+}
+
+use object_store::ObjectStoreExt;

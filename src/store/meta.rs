@@ -1,0 +1,197 @@
+//! The store metadata file: `atlas.{json,msgpack}[.zst|.lz4]` at the store root.
+//!
+//! One file holds every dataset, its arrays' schemas and its attributes, in
+//! insertion order. `open` picks the first of the six names present, in a fixed
+//! priority order; saves go back to the same name in one PUT.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use super::attr::Attr;
+use super::{Error, Result};
+use crate::format::{Codec, DType};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MetaFormat {
+    #[default]
+    Json,
+    MsgPack,
+}
+
+impl MetaFormat {
+    pub fn parse(s: &str) -> Option<MetaFormat> {
+        match s.to_ascii_lowercase().as_str() {
+            "json" => Some(MetaFormat::Json),
+            "msgpack" | "mp" => Some(MetaFormat::MsgPack),
+            _ => None,
+        }
+    }
+}
+
+/// Which metadata file a store uses: format plus compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaFile {
+    pub format: MetaFormat,
+    pub compression: Codec,
+}
+
+/// Uncompressed JSON: the format of a store with no metadata file yet.
+impl Default for MetaFile {
+    fn default() -> Self {
+        MetaFile::new(MetaFormat::Json, Codec::Uncompressed)
+    }
+}
+
+impl MetaFile {
+    pub const fn new(format: MetaFormat, compression: Codec) -> Self {
+        MetaFile { format, compression }
+    }
+
+    /// The six names in the priority order `open` checks them.
+    pub const ALL: [MetaFile; 6] = [
+        MetaFile::new(MetaFormat::Json, Codec::Uncompressed),
+        MetaFile::new(MetaFormat::Json, Codec::Zstd),
+        MetaFile::new(MetaFormat::Json, Codec::Lz4),
+        MetaFile::new(MetaFormat::MsgPack, Codec::Uncompressed),
+        MetaFile::new(MetaFormat::MsgPack, Codec::Zstd),
+        MetaFile::new(MetaFormat::MsgPack, Codec::Lz4),
+    ];
+
+    pub fn file_name(&self) -> &'static str {
+        match (self.format, self.compression) {
+            (MetaFormat::Json, Codec::Uncompressed) => "atlas.json",
+            (MetaFormat::Json, Codec::Zstd) => "atlas.json.zst",
+            (MetaFormat::Json, Codec::Lz4) => "atlas.json.lz4",
+            (MetaFormat::MsgPack, Codec::Uncompressed) => "atlas.msgpack",
+            (MetaFormat::MsgPack, Codec::Zstd) => "atlas.msgpack.zst",
+            (MetaFormat::MsgPack, Codec::Lz4) => "atlas.msgpack.lz4",
+        }
+    }
+
+    pub fn from_file_name(name: &str) -> Option<MetaFile> {
+        MetaFile::ALL.into_iter().find(|m| m.file_name() == name)
+    }
+
+    pub fn encode(&self, meta: &StoreMeta) -> Result<Vec<u8>> {
+        let raw = match self.format {
+            MetaFormat::Json => serde_json::to_vec_pretty(meta).map_err(|e| Error::Meta { path: self.file_name().into(), msg: e.to_string() })?,
+            MetaFormat::MsgPack => rmp_serde::to_vec_named(meta).map_err(|e| Error::Meta { path: self.file_name().into(), msg: e.to_string() })?,
+        };
+        Ok(self.compression.compress_meta(&raw))
+    }
+
+    pub fn decode(&self, bytes: &[u8]) -> Result<StoreMeta> {
+        let err = |msg: String| Error::Meta { path: self.file_name().into(), msg };
+        let raw = self.compression.decompress_meta(bytes).map_err(|e| err(e.to_string()))?;
+        match self.format {
+            MetaFormat::Json => serde_json::from_slice(&raw).map_err(|e| err(e.to_string())),
+            MetaFormat::MsgPack => rmp_serde::from_slice(&raw).map_err(|e| err(e.to_string())),
+        }
+    }
+}
+
+/// The whole metadata file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreMeta {
+    pub version: u32,
+    /// Codec for new arrays' blocks.
+    #[serde(default)]
+    pub codec: Codec,
+    pub datasets: IndexMap<String, DatasetMeta>,
+}
+
+impl StoreMeta {
+    /// What `open` sees when there is no metadata file (version 0, empty).
+    pub fn empty_default() -> Self {
+        StoreMeta { version: 0, codec: Codec::Zstd, datasets: IndexMap::new() }
+    }
+
+    pub fn new(codec: Codec) -> Self {
+        StoreMeta { version: 1, codec, datasets: IndexMap::new() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DatasetMeta {
+    #[serde(default)]
+    pub arrays: IndexMap<String, ArraySchema>,
+    #[serde(default)]
+    pub attributes: IndexMap<String, Attr>,
+}
+
+/// What `atlas.json` records about one dataset's array.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArraySchema {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub chunk_shape: Vec<usize>,
+    pub dimension_names: Vec<String>,
+    pub codec: Codec,
+}
+
+impl ArraySchema {
+    pub fn element_count(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(n_ds: usize, n_arr: usize) -> StoreMeta {
+        let mut m = StoreMeta::new(Codec::Zstd);
+        for d in 0..n_ds {
+            let mut ds = DatasetMeta::default();
+            for a in 0..n_arr {
+                ds.arrays.insert(
+                    format!("array_{a}"),
+                    ArraySchema { dtype: DType::Float32, shape: vec![100, 200], chunk_shape: vec![50, 50], dimension_names: vec!["lat".into(), "lon".into()], codec: Codec::Zstd },
+                );
+            }
+            ds.attributes.insert("month".into(), Attr::Int64(d as i64));
+            ds.attributes.insert("when".into(), Attr::TimestampNanoseconds(1_700_000_000_000_000_000));
+            m.datasets.insert(format!("dataset_{d}"), ds);
+        }
+        m
+    }
+
+    #[test]
+    fn empty_store_json_is_55_bytes() {
+        let b = MetaFile::default().encode(&StoreMeta::new(Codec::Zstd)).unwrap();
+        assert_eq!(String::from_utf8(b).unwrap(), "{\n  \"version\": 1,\n  \"codec\": \"Zstd\",\n  \"datasets\": {}\n}");
+    }
+
+    #[test]
+    fn all_six_variants_round_trip_and_compress() {
+        let m = sample(30, 5);
+        let json = MetaFile::ALL[0].encode(&m).unwrap().len();
+        let mp = MetaFile::ALL[3].encode(&m).unwrap().len();
+        assert!(mp < json);
+        for f in MetaFile::ALL {
+            let b = f.encode(&m).unwrap();
+            assert_eq!(f.decode(&b).unwrap(), m, "{}", f.file_name());
+            assert_eq!(MetaFile::from_file_name(f.file_name()), Some(f));
+            if f.compression != Codec::Uncompressed {
+                let plain = MetaFile::new(f.format, Codec::Uncompressed).encode(&m).unwrap().len();
+                assert!(b.len() < plain, "{} does not shrink", f.file_name());
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_and_unknown_keys() {
+        let m: StoreMeta = serde_json::from_str(r#"{"version":1,"datasets":{"a":{}},"extra":3}"#).unwrap();
+        assert_eq!(m.codec, Codec::Zstd);
+        assert!(m.datasets["a"].arrays.is_empty());
+        assert!(serde_json::from_str::<StoreMeta>(r#"{"datasets":{}}"#).is_err());
+    }
+
+    #[test]
+    fn schema_round_trips() {
+        let s = ArraySchema { dtype: DType::UInt16, shape: vec![3], chunk_shape: vec![3], dimension_names: vec!["i".into()], codec: Codec::Lz4 };
+        let j = serde_json::to_string(&s).unwrap();
+        assert!(j.contains("u_int16") && j.contains("\"Lz4\""));
+        assert_eq!(serde_json::from_str::<ArraySchema>(&j).unwrap(), s);
+    }
+}
