@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs, idempotently:
+#   - Debian packages: fuse3 (fusermount3), rsync, attr (getfattr)
+#   - a Python venv at .venv with numpy, atlas-python 0.10.0 (the compatibility
+#     oracle) and moto[server] (a real S3-compatible server for object-store tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v fusermount3 >/dev/null || need_apt+=(fuse3)
+command -v rsync >/dev/null || need_apt+=(rsync)
+command -v getfattr >/dev/null || need_apt+=(attr)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c 'import numpy, atlas, moto; assert atlas.__version__ == "0.10.0"' 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check numpy "atlas-python==0.10.0" "moto[server]"
+fi
+echo "test environment ready: $(.venv/bin/python -c 'import atlas, numpy; print("atlas", atlas.__version__, "numpy", numpy.__version__)')"
