@@ -5,5 +5,7 @@
 
 pub mod format;
 pub mod store;
+pub mod fs;
+pub mod fuse;
 
 pub use store::{Atlas, Attr, DatasetView, Error, Result, StoreConfig, StoreOptions};

@@ -1,1 +1,7 @@
-fn main() {}
+//! The `atlasfs` command: manage an atlas store and move arrays in and out as `.npy`.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -94,7 +94,7 @@ impl EntrySpec {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct PendingEntry {
     spec: EntrySpec,
     deleted: bool,
@@ -166,6 +166,14 @@ struct Resolved {
     spec: EntrySpec,
     in_pending: bool,
     layers: Vec<Arc<Layer>>,
+}
+
+/// An entry's pending state, for [`ArrayFile::rollback`].
+#[derive(Debug)]
+pub struct Checkpoint {
+    pending: Option<PendingEntry>,
+    stats: Option<EntryStats>,
+    stats_dirty: bool,
 }
 
 /// Facts about an array file for `atlasfs info`.
@@ -374,6 +382,9 @@ impl ArrayFile {
     pub async fn read_region(&self, name: &str, start: &[usize], extent: &[usize]) -> Result<Cells> {
         let r = self.resolve(name).ok_or_else(|| self.not_found(name))?;
         let grid = r.spec.grid();
+        if start.len() != grid.rank() || extent.len() != grid.rank() || (0..grid.rank()).any(|i| start[i].saturating_add(extent[i]) > r.spec.shape[i]) {
+            return Err(Error::Invalid(format!("read region {start:?}+{extent:?} outside {name:?}/{} of shape {:?}", self.array, r.spec.shape)));
+        }
         let n: usize = extent.iter().product();
         let mut out = Cells::filled(&r.spec.dtype, r.spec.fill.as_ref(), n);
         let coords = grid.overlapping(start, extent);
@@ -402,6 +413,28 @@ impl ArrayFile {
             }
         }
         Ok(out)
+    }
+
+    /// Remembers an entry's pending state, to undo a failed multi-step change.
+    pub fn checkpoint(&self, name: &str) -> Checkpoint {
+        Checkpoint { pending: self.pending.entries.get(name).cloned(), stats: self.stats.get(name).cloned(), stats_dirty: self.stats_dirty }
+    }
+
+    /// Puts an entry back as it was at `cp`. Chunks appended since stay in the spill
+    /// file as dead bytes; nothing refers to them.
+    pub fn rollback(&mut self, name: &str, cp: Checkpoint) {
+        match cp.pending {
+            Some(p) => {
+                self.pending.entries.insert(name.to_string(), p);
+            }
+            None => {
+                self.pending.entries.shift_remove(name);
+            }
+        }
+        if let Some(s) = cp.stats {
+            self.stats.insert(name.to_string(), s);
+        }
+        self.stats_dirty = cp.stats_dirty;
     }
 
     /// Defines (or re-defines) an entry in the pending layer.
@@ -516,8 +549,15 @@ impl ArrayFile {
         if !self.base_exists {
             // 0.10 readers expect the base to exist before any sidecar.
             let base = self.dir.clone().join(BASE_NAME);
-            match self.store.put_opts(&base, PutPayload::from(encode_footer(&Footer::empty())), PutOptions::from(PutMode::Create)).await {
-                Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => self.base_exists = true,
+            let empty = encode_footer(&Footer::empty());
+            let size = empty.len() as u64;
+            match self.store.put_opts(&base, PutPayload::from(empty), PutOptions::from(PutMode::Create)).await {
+                Ok(_) => {
+                    self.layers.insert(0, Arc::new(Layer::from_footer(next_layer_id(), base, 0, size, Footer::empty())?));
+                    self.base_exists = true;
+                }
+                // Another writer made it first; its contents are read at the next open.
+                Err(object_store::Error::AlreadyExists { .. }) => self.base_exists = true,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -16,6 +16,17 @@ use super::{Error, Result, validate_name};
 use crate::format::cells::Cells;
 use crate::format::{DType, EntryStats, FillValue};
 
+/// Everything needed to define an array whose dtype is known at run time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArrayDef {
+    pub dtype: DType,
+    pub dimension_names: Vec<String>,
+    pub shape: Vec<usize>,
+    /// `None`: one chunk covering the whole array.
+    pub chunk_shape: Option<Vec<usize>>,
+    pub fill: Option<FillValue>,
+}
+
 #[derive(Clone)]
 pub struct DatasetView {
     atlas: Atlas,
@@ -156,6 +167,52 @@ impl DatasetView {
             Ok(())
         })??;
         f.define(&self.name, spec);
+        Ok(())
+    }
+
+    /// Defines `array` anew (replacing any existing one) and fills it from `slabs`,
+    /// all under the array file's write lock, so readers see the old array or the
+    /// complete new one, never a mix. `slabs` yields `(start, extent, cells)`.
+    pub async fn replace_array<I>(&self, array: &str, def: ArrayDef, slabs: I) -> Result<()>
+    where
+        I: IntoIterator<Item = Result<(Vec<usize>, Vec<usize>, Cells)>>,
+    {
+        validate_name(array)?;
+        let ArrayDef { dtype, dimension_names: dims, shape, chunk_shape, fill } = def;
+        let chunk = chunk_shape.unwrap_or_else(|| shape.clone());
+        validate_geometry(array, &dtype, &dims, &shape, &chunk)?;
+        if self.with_meta(|_| ()).is_none() {
+            return Err(Error::DatasetNotFound(self.name.clone()));
+        }
+        let spec = EntrySpec { dtype: dtype.clone(), shape: shape.clone(), chunk_shape: chunk.clone(), dimension_names: dims.clone(), fill };
+        let file = self.atlas.file(array).await?;
+        let mut f = file.write().await;
+        // Build the new version aside from the old one: the old entry stays readable
+        // to nobody else meanwhile, since we hold the write lock.
+        let existed = self.with_meta(|m| m.arrays.contains_key(array)).unwrap_or(false);
+        let before = f.checkpoint(&self.name);
+        if existed {
+            f.delete(&self.name);
+        }
+        f.define(&self.name, spec);
+        let fill_in = async {
+            for slab in slabs {
+                let (start, extent, cells) = slab?;
+                if extent.iter().product::<usize>() > 0 || extent.is_empty() {
+                    f.write_region(&self.name, &start, &extent, &cells).await?;
+                }
+            }
+            Ok::<_, Error>(())
+        };
+        if let Err(e) = fill_in.await {
+            // Leave the array as it was.
+            f.rollback(&self.name, before);
+            return Err(e);
+        }
+        let codec = self.atlas.codec();
+        self.with_meta_mut(|m| {
+            m.arrays.insert(array.to_string(), ArraySchema { dtype, shape, chunk_shape: chunk, dimension_names: dims, codec });
+        })?;
         Ok(())
     }
 

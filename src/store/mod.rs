@@ -11,7 +11,7 @@ pub mod array_file;
 pub mod attr;
 pub mod backend;
 pub mod cache;
-mod dataset;
+pub mod dataset;
 mod element;
 mod atlas;
 pub mod layer;
@@ -19,7 +19,7 @@ pub mod meta;
 
 pub use atlas::{Atlas, ArrayFileInfo, StoreConfig, StoreInfo, StoreOptions};
 pub use attr::Attr;
-pub use dataset::DatasetView;
+pub use dataset::{ArrayDef, DatasetView, clamp_region};
 pub use element::{ArrayElement, TimestampNs};
 pub use meta::{ArraySchema, DatasetMeta, MetaFormat};
 

@@ -25,3 +25,13 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
     assert!(out.status.success(), "python {script} {args:?} failed:\n--- stdout\n{}\n--- stderr\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Like [`run_python`], but checks the interpreter (a ~0.5 s import) only once per
+/// test binary, for suites that start many Python processes.
+pub fn run_python_checked_once(script: &str, args: &[&str]) -> String {
+    static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let py = PY.get_or_init(python);
+    let out = Command::new(py).arg(repo().join("tests/python").join(script)).args(args).env("PYTHONDONTWRITEBYTECODE", "1").output().expect("spawn python");
+    assert!(out.status.success(), "python {script} {args:?} failed:\n--- stdout\n{}\n--- stderr\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what it needs, then runs
+# unit tests, the atlas-python 0.10 compatibility suite, the backend conformance
+# suite (memory, local directory, a moto S3 server on 127.0.0.1), CLI and mount tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-test-env.sh
+export ATLASFS_PYTHON="$PWD/.venv/bin/python"
+export PATH="$PWD/.venv/bin:$PATH"
+cargo build --release --locked 2>&1 | tail -n 3
+# Release profile: the suites move real data; debug builds would dominate the time.
+cargo test --release --locked -- --test-threads=2

@@ -1,0 +1,255 @@
+//! `atlasfs mount` and `atlasfs unmount`.
+//!
+//! Without `--foreground`, mount re-runs itself in the background (a new session,
+//! logs to a file) and returns only once the mount is usable — or fails with the
+//! daemon's own error message. The daemon flushes and unmounts on SIGTERM/SIGINT;
+//! an external `umount` ends it too, after a final flush.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atlasfs::fs::{AtlasFs, FsConfig};
+use atlasfs::fuse::{MountConfig, session};
+use atlasfs::store::backend::Location;
+use atlasfs::{StoreConfig, StoreOptions};
+
+use super::{CliError, Result};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The store: a directory or a URL.
+    pub store: String,
+    /// An existing, empty directory.
+    pub mountpoint: PathBuf,
+    /// Stay in the foreground (logs go to stderr).
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Refuse every change (EROFS).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf unless root).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Owner of every file and directory (default: the mounting user).
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group of every file and directory (default: the mounting user's group).
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Budget of the decoded-block cache, in bytes (suffixes K, M, G allowed).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Create the store if the location holds none.
+    #[arg(long)]
+    pub create: bool,
+    /// Seconds the kernel may cache names and attributes.
+    #[arg(long, default_value_t = 1.0)]
+    pub ttl: f64,
+    /// FUSE worker threads.
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Daemon log file (default: /tmp/atlasfs-<mountpoint>.log).
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UnmountArgs {
+    /// The mountpoint.
+    pub mountpoint: PathBuf,
+}
+
+/// `256M` → bytes.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix in {s:?} (use K, M, G or T)")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    num.trim().parse::<u64>().map(|n| n * mult).map_err(|_| format!("not a size: {s:?}"))
+}
+
+/// Whether `mountpoint` is currently an atlasfs mount (from /proc/self/mountinfo).
+pub fn is_mounted(mountpoint: &Path) -> bool {
+    let Ok(canon) = mountpoint.canonicalize().or_else(|_| std::path::absolute(mountpoint)) else { return false };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    info.lines().any(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let fstype = f.iter().position(|&x| x == "-").and_then(|i| f.get(i + 1)).copied().unwrap_or("");
+        f.get(4).map(|m| m.replace("\\040", " ")) == Some(canon.display().to_string()) && fstype.starts_with("fuse")
+    })
+}
+
+/// A mount whose daemon died answers every call with ENOTCONN; clear it.
+fn clean_stale(mountpoint: &Path) {
+    if let Err(e) = std::fs::metadata(mountpoint)
+        && e.raw_os_error() == Some(libc::ENOTCONN)
+    {
+        tracing::warn!(mountpoint = %mountpoint.display(), "clearing a stale mount left by a daemon that died");
+        let ok = Command::new("fusermount3").arg("-uz").arg(mountpoint).status().map(|s| s.success()).unwrap_or(false);
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(mountpoint).status();
+        }
+    }
+}
+
+fn check_mountpoint(mp: &Path) -> Result<()> {
+    clean_stale(mp);
+    let meta = std::fs::metadata(mp).map_err(|e| CliError::File { path: mp.display().to_string(), source: e })?;
+    if !meta.is_dir() {
+        return Err(CliError::Usage(format!("{}: the mountpoint must be a directory", mp.display())));
+    }
+    if is_mounted(mp) {
+        return Err(CliError::Usage(format!("{}: something is already mounted here", mp.display())));
+    }
+    Ok(())
+}
+
+pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
+    check_mountpoint(&a.mountpoint)?;
+    if !a.foreground {
+        return daemonize(&a);
+    }
+    let options = StoreOptions { block_cache_bytes: a.cache_size, ..StoreOptions::default() };
+    let atlas = rt.block_on(async {
+        let location = Location::parse(&a.store)?;
+        if a.create {
+            match location.create(StoreConfig::default(), options.clone()).await {
+                Ok(atlas) => return Ok::<_, CliError>(atlas),
+                Err(atlasfs::Error::StoreAlreadyExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Refuses a directory that holds no store (see open_store), then opens with our options.
+        super::open_store(&a.store).await?;
+        Ok(location.open(options).await?)
+    })?;
+    let mut cfg = FsConfig { read_only: a.read_only, ttl: Duration::from_secs_f64(a.ttl.max(0.0)), ..FsConfig::default() };
+    if let Some(u) = a.uid {
+        cfg.uid = u;
+    }
+    if let Some(g) = a.gid {
+        cfg.gid = g;
+    }
+    let core = Arc::new(AtlasFs::new(atlas, cfg));
+    let mcfg = MountConfig { read_only: a.read_only, allow_other: a.allow_other, threads: a.threads, fs_name: format!("atlasfs:{}", a.store) };
+    let mut sess = session(core.clone(), rt.handle().clone(), &a.mountpoint, &mcfg).map_err(|e| CliError::File { path: a.mountpoint.display().to_string(), source: e })?;
+    let mut unmounter = sess.unmount_callable();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let serve = std::thread::Builder::new()
+        .name("fuse-session".into())
+        .spawn(move || {
+            let r = sess.run();
+            let _ = done_tx.send(());
+            r
+        })
+        .map_err(|e| CliError::File { path: "fuse session thread".into(), source: e })?;
+    tracing::info!(store = %a.store, mountpoint = %a.mountpoint.display(), "mounted");
+    let signalled = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => true,
+            _ = tokio::signal::ctrl_c() => true,
+            _ = done_rx => false,
+        }
+    });
+    if signalled {
+        tracing::info!("signal received: flushing and unmounting");
+        if let Err(e) = rt.block_on(core.flush_store()) {
+            tracing::error!(error = %e, "flush before unmount failed");
+        }
+        if let Err(e) = unmounter.unmount() {
+            tracing::warn!(error = %e, "unmount failed (busy?); detaching lazily");
+            let _ = Command::new("fusermount3").arg("-uz").arg(&a.mountpoint).status();
+        }
+    }
+    let served = serve.join().unwrap_or_else(|_| Err(std::io::Error::other("FUSE session thread panicked")));
+    // Whatever ended the session, pending writes go out before the process does.
+    rt.block_on(core.flush_store()).map_err(|e| CliError::Usage(format!("final flush failed, recent writes may be lost: {e}")))?;
+    served.map_err(|e| CliError::File { path: a.mountpoint.display().to_string(), source: e })
+}
+
+/// Runs the mount again in the background and waits until it is usable.
+fn daemonize(a: &Args) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| CliError::File { path: "current executable".into(), source: e })?;
+    let mp_abs = std::path::absolute(&a.mountpoint).map_err(|e| CliError::File { path: a.mountpoint.display().to_string(), source: e })?;
+    let log = a.log_file.clone().unwrap_or_else(|| PathBuf::from(format!("/tmp/atlasfs-{}.log", mp_abs.display().to_string().trim_matches('/').replace('/', "_"))));
+    let log_file = std::fs::File::create(&log).map_err(|e| CliError::File { path: log.display().to_string(), source: e })?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    args.push("--foreground".into());
+    let mut cmd = Command::new(exe);
+    cmd.args(&args).stdin(std::process::Stdio::null()).stdout(log_file.try_clone().map_err(|e| CliError::File { path: log.display().to_string(), source: e })?).stderr(log_file);
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    // SAFETY: setsid is async-signal-safe; it detaches the daemon from our terminal.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| CliError::File { path: "daemon".into(), source: e })?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if is_mounted(&mp_abs) {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let last = text.lines().rev().find(|l| l.contains("error")).unwrap_or(text.lines().last().unwrap_or("no output")).trim().to_string();
+            return Err(CliError::Usage(format!("the mount daemon exited ({status}) before the mount was ready: {last} (log: {})", log.display())));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(CliError::Usage(format!("the mount was not ready after 60 s (log: {})", log.display())));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Flushes through the control file, then unmounts and waits for the mount to go.
+pub fn unmount(a: UnmountArgs) -> Result<()> {
+    let mp = &a.mountpoint;
+    if !is_mounted(mp) {
+        return Err(CliError::Usage(format!("{}: not mounted", mp.display())));
+    }
+    if let Err(e) = std::fs::write(mp.join(".atlasfs/flush"), b"1") {
+        tracing::warn!(error = %e, "flush before unmount failed");
+    }
+    let ok = Command::new("fusermount3").arg("-u").arg(mp).status().map(|s| s.success()).unwrap_or(false) || Command::new("umount").arg(mp).status().map(|s| s.success()).unwrap_or(false);
+    if !ok {
+        return Err(CliError::Usage(format!("{}: unmount failed (is a file still open there?)", mp.display())));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while is_mounted(mp) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256M").unwrap(), 256 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("x").is_err());
+    }
+}

@@ -1,0 +1,120 @@
+//! `atlasfs put STORE DATASET/ARRAY FILE.npy`: store a `.npy` file as an array.
+//!
+//! The file is read and checked completely before the store is opened, and the
+//! store is flushed only when every step succeeded, so a failure changes nothing.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use atlasfs::fs::npy::{self, NpyError};
+
+use super::{CliError, Result, open_store, split_target};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The store: a directory, or a URL (file://, memory://, s3://, gs://, az://)
+    pub store: String,
+    /// Where to put it: DATASET/ARRAY (the dataset is created if missing, the array replaced if present)
+    pub target: String,
+    /// The .npy file
+    pub file: PathBuf,
+    /// Chunk shape, comma-separated (default: the whole array in one chunk)
+    #[arg(long, value_delimiter = ',', value_name = "N,N,..")]
+    pub chunks: Option<Vec<usize>>,
+    /// Dimension names, comma-separated (default: dim_0,dim_1,..)
+    #[arg(long, value_delimiter = ',', value_name = "NAME,..")]
+    pub dims: Option<Vec<String>>,
+}
+
+/// Checks the chunk shape and dimension names against the array's shape.
+fn geometry(shape: &[usize], chunks: Option<Vec<usize>>, dims: Option<Vec<String>>) -> Result<(Option<Vec<usize>>, Vec<String>)> {
+    let rank = shape.len();
+    if let Some(c) = &chunks {
+        if c.len() != rank {
+            return Err(CliError::Usage(format!("--chunks has {} sizes, the array has rank {rank} (shape {})", c.len(), super::shape_str(shape))));
+        }
+        if let Some(i) = c.iter().position(|&n| n == 0) {
+            return Err(CliError::Usage(format!("--chunks: axis {i} has chunk size 0")));
+        }
+    }
+    let dims = match dims {
+        None => (0..rank).map(|i| format!("dim_{i}")).collect(),
+        Some(d) => {
+            if d.len() != rank {
+                return Err(CliError::Usage(format!("--dims has {} names, the array has rank {rank} (shape {})", d.len(), super::shape_str(shape))));
+            }
+            if d.iter().any(String::is_empty) {
+                return Err(CliError::Usage("--dims: empty dimension name".into()));
+            }
+            let mut seen = HashSet::new();
+            if let Some(dup) = d.iter().find(|n| !seen.insert(n.as_str())) {
+                return Err(CliError::Usage(format!("--dims: dimension name {dup:?} given twice")));
+            }
+            d
+        }
+    };
+    Ok((chunks, dims))
+}
+
+/// Reads and fully checks a `.npy` file: the header and the file size first, so a
+/// bad or oversized file is refused before its data is loaded.
+fn read_npy(file: &Path, path: &str, one_chunk: bool) -> Result<npy::NpyArray> {
+    let io = |source| CliError::File { path: path.to_string(), source };
+    let bad = |source| CliError::Npy { path: path.to_string(), source };
+    let mut f = std::fs::File::open(file).map_err(io)?;
+    let header = npy::read_header(&mut f).map_err(bad)?;
+    let et = header.element_type().map_err(bad)?;
+    let expected = header.data_len().map_err(bad)?;
+    let actual = f.metadata().map_err(io)?.len().saturating_sub(header.header_len as u64);
+    if actual < expected as u64 {
+        return Err(bad(NpyError::ShortPayload { expected, actual: actual as usize }));
+    }
+    if actual > expected as u64 {
+        return Err(bad(NpyError::TrailingBytes((actual - expected as u64) as usize)));
+    }
+    if one_chunk && et.is_fixed_width() && expected > u32::MAX as usize {
+        return Err(CliError::Usage(format!("{path}: the array ({expected} bytes) does not fit one chunk (at most 4 GiB); pass --chunks")));
+    }
+    let mut payload = Vec::with_capacity(expected);
+    f.read_to_end(&mut payload).map_err(io)?;
+    npy::decode_payload(&header, payload).map_err(bad)
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let (dataset, array) = split_target(&args.target, true)?;
+    let array = array.expect("required above");
+    let path = args.file.display().to_string();
+    let data = read_npy(&args.file, &path, args.chunks.is_none())?;
+    let (chunks, dims) = geometry(&data.shape, args.chunks, args.dims)?;
+
+    // Everything below changes only memory until the final flush.
+    let atlas = open_store(&args.store).await?;
+    let view = if atlas.dataset_exists(&dataset) { atlas.open_dataset(&dataset).await? } else { atlas.create_dataset(&dataset).await? };
+    if view.array_meta(&array).is_some() {
+        view.delete_array(&array).await?;
+    }
+    view.define_array_dtype(&array, data.dtype.clone(), dims, data.shape.clone(), chunks, None).await?;
+    let start = vec![0; data.shape.len()];
+    view.write_cells(&array, &start, &data.shape, &data.cells).await?;
+    atlas.flush().await?;
+    tracing::info!(dataset, array, dtype = data.dtype.name(), shape = ?data.shape, "stored");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_checks() {
+        assert_eq!(geometry(&[4, 6], None, None).unwrap(), (None, vec!["dim_0".to_string(), "dim_1".to_string()]));
+        assert_eq!(geometry(&[], None, None).unwrap(), (None, vec![]));
+        assert!(geometry(&[4, 6], Some(vec![2]), None).is_err());
+        assert!(geometry(&[4, 6], Some(vec![2, 0]), None).is_err());
+        assert!(geometry(&[4, 6], None, Some(vec!["a".into()])).is_err());
+        assert!(geometry(&[4, 6], None, Some(vec!["a".into(), "a".into()])).is_err());
+        assert!(geometry(&[4, 6], None, Some(vec!["a".into(), "".into()])).is_err());
+        assert!(geometry(&[4, 6], Some(vec![2, 3]), Some(vec!["y".into(), "x".into()])).is_ok());
+    }
+}

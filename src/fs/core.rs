@@ -1,0 +1,1173 @@
+//! The filesystem view of a store, without FUSE: `MOUNT/<dataset>/<array>.npy`.
+//!
+//! Every operation here is what one FUSE request does, in store terms, returning an
+//! [`FsError`] that carries the errno. The `fuse` adapter only translates.
+//!
+//! - **Names.** The root lists datasets and the control directory `.atlasfs`; a
+//!   dataset directory lists `<array>.npy` for each array, plus files being written.
+//! - **Reads** build the `.npy` header from metadata and map the byte range onto
+//!   array boxes ([`layout`](super::layout)); only chunks under those boxes decode.
+//!   String arrays appear as `<U{max chars}`, sized once per version and cached.
+//! - **Writes.** Creating or truncating `<name>.npy` stages the bytes in a temp
+//!   file; on close (`flush`) they are parsed and the array replaced in one step
+//!   under the array's lock, so readers see the old or the new array, never a mix.
+//!   Opening an existing array for writing without truncation keeps an overlay of
+//!   the written ranges; on close only the chunks under them are rewritten.
+//!   Hidden names (`.name.XXXXXX`, rsync's temp files) are held until renamed.
+//! - **Durability.** `fsync` and writes to `.atlasfs/flush` flush the store;
+//!   `.atlasfs/compact` compacts it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+
+use super::error::{FsError, FsResult};
+use super::layout::{auto_chunk_shape, element_range_boxes};
+use super::npy;
+use crate::format::cells::Cells;
+use crate::store::{ArrayDef, ArraySchema, Atlas, Attr, validate_name};
+
+pub const ROOT_INO: u64 = 1;
+pub const CONTROL_DIR_INO: u64 = 2;
+pub const CONTROL_DIR: &str = ".atlasfs";
+const FIRST_DYNAMIC_INO: u64 = 16;
+/// Bytes per slab when streaming a staged file into the store.
+const SLAB_BYTES: usize = 64 << 20;
+
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    pub read_only: bool,
+    pub uid: u32,
+    pub gid: u32,
+    /// Target bytes per chunk for arrays written through the filesystem.
+    pub chunk_target_bytes: usize,
+    /// How long the kernel may cache attributes and names.
+    pub ttl: Duration,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        FsConfig { read_only: false, uid: unsafe { libc::geteuid() }, gid: unsafe { libc::getegid() }, chunk_target_bytes: 4 << 20, ttl: Duration::from_secs(1) }
+    }
+}
+
+/// Files of the control directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ControlFile {
+    Compact,
+    Flush,
+    Stats,
+}
+
+impl ControlFile {
+    pub const ALL: [ControlFile; 3] = [ControlFile::Compact, ControlFile::Flush, ControlFile::Stats];
+    pub fn name(self) -> &'static str {
+        match self {
+            ControlFile::Compact => "compact",
+            ControlFile::Flush => "flush",
+            ControlFile::Stats => "stats",
+        }
+    }
+    fn ino(self) -> u64 {
+        3 + self as u64
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NodeKey {
+    Root,
+    ControlDir,
+    Control(ControlFile),
+    Dataset(String),
+    /// A file in a dataset directory: (dataset, file name).
+    File(String, String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeAttr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub perm: u16,
+    pub nlink: u32,
+    pub mtime: SystemTime,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What `open` tells the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    pub fh: u64,
+    /// Bypass the page cache (control files, whose size is not known up front).
+    pub direct_io: bool,
+    /// Cached pages of this file are still valid.
+    pub keep_cache: bool,
+}
+
+/// Bytes written to a new or truncated file, held until close.
+struct Staged {
+    file: File,
+    len: u64,
+    mtime: SystemTime,
+    dirty: bool,
+}
+
+/// Writes to an existing array opened without truncation.
+struct Overlay {
+    file: File,
+    /// Sorted, merged byte ranges written so far.
+    ranges: Vec<(u64, u64)>,
+}
+
+impl Overlay {
+    fn add(&mut self, lo: u64, hi: u64) {
+        self.ranges.push((lo, hi));
+        self.ranges.sort();
+        let mut merged: Vec<(u64, u64)> = vec![];
+        for (a, b) in self.ranges.drain(..) {
+            match merged.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        self.ranges = merged;
+    }
+}
+
+enum Handle {
+    Array { ds: String, arr: String },
+    Staged { ds: String, name: String, writable: bool },
+    Update { ds: String, arr: String, overlay: Mutex<Overlay> },
+    Control { file: ControlFile, snapshot: Vec<u8> },
+    Dir,
+}
+
+/// A `.npy` rendering of a string array, computed once per store version.
+struct StringNpy {
+    version: u64,
+    bytes: Arc<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct Inodes {
+    next: u64,
+    by_ino: HashMap<u64, NodeKey>,
+    by_key: HashMap<NodeKey, u64>,
+}
+
+impl Inodes {
+    fn ino(&mut self, key: NodeKey) -> u64 {
+        match &key {
+            NodeKey::Root => return ROOT_INO,
+            NodeKey::ControlDir => return CONTROL_DIR_INO,
+            NodeKey::Control(c) => return c.ino(),
+            _ => {}
+        }
+        if let Some(&i) = self.by_key.get(&key) {
+            return i;
+        }
+        self.next = self.next.max(FIRST_DYNAMIC_INO);
+        let i = self.next;
+        self.next += 1;
+        self.by_ino.insert(i, key.clone());
+        self.by_key.insert(key, i);
+        i
+    }
+
+    fn key(&self, ino: u64) -> Option<NodeKey> {
+        match ino {
+            ROOT_INO => Some(NodeKey::Root),
+            CONTROL_DIR_INO => Some(NodeKey::ControlDir),
+            3..=5 => Some(NodeKey::Control(ControlFile::ALL[(ino - 3) as usize])),
+            _ => self.by_ino.get(&ino).cloned(),
+        }
+    }
+
+    /// Forgets a name so that a later file of the same name gets a new inode.
+    fn remove(&mut self, key: &NodeKey) {
+        if let Some(i) = self.by_key.remove(key) {
+            self.by_ino.remove(&i);
+        }
+    }
+}
+
+/// Counters reported by `.atlasfs/stats`.
+#[derive(Default)]
+pub struct FsCounters {
+    pub reads: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub writes: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub commits: AtomicU64,
+    pub flushes: AtomicU64,
+    pub compactions: AtomicU64,
+    pub last_flush_unix: AtomicU64,
+    pub last_compaction_unix: AtomicU64,
+}
+
+pub struct AtlasFs {
+    atlas: Atlas,
+    cfg: FsConfig,
+    inodes: Mutex<Inodes>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+    staged: Mutex<HashMap<(String, String), Arc<Mutex<Staged>>>>,
+    strings: Mutex<HashMap<(String, String), StringNpy>>,
+    mtimes: Mutex<HashMap<(String, String), SystemTime>>,
+    /// Bumped when an array's content changes through this mount.
+    generations: Mutex<HashMap<(String, String), u64>>,
+    /// Generation each inode's pages were cached at.
+    cached_gen: Mutex<HashMap<u64, u64>>,
+    pub counters: FsCounters,
+    started: SystemTime,
+}
+
+/// `<array>.npy` → `<array>`.
+fn array_of(file_name: &str) -> Option<&str> {
+    file_name.strip_suffix(".npy").filter(|a| validate_name(a).is_ok())
+}
+
+/// Hidden names are tools' temp files (rsync's `.name.XXXXXX`, editors' swap files).
+fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.len() > 1 && name != ".."
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl AtlasFs {
+    pub fn new(atlas: Atlas, cfg: FsConfig) -> Self {
+        AtlasFs {
+            atlas,
+            cfg,
+            inodes: Mutex::new(Inodes::default()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            staged: Mutex::new(HashMap::new()),
+            strings: Mutex::new(HashMap::new()),
+            mtimes: Mutex::new(HashMap::new()),
+            generations: Mutex::new(HashMap::new()),
+            cached_gen: Mutex::new(HashMap::new()),
+            counters: FsCounters::default(),
+            started: SystemTime::now(),
+        }
+    }
+
+    pub fn atlas(&self) -> &Atlas {
+        &self.atlas
+    }
+
+    pub fn config(&self) -> &FsConfig {
+        &self.cfg
+    }
+
+    fn key(&self, ino: u64) -> FsResult<NodeKey> {
+        self.inodes.lock().key(ino).ok_or_else(|| FsError::noent(format!("inode {ino}")))
+    }
+
+    fn writable(&self) -> FsResult<()> {
+        if self.cfg.read_only { Err(FsError::rofs()) } else { Ok(()) }
+    }
+
+    fn attr(&self, ino: u64, kind: Kind, size: u64, mtime: SystemTime) -> NodeAttr {
+        let (perm, nlink) = match kind {
+            Kind::Dir => (0o755, 2),
+            Kind::File => (if self.cfg.read_only { 0o444 } else { 0o644 }, 1),
+        };
+        NodeAttr { ino, kind, size, perm, nlink, mtime, uid: self.cfg.uid, gid: self.cfg.gid }
+    }
+
+    fn bump_generation(&self, ds: &str, arr: &str) {
+        *self.generations.lock().entry((ds.to_string(), arr.to_string())).or_default() += 1;
+        self.mtimes.lock().insert((ds.to_string(), arr.to_string()), SystemTime::now());
+    }
+
+    fn schema(&self, ds: &str, arr: &str) -> Option<ArraySchema> {
+        self.atlas.dataset_meta(ds).and_then(|m| m.arrays.get(arr).cloned())
+    }
+
+    /// Header bytes and total size of an array's `.npy` form (fixed-width dtypes).
+    fn npy_layout(&self, schema: &ArraySchema) -> FsResult<(Vec<u8>, usize, u64)> {
+        let descr = npy::descr_for(&schema.dtype).ok_or_else(|| FsError::io(format!("dtype {} has no .npy form", schema.dtype.name())))?;
+        let el = schema.dtype.element_size().expect("fixed width");
+        let header = npy::header_bytes(descr, &schema.shape);
+        let size = header.len() as u64 + (schema.element_count() * el) as u64;
+        Ok((header, el, size))
+    }
+
+    /// The whole `.npy` of a string array, cached until the store changes.
+    async fn string_npy(&self, ds: &str, arr: &str) -> FsResult<Arc<Vec<u8>>> {
+        let version = self.atlas.version();
+        let key = (ds.to_string(), arr.to_string());
+        if let Some(s) = self.strings.lock().get(&key)
+            && s.version == version
+        {
+            return Ok(s.bytes.clone());
+        }
+        let view = self.atlas.open_dataset(ds).await?;
+        let (shape, cells) = view.read_cells(arr, &[], &[]).await?.ok_or_else(|| FsError::noent(format!("{ds}/{arr}.npy")))?;
+        let Cells::Var(items) = cells else { return Err(FsError::io("string array with fixed cells")) };
+        let (descr, data) = npy::encode_strings(&items);
+        let mut bytes = npy::header_bytes(&descr, &shape);
+        bytes.extend_from_slice(&data);
+        let bytes = Arc::new(bytes);
+        self.strings.lock().insert(key, StringNpy { version, bytes: bytes.clone() });
+        Ok(bytes)
+    }
+
+    async fn npy_size(&self, ds: &str, arr: &str, schema: &ArraySchema) -> FsResult<u64> {
+        if schema.dtype.is_variable_length() {
+            return Ok(self.string_npy(ds, arr).await?.len() as u64);
+        }
+        Ok(self.npy_layout(schema)?.2)
+    }
+
+    fn staged_entry(&self, ds: &str, name: &str) -> Option<Arc<Mutex<Staged>>> {
+        self.staged.lock().get(&(ds.to_string(), name.to_string())).cloned()
+    }
+
+    /// Attributes of a node, or ENOENT if it no longer exists.
+    pub async fn getattr(&self, ino: u64) -> FsResult<NodeAttr> {
+        let key = self.key(ino)?;
+        self.attr_of(ino, &key).await
+    }
+
+    async fn attr_of(&self, ino: u64, key: &NodeKey) -> FsResult<NodeAttr> {
+        match key {
+            NodeKey::Root | NodeKey::ControlDir => Ok(self.attr(ino, Kind::Dir, 0, self.started)),
+            NodeKey::Control(c) => {
+                let size = if *c == ControlFile::Stats { self.stats_json().len() as u64 } else { 0 };
+                Ok(self.attr(ino, Kind::File, size, SystemTime::now()))
+            }
+            NodeKey::Dataset(ds) => {
+                if self.atlas.dataset_exists(ds) {
+                    Ok(self.attr(ino, Kind::Dir, 0, self.started))
+                } else {
+                    Err(FsError::noent(ds))
+                }
+            }
+            NodeKey::File(ds, name) => {
+                if let Some(s) = self.staged_entry(ds, name) {
+                    let s = s.lock();
+                    return Ok(self.attr(ino, Kind::File, s.len, s.mtime));
+                }
+                let arr = array_of(name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?;
+                let schema = self.schema(ds, arr).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?;
+                let size = self.npy_size(ds, arr, &schema).await?;
+                let mtime = self.mtimes.lock().get(&(ds.clone(), arr.to_string())).copied().unwrap_or(self.started);
+                Ok(self.attr(ino, Kind::File, size, mtime))
+            }
+        }
+    }
+
+    fn child_key(&self, parent: u64, name: &str) -> FsResult<NodeKey> {
+        match self.key(parent)? {
+            NodeKey::Root if name == CONTROL_DIR => Ok(NodeKey::ControlDir),
+            NodeKey::Root => Ok(NodeKey::Dataset(name.to_string())),
+            NodeKey::ControlDir => ControlFile::ALL.into_iter().find(|c| c.name() == name).map(NodeKey::Control).ok_or_else(|| FsError::noent(format!("{CONTROL_DIR}/{name}"))),
+            NodeKey::Dataset(ds) => Ok(NodeKey::File(ds, name.to_string())),
+            _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+        }
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<NodeAttr> {
+        let key = self.child_key(parent, name)?;
+        let ino = self.inodes.lock().ino(key.clone());
+        self.attr_of(ino, &key).await
+    }
+
+    /// Entries of a directory with their attributes, `.` and `..` excluded.
+    pub async fn readdir(&self, ino: u64) -> FsResult<Vec<(String, NodeAttr)>> {
+        let mut out = vec![];
+        match self.key(ino)? {
+            NodeKey::Root => {
+                out.push((CONTROL_DIR.to_string(), self.attr(CONTROL_DIR_INO, Kind::Dir, 0, self.started)));
+                let names = self.atlas.list_datasets();
+                let mut inodes = self.inodes.lock();
+                for n in names {
+                    let i = inodes.ino(NodeKey::Dataset(n.clone()));
+                    out.push((n, self.attr(i, Kind::Dir, 0, self.started)));
+                }
+            }
+            NodeKey::ControlDir => {
+                for c in ControlFile::ALL {
+                    out.push((c.name().to_string(), self.attr_of(c.ino(), &NodeKey::Control(c)).await?));
+                }
+            }
+            NodeKey::Dataset(ds) => {
+                let meta = self.atlas.dataset_meta(&ds).ok_or_else(|| FsError::noent(&ds))?;
+                for (arr, schema) in &meta.arrays {
+                    let name = format!("{arr}.npy");
+                    if self.staged_entry(&ds, &name).is_some() {
+                        continue;
+                    }
+                    let i = self.inodes.lock().ino(NodeKey::File(ds.clone(), name.clone()));
+                    let size = match self.npy_size(&ds, arr, schema).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(dataset = %ds, array = %arr, error = %e, "cannot size array; listing it as empty");
+                            0
+                        }
+                    };
+                    let mtime = self.mtimes.lock().get(&(ds.clone(), arr.clone())).copied().unwrap_or(self.started);
+                    out.push((name, self.attr(i, Kind::File, size, mtime)));
+                }
+                let staged: Vec<(String, Arc<Mutex<Staged>>)> = self.staged.lock().iter().filter(|((d, _), _)| d == &ds).map(|((_, n), s)| (n.clone(), s.clone())).collect();
+                for (name, s) in staged {
+                    let i = self.inodes.lock().ino(NodeKey::File(ds.clone(), name.clone()));
+                    let s = s.lock();
+                    out.push((name, self.attr(i, Kind::File, s.len, s.mtime)));
+                }
+            }
+            _ => return Err(FsError::new(libc::ENOTDIR, "not a directory")),
+        }
+        Ok(out)
+    }
+
+    fn new_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, Arc::new(h));
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
+        self.handles.lock().get(&fh).cloned().ok_or_else(|| FsError::new(libc::EBADF, format!("no open file {fh}")))
+    }
+
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        match self.key(ino)? {
+            NodeKey::Root | NodeKey::ControlDir | NodeKey::Dataset(_) => Ok(self.new_handle(Handle::Dir)),
+            _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+        }
+    }
+
+    /// Opens a file. `flags` are the open(2) flags.
+    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<Opened> {
+        let key = self.key(ino)?;
+        let acc = flags & libc::O_ACCMODE;
+        let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
+        let trunc = flags & libc::O_TRUNC != 0;
+        if write {
+            self.writable()?;
+        }
+        match key {
+            NodeKey::Control(c) => {
+                if write && c == ControlFile::Stats {
+                    return Err(FsError::new(libc::EACCES, "stats is read-only"));
+                }
+                let snapshot = if c == ControlFile::Stats { self.stats_json().into_bytes() } else { vec![] };
+                Ok(Opened { fh: self.new_handle(Handle::Control { file: c, snapshot }), direct_io: true, keep_cache: false })
+            }
+            NodeKey::File(ds, name) => {
+                if let Some(s) = self.staged_entry(&ds, &name) {
+                    if write && trunc {
+                        let mut s = s.lock();
+                        s.file.set_len(0)?;
+                        s.len = 0;
+                        s.dirty = true;
+                    }
+                    return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: write }), direct_io: false, keep_cache: false });
+                }
+                let arr = array_of(&name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?.to_string();
+                if self.schema(&ds, &arr).is_none() {
+                    return Err(FsError::noent(format!("{ds}/{name}")));
+                }
+                if write && trunc {
+                    self.stage(&ds, &name)?;
+                    self.cached_gen.lock().remove(&ino);
+                    return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: true }), direct_io: false, keep_cache: false });
+                }
+                if write {
+                    let overlay = Overlay { file: tempfile::tempfile()?, ranges: vec![] };
+                    return Ok(Opened { fh: self.new_handle(Handle::Update { ds, arr, overlay: Mutex::new(overlay) }), direct_io: false, keep_cache: false });
+                }
+                // Cached pages stay valid while the array has not changed through this mount.
+                let generation = self.generations.lock().get(&(ds.clone(), arr.clone())).copied().unwrap_or(0);
+                let keep_cache = self.cached_gen.lock().insert(ino, generation) == Some(generation);
+                Ok(Opened { fh: self.new_handle(Handle::Array { ds, arr }), direct_io: false, keep_cache })
+            }
+            _ => Err(FsError::new(libc::EISDIR, "is a directory")),
+        }
+    }
+
+    fn stage(&self, ds: &str, name: &str) -> FsResult<Arc<Mutex<Staged>>> {
+        let s = Arc::new(Mutex::new(Staged { file: tempfile::tempfile()?, len: 0, mtime: SystemTime::now(), dirty: true }));
+        self.staged.lock().insert((ds.to_string(), name.to_string()), s.clone());
+        Ok(s)
+    }
+
+    /// Creates a file in a dataset directory and opens it for writing.
+    pub async fn create(&self, parent: u64, name: &str, flags: i32) -> FsResult<(NodeAttr, Opened)> {
+        self.writable()?;
+        let key = self.child_key(parent, name)?;
+        let NodeKey::File(ds, name) = key.clone() else {
+            return Err(FsError::new(libc::EPERM, format!("files can only be created inside a dataset directory, not here ({name})")));
+        };
+        if !self.atlas.dataset_exists(&ds) {
+            return Err(FsError::noent(&ds));
+        }
+        if array_of(&name).is_none() && !is_temp_name(&name) {
+            return Err(FsError::inval(format!("{ds}/{name}: only <array>.npy files (array names: non-empty, no leading '_') and hidden temp files can be created")));
+        }
+        let exists = self.staged_entry(&ds, &name).is_some() || array_of(&name).is_some_and(|a| self.schema(&ds, a).is_some());
+        if exists && flags & libc::O_EXCL != 0 {
+            return Err(FsError::new(libc::EEXIST, format!("{ds}/{name} exists")));
+        }
+        self.stage(&ds, &name)?;
+        let ino = self.inodes.lock().ino(key);
+        self.cached_gen.lock().remove(&ino);
+        let fh = self.new_handle(Handle::Staged { ds, name, writable: true });
+        Ok((self.attr(ino, Kind::File, 0, SystemTime::now()), Opened { fh, direct_io: false, keep_cache: false }))
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let h = self.handle(fh)?;
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        let out = match &*h {
+            Handle::Array { ds, arr } => self.read_array_bytes(ds, arr, offset, size as u64).await?,
+            Handle::Staged { ds, name, .. } => {
+                let s = self.staged_entry(ds, name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?;
+                let s = s.lock();
+                let end = (offset + size as u64).min(s.len);
+                let mut buf = vec![0u8; end.saturating_sub(offset) as usize];
+                s.file.read_exact_at(&mut buf, offset)?;
+                buf
+            }
+            Handle::Update { ds, arr, overlay } => {
+                let mut buf = self.read_array_bytes(ds, arr, offset, size as u64).await?;
+                let o = overlay.lock();
+                let end = offset + buf.len() as u64;
+                for &(a, b) in &o.ranges {
+                    let (lo, hi) = (a.max(offset), b.min(end));
+                    if lo < hi {
+                        o.file.read_exact_at(&mut buf[(lo - offset) as usize..(hi - offset) as usize], lo)?;
+                    }
+                }
+                buf
+            }
+            Handle::Control { snapshot, .. } => {
+                let start = (offset as usize).min(snapshot.len());
+                let end = (start + size as usize).min(snapshot.len());
+                snapshot[start..end].to_vec()
+            }
+            Handle::Dir => return Err(FsError::new(libc::EISDIR, "is a directory")),
+        };
+        self.counters.bytes_read.fetch_add(out.len() as u64, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// Bytes `[offset, offset+len)` of an array's `.npy` form.
+    pub async fn read_array_bytes(&self, ds: &str, arr: &str, offset: u64, len: u64) -> FsResult<Vec<u8>> {
+        let schema = self.schema(ds, arr).ok_or_else(|| FsError::noent(format!("{ds}/{arr}.npy")))?;
+        if schema.dtype.is_variable_length() {
+            let all = self.string_npy(ds, arr).await?;
+            let start = (offset as usize).min(all.len());
+            let end = (start + len as usize).min(all.len());
+            return Ok(all[start..end].to_vec());
+        }
+        let (header, el, size) = self.npy_layout(&schema)?;
+        let end = (offset + len).min(size);
+        if offset >= end {
+            return Ok(vec![]);
+        }
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let h = header.len() as u64;
+        if offset < h {
+            out.extend_from_slice(&header[offset as usize..end.min(h) as usize]);
+        }
+        if end <= h {
+            return Ok(out);
+        }
+        let d0 = offset.max(h) - h;
+        let d1 = end - h;
+        let (e0, e1) = ((d0 / el as u64) as usize, (d1.div_ceil(el as u64)) as usize);
+        let view = self.atlas.open_dataset(ds).await?;
+        let mut data = Vec::with_capacity((e1 - e0) * el);
+        for (start, extent) in element_range_boxes(&schema.shape, e0, e1) {
+            match view.read_region_exact(arr, &start, &extent).await? {
+                Cells::Fixed { bytes, .. } => data.extend_from_slice(&bytes),
+                Cells::Var(_) => return Err(FsError::io("fixed-width array returned string cells")),
+            }
+        }
+        let skip = (d0 - e0 as u64 * el as u64) as usize;
+        out.extend_from_slice(&data[skip..skip + (d1 - d0) as usize]);
+        Ok(out)
+    }
+
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        self.writable()?;
+        let h = self.handle(fh)?;
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_written.fetch_add(data.len() as u64, Ordering::Relaxed);
+        match &*h {
+            Handle::Staged { ds, name, writable } => {
+                if !writable {
+                    return Err(FsError::new(libc::EBADF, "file not open for writing"));
+                }
+                let s = self.staged_entry(ds, name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?;
+                let mut s = s.lock();
+                s.file.write_all_at(data, offset)?;
+                s.len = s.len.max(offset + data.len() as u64);
+                s.dirty = true;
+                s.mtime = SystemTime::now();
+            }
+            Handle::Update { ds, arr, overlay } => {
+                let schema = self.schema(ds, arr).ok_or_else(|| FsError::noent(format!("{ds}/{arr}.npy")))?;
+                let size = self.npy_size(ds, arr, &schema).await?;
+                if offset + data.len() as u64 > size {
+                    return Err(FsError::new(libc::EFBIG, format!("{ds}/{arr}.npy: writes past the end of an existing array ({size} bytes) cannot change its shape; truncate and rewrite the file instead")));
+                }
+                let mut o = overlay.lock();
+                o.file.write_all_at(data, offset)?;
+                o.add(offset, offset + data.len() as u64);
+            }
+            Handle::Control { file: ControlFile::Compact, .. } => {
+                self.compact().await?;
+            }
+            Handle::Control { file: ControlFile::Flush, .. } => {
+                self.flush_store().await?;
+            }
+            Handle::Control { .. } | Handle::Array { .. } | Handle::Dir => return Err(FsError::new(libc::EBADF, "file not open for writing")),
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Runs a compaction now (flushing first).
+    pub async fn compact(&self) -> FsResult<()> {
+        self.writable()?;
+        self.atlas.compact().await?;
+        self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        self.counters.last_compaction_unix.store(unix_now(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The durability boundary.
+    pub async fn flush_store(&self) -> FsResult<()> {
+        if self.cfg.read_only {
+            return Ok(());
+        }
+        self.atlas.flush().await?;
+        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        self.counters.last_flush_unix.store(unix_now(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// close(2) of one descriptor: commits what it wrote. Its error is close's error.
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        self.commit_handle(&h).await
+    }
+
+    async fn commit_handle(&self, h: &Handle) -> FsResult<()> {
+        match h {
+            Handle::Staged { ds, name, writable: true } => {
+                let Some(arr) = array_of(name) else { return Ok(()) }; // temp files wait for rename
+                let Some(s) = self.staged_entry(ds, name) else { return Ok(()) };
+                if !s.lock().dirty {
+                    return Ok(());
+                }
+                let res = self.commit_staged(ds, arr, &s).await;
+                // Success or not, the staged bytes are done with: the array is either
+                // replaced or, on error, left exactly as it was.
+                self.staged.lock().remove(&(ds.clone(), name.clone()));
+                if let Err(e) = &res {
+                    tracing::warn!(dataset = %ds, file = %name, error = %e, "rejected a written .npy; the store is unchanged");
+                }
+                res
+            }
+            Handle::Update { ds, arr, overlay } => {
+                let ranges = std::mem::take(&mut overlay.lock().ranges);
+                if ranges.is_empty() {
+                    return Ok(());
+                }
+                let res = self.commit_overlay(ds, arr, overlay, &ranges).await;
+                if let Err(e) = &res {
+                    tracing::warn!(dataset = %ds, array = %arr, error = %e, "could not apply in-place writes");
+                }
+                res
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Parses a staged `.npy` and replaces the array with it.
+    async fn commit_staged(&self, ds: &str, arr: &str, staged: &Arc<Mutex<Staged>>) -> FsResult<()> {
+        let (file, len) = {
+            let mut s = staged.lock();
+            s.dirty = false;
+            (s.file.try_clone()?, s.len)
+        };
+        let bad = |e: npy::NpyError| FsError::inval(format!("{ds}/{arr}.npy: {e}"));
+        let mut reader = std::io::BufReader::new(ReadAt { file: &file, pos: 0 });
+        let header = npy::read_header(&mut reader).map_err(bad)?;
+        let et = header.element_type().map_err(bad)?;
+        let data_len = header.data_len().map_err(bad)?;
+        let have = len.saturating_sub(header.header_len as u64);
+        if have < data_len as u64 {
+            return Err(bad(npy::NpyError::ShortPayload { expected: data_len, actual: have as usize }));
+        }
+        if have > data_len as u64 {
+            return Err(bad(npy::NpyError::TrailingBytes((have - data_len as u64) as usize)));
+        }
+        let shape = header.shape.clone();
+        let old = self.schema(ds, arr);
+        let dims = match &old {
+            Some(s) if s.shape.len() == shape.len() => s.dimension_names.clone(),
+            _ => (0..shape.len()).map(|i| format!("dim_{i}")).collect(),
+        };
+        let elsize = et.dtype.element_size().unwrap_or(16);
+        let chunk = match &old {
+            Some(s) if s.shape == shape && s.dtype == et.dtype => s.chunk_shape.clone(),
+            _ => auto_chunk_shape(&shape, elsize, self.cfg.chunk_target_bytes),
+        };
+        let fill = match &old {
+            Some(s) if s.dtype == et.dtype => self.atlas.open_dataset(ds).await?.array_fill_value(arr).await?,
+            _ => None,
+        };
+        let def = ArrayDef { dtype: et.dtype.clone(), dimension_names: dims, shape: shape.clone(), chunk_shape: Some(chunk), fill };
+        let view = self.atlas.open_dataset(ds).await?;
+        let hl = header.header_len as u64;
+        // C-order fixed-width data streams in slabs of whole leading rows (byte order
+        // and bools fixed per slab); Fortran order and strings are decoded whole.
+        let streamable = !header.fortran_order && et.is_fixed_width() && !shape.is_empty();
+        if streamable {
+            let row: usize = shape[1..].iter().product::<usize>() * et.itemsize;
+            let rows_per = (SLAB_BYTES / row.max(1)).max(1);
+            let file = &file;
+            let n0 = shape[0];
+            let rest = shape[1..].to_vec();
+            let slabs = (0..n0).step_by(rows_per).map(move |i| {
+                let n = rows_per.min(n0 - i);
+                let mut bytes = vec![0u8; n * row];
+                file.read_exact_at(&mut bytes, hl + (i * row) as u64).map_err(crate::store::Error::Io)?;
+                et.fix_in_place(&mut bytes);
+                let mut start = vec![i];
+                start.extend(std::iter::repeat_n(0, rest.len()));
+                let mut extent = vec![n];
+                extent.extend_from_slice(&rest);
+                Ok((start, extent, Cells::Fixed { elsize: et.itemsize, bytes }))
+            });
+            view.replace_array(arr, def, slabs).await?;
+        } else {
+            let mut payload = vec![0u8; data_len];
+            file.read_exact_at(&mut payload, hl)?;
+            let decoded = npy::decode_payload(&header, payload).map_err(bad)?;
+            let start = vec![0; shape.len()];
+            view.replace_array(arr, def, [Ok((start, shape.clone(), decoded.cells))]).await?;
+        }
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        self.bump_generation(ds, arr);
+        Ok(())
+    }
+
+    /// Applies in-place writes: each written byte range, widened to whole elements,
+    /// is rewritten from the current data with the written bytes laid over it.
+    async fn commit_overlay(&self, ds: &str, arr: &str, overlay: &Mutex<Overlay>, ranges: &[(u64, u64)]) -> FsResult<()> {
+        let schema = self.schema(ds, arr).ok_or_else(|| FsError::noent(format!("{ds}/{arr}.npy")))?;
+        if schema.dtype.is_variable_length() {
+            return Err(FsError::inval(format!("{ds}/{arr}.npy: string arrays cannot be edited in place; rewrite the whole file")));
+        }
+        let (header, el, _) = self.npy_layout(&schema)?;
+        let h = header.len() as u64;
+        let view = self.atlas.open_dataset(ds).await?;
+        for &(a, b) in ranges {
+            if a < h {
+                let mut written = vec![0u8; (b.min(h) - a) as usize];
+                overlay.lock().file.read_exact_at(&mut written, a)?;
+                if written != header[a as usize..b.min(h) as usize] {
+                    return Err(FsError::inval(format!("{ds}/{arr}.npy: the header cannot be changed in place (dtype and shape are fixed); rewrite the whole file")));
+                }
+            }
+            if b <= h {
+                continue;
+            }
+            let (d0, d1) = (a.max(h) - h, b - h);
+            let (e0, e1) = ((d0 / el as u64) as usize, d1.div_ceil(el as u64) as usize);
+            for (start, extent) in element_range_boxes(&schema.shape, e0, e1) {
+                let n: usize = extent.iter().product();
+                let first = {
+                    let mut strides = vec![1usize; schema.shape.len()];
+                    for i in (0..schema.shape.len().saturating_sub(1)).rev() {
+                        strides[i] = strides[i + 1] * schema.shape[i + 1];
+                    }
+                    start.iter().zip(&strides).map(|(s, k)| s * k).sum::<usize>()
+                };
+                // Current bytes of the box, then the written bytes over them.
+                let file_lo = h + (first * el) as u64;
+                let mut bytes = self.read_array_bytes(ds, arr, file_lo, (n * el) as u64).await?;
+                let o = overlay.lock();
+                for &(ra, rb) in ranges {
+                    let (lo, hi) = (ra.max(file_lo), rb.min(file_lo + bytes.len() as u64));
+                    if lo < hi {
+                        o.file.read_exact_at(&mut bytes[(lo - file_lo) as usize..(hi - file_lo) as usize], lo)?;
+                    }
+                }
+                drop(o);
+                view.write_cells(arr, &start, &extent, &Cells::Fixed { elsize: el, bytes }).await?;
+            }
+        }
+        self.bump_generation(ds, arr);
+        Ok(())
+    }
+
+    /// Last close of a descriptor.
+    pub async fn release(&self, fh: u64) -> FsResult<()> {
+        let h = self.handles.lock().remove(&fh);
+        match h {
+            Some(h) => self.commit_handle(&h).await,
+            None => Ok(()),
+        }
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.lock().remove(&fh);
+    }
+
+    /// fsync(2): commits what this descriptor wrote, then flushes the store.
+    pub async fn fsync(&self, fh: Option<u64>) -> FsResult<()> {
+        if let Some(fh) = fh
+            && let Ok(h) = self.handle(fh)
+        {
+            self.commit_handle(&h).await?;
+        }
+        self.flush_store().await
+    }
+
+    pub async fn mkdir(&self, parent: u64, name: &str) -> FsResult<NodeAttr> {
+        self.writable()?;
+        match self.child_key(parent, name)? {
+            NodeKey::Dataset(ds) => {
+                self.atlas.create_dataset(&ds).await?;
+                let ino = self.inodes.lock().ino(NodeKey::Dataset(ds));
+                Ok(self.attr(ino, Kind::Dir, 0, SystemTime::now()))
+            }
+            NodeKey::ControlDir => Err(FsError::new(libc::EEXIST, format!("{CONTROL_DIR} is reserved"))),
+            _ => Err(FsError::new(libc::EPERM, format!("{name}: directories can only be made at the top level (one per dataset)"))),
+        }
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.writable()?;
+        match self.child_key(parent, name)? {
+            NodeKey::Dataset(ds) => {
+                let meta = self.atlas.dataset_meta(&ds).ok_or_else(|| FsError::noent(&ds))?;
+                let staged = self.staged.lock().keys().any(|(d, _)| d == &ds);
+                if !meta.arrays.is_empty() || staged {
+                    return Err(FsError::new(libc::ENOTEMPTY, format!("{ds}: dataset holds {} arrays; remove them first", meta.arrays.len())));
+                }
+                self.atlas.delete_dataset(&ds).await?;
+                self.inodes.lock().remove(&NodeKey::Dataset(ds));
+                Ok(())
+            }
+            NodeKey::ControlDir => Err(FsError::new(libc::EBUSY, format!("{CONTROL_DIR} cannot be removed"))),
+            _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+        }
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.writable()?;
+        match self.child_key(parent, name)? {
+            NodeKey::File(ds, name) => {
+                if self.staged.lock().remove(&(ds.clone(), name.clone())).is_some() {
+                    self.inodes.lock().remove(&NodeKey::File(ds, name));
+                    return Ok(());
+                }
+                let arr = array_of(&name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?;
+                if self.schema(&ds, arr).is_none() {
+                    return Err(FsError::noent(format!("{ds}/{name}")));
+                }
+                self.atlas.open_dataset(&ds).await?.delete_array(arr).await?;
+                self.bump_generation(&ds, arr);
+                self.inodes.lock().remove(&NodeKey::File(ds, name.clone()));
+                Ok(())
+            }
+            NodeKey::Control(_) => Err(FsError::new(libc::EPERM, "control files cannot be removed")),
+            _ => Err(FsError::new(libc::EISDIR, "is a directory")),
+        }
+    }
+
+    /// Copies an array (definition and data) to another name, possibly in another dataset.
+    async fn copy_array(&self, src_ds: &str, src: &str, dst_ds: &str, dst: &str) -> FsResult<()> {
+        let schema = self.schema(src_ds, src).ok_or_else(|| FsError::noent(format!("{src_ds}/{src}.npy")))?;
+        let from = self.atlas.open_dataset(src_ds).await?;
+        let fill = from.array_fill_value(src).await?;
+        let (shape, cells) = from.read_cells(src, &[], &[]).await?.ok_or_else(|| FsError::noent(format!("{src_ds}/{src}.npy")))?;
+        let def = ArrayDef { dtype: schema.dtype.clone(), dimension_names: schema.dimension_names.clone(), shape: schema.shape.clone(), chunk_shape: Some(schema.chunk_shape.clone()), fill };
+        let to = self.atlas.open_dataset(dst_ds).await?;
+        to.replace_array(dst, def, [Ok((vec![0; shape.len()], shape, cells))]).await?;
+        self.bump_generation(dst_ds, dst);
+        Ok(())
+    }
+
+    pub async fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> FsResult<()> {
+        self.writable()?;
+        let from = self.child_key(parent, name)?;
+        let to = self.child_key(new_parent, new_name)?;
+        match (from, to) {
+            (NodeKey::File(ds, name), NodeKey::File(nds, nname)) => {
+                if !self.atlas.dataset_exists(&nds) {
+                    return Err(FsError::noent(&nds));
+                }
+                if let Some(s) = self.staged_entry(&ds, &name) {
+                    // A staged file (typically a tool's temp file) moves into place.
+                    self.staged.lock().remove(&(ds.clone(), name.clone()));
+                    self.inodes.lock().remove(&NodeKey::File(ds.clone(), name.clone()));
+                    match array_of(&nname) {
+                        Some(arr) => {
+                            let res = self.commit_staged(&nds, arr, &s).await;
+                            if let Err(e) = &res {
+                                tracing::warn!(dataset = %nds, file = %nname, error = %e, "rejected a .npy renamed into place; the store is unchanged");
+                            }
+                            return res;
+                        }
+                        None if is_temp_name(&nname) => {
+                            self.staged.lock().insert((nds, nname), s);
+                            return Ok(());
+                        }
+                        None => return Err(FsError::inval(format!("{nds}/{nname}: only <array>.npy or hidden temp names"))),
+                    }
+                }
+                let src = array_of(&name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?.to_string();
+                if self.schema(&ds, &src).is_none() {
+                    return Err(FsError::noent(format!("{ds}/{name}")));
+                }
+                let dst = array_of(&nname).ok_or_else(|| FsError::inval(format!("{nds}/{nname}: an array must be named <array>.npy")))?.to_string();
+                if ds == nds && src == dst {
+                    return Ok(());
+                }
+                self.copy_array(&ds, &src, &nds, &dst).await?;
+                self.atlas.open_dataset(&ds).await?.delete_array(&src).await?;
+                self.bump_generation(&ds, &src);
+                let mut inodes = self.inodes.lock();
+                inodes.remove(&NodeKey::File(ds, name));
+                inodes.remove(&NodeKey::File(nds, nname));
+                Ok(())
+            }
+            (NodeKey::Dataset(ds), NodeKey::Dataset(nds)) => {
+                if ds == nds {
+                    return Ok(());
+                }
+                let meta = self.atlas.dataset_meta(&ds).ok_or_else(|| FsError::noent(&ds))?;
+                if let Some(target) = self.atlas.dataset_meta(&nds) {
+                    if !target.arrays.is_empty() {
+                        return Err(FsError::new(libc::ENOTEMPTY, format!("{nds} is not empty")));
+                    }
+                    self.atlas.delete_dataset(&nds).await?;
+                }
+                let view = self.atlas.create_dataset(&nds).await?;
+                for (k, v) in &meta.attributes {
+                    view.set_attribute(k, v.clone())?;
+                }
+                for arr in meta.arrays.keys() {
+                    self.copy_array(&ds, arr, &nds, arr).await?;
+                }
+                self.atlas.delete_dataset(&ds).await?;
+                let mut inodes = self.inodes.lock();
+                inodes.remove(&NodeKey::Dataset(ds));
+                inodes.remove(&NodeKey::Dataset(nds));
+                Ok(())
+            }
+            (NodeKey::Control(_) | NodeKey::ControlDir, _) | (_, NodeKey::Control(_) | NodeKey::ControlDir) => Err(FsError::new(libc::EPERM, "control files cannot be renamed")),
+            _ => Err(FsError::new(libc::EXDEV, "a dataset and an array cannot take each other's place")),
+        }
+    }
+
+    /// truncate/ftruncate and metadata changes. Modes and owners are fixed by the
+    /// mount; times are kept for rsync and cp -p.
+    pub async fn setattr(&self, ino: u64, size: Option<u64>, mtime: Option<SystemTime>) -> FsResult<NodeAttr> {
+        let key = self.key(ino)?;
+        if let NodeKey::File(ds, name) = &key {
+            if let Some(size) = size {
+                self.writable()?;
+                if let Some(s) = self.staged_entry(ds, name) {
+                    let mut s = s.lock();
+                    s.file.set_len(size)?;
+                    s.len = size;
+                    s.dirty = true;
+                } else if size == 0 && array_of(name).is_some_and(|a| self.schema(ds, a).is_some()) {
+                    // truncate(2) to zero starts a rewrite; the old array stays until the new bytes are committed.
+                    self.stage(ds, name)?;
+                } else {
+                    let cur = self.attr_of(ino, &key).await?.size;
+                    if cur != size {
+                        return Err(FsError::inval(format!("{ds}/{name}: an array's size follows from its shape; truncate to 0 and rewrite it instead")));
+                    }
+                }
+            }
+            if let Some(t) = mtime {
+                if let Some(s) = self.staged_entry(ds, name) {
+                    s.lock().mtime = t;
+                } else if let Some(arr) = array_of(name) {
+                    self.mtimes.lock().insert((ds.clone(), arr.to_string()), t);
+                }
+            }
+        }
+        self.attr_of(ino, &key).await
+    }
+
+    // ---- extended attributes ----
+
+    /// Names of a node's extended attributes.
+    pub async fn listxattr(&self, ino: u64) -> FsResult<Vec<String>> {
+        Ok(match self.key(ino)? {
+            NodeKey::Dataset(ds) => self.atlas.dataset_meta(&ds).ok_or_else(|| FsError::noent(&ds))?.attributes.keys().map(|k| format!("{XATTR_ATTR}{k}")).collect(),
+            NodeKey::File(ds, name) => match array_of(&name).and_then(|a| self.schema(&ds, a)) {
+                Some(_) => ARRAY_XATTRS.iter().map(|k| format!("{XATTR_ARRAY}{k}")).collect(),
+                None => vec![],
+            },
+            _ => vec![],
+        })
+    }
+
+    pub async fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
+        let nodata = || FsError::new(libc::ENODATA, format!("no attribute {name}"));
+        match self.key(ino)? {
+            NodeKey::Dataset(ds) => {
+                let key = name.strip_prefix(XATTR_ATTR).ok_or_else(nodata)?;
+                let v = self.atlas.dataset_meta(&ds).ok_or_else(|| FsError::noent(&ds))?.attributes.get(key).cloned().ok_or_else(nodata)?;
+                Ok(serde_json::to_vec(&v).map_err(|e| FsError::io(e.to_string()))?)
+            }
+            NodeKey::File(ds, fname) => {
+                let key = name.strip_prefix(XATTR_ARRAY).ok_or_else(nodata)?;
+                let arr = array_of(&fname).ok_or_else(nodata)?;
+                let s = self.schema(&ds, arr).ok_or_else(nodata)?;
+                let view = self.atlas.open_dataset(&ds).await?;
+                let json = match key {
+                    "dtype" => serde_json::json!(s.dtype.name()),
+                    "shape" => serde_json::json!(s.shape),
+                    "chunk_shape" => serde_json::json!(s.chunk_shape),
+                    "dimension_names" => serde_json::json!(s.dimension_names),
+                    "codec" => serde_json::json!(format!("{:?}", s.codec)),
+                    "fill_value" => fill_json(view.array_fill_value(arr).await?.as_ref()),
+                    "stats" => match view.array_stats(arr).await? {
+                        None => serde_json::Value::Null,
+                        Some(st) => serde_json::json!({"row_count": st.row_count, "null_count": st.null_count, "min": stat_json(st.min.as_ref()), "max": stat_json(st.max.as_ref())}),
+                    },
+                    _ => return Err(nodata()),
+                };
+                Ok(json.to_string().into_bytes())
+            }
+            _ => Err(nodata()),
+        }
+    }
+
+    /// Sets a dataset attribute. The value is JSON (`1`, `2.5`, `true`, `"text"`,
+    /// `"2024-01-01T00:00:00Z"`); anything that is not JSON is stored as a string.
+    pub async fn setxattr(&self, ino: u64, name: &str, value: &[u8]) -> FsResult<()> {
+        self.writable()?;
+        match self.key(ino)? {
+            NodeKey::Dataset(ds) => {
+                let key = name.strip_prefix(XATTR_ATTR).ok_or_else(|| FsError::new(libc::ENOTSUP, format!("dataset attributes are named {XATTR_ATTR}<key>")))?;
+                if key.is_empty() {
+                    return Err(FsError::inval("empty attribute key"));
+                }
+                let text = std::str::from_utf8(value).map_err(|_| FsError::inval("attribute values must be UTF-8"))?;
+                let attr = match serde_json::from_str::<serde_json::Value>(text) {
+                    Ok(serde_json::Value::Bool(b)) => Attr::Bool(b),
+                    Ok(serde_json::Value::Number(n)) => n.as_i64().map(Attr::Int64).unwrap_or_else(|| Attr::Float64(n.as_f64().unwrap_or(f64::NAN))),
+                    Ok(serde_json::Value::String(s)) => Attr::parse_timestamp(&s).map(Attr::TimestampNanoseconds).unwrap_or(Attr::String(s)),
+                    Ok(_) => return Err(FsError::inval("attribute values are a bool, number or string")),
+                    Err(_) => Attr::String(text.to_string()),
+                };
+                self.atlas.open_dataset(&ds).await?.set_attribute(key, attr)?;
+                Ok(())
+            }
+            NodeKey::File(..) => Err(FsError::new(libc::EPERM, "array facts are read-only")),
+            _ => Err(FsError::new(libc::ENOTSUP, "no attributes here")),
+        }
+    }
+
+    pub async fn removexattr(&self, ino: u64, name: &str) -> FsResult<()> {
+        self.writable()?;
+        match self.key(ino)? {
+            NodeKey::Dataset(ds) => {
+                let key = name.strip_prefix(XATTR_ATTR).ok_or_else(|| FsError::new(libc::ENODATA, format!("no attribute {name}")))?;
+                if self.atlas.open_dataset(&ds).await?.remove_attribute(key)? { Ok(()) } else { Err(FsError::new(libc::ENODATA, format!("no attribute {name}"))) }
+            }
+            NodeKey::File(..) => Err(FsError::new(libc::EPERM, "array facts are read-only")),
+            _ => Err(FsError::new(libc::ENODATA, format!("no attribute {name}"))),
+        }
+    }
+
+    /// JSON counters for `.atlasfs/stats`.
+    pub fn stats_json(&self) -> String {
+        let c = &self.counters;
+        let bc = &self.atlas.block_cache().counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let v = serde_json::json!({
+            "store": self.atlas.location(),
+            "datasets": self.atlas.list_datasets().len(),
+            "cache": {
+                "hits": l(&bc.hits), "misses": l(&bc.misses),
+                "bytes_fetched": l(&bc.bytes_fetched), "bytes_decoded": l(&bc.bytes_decoded),
+                "decoded_bytes_held": self.atlas.block_cache().weighted_size(),
+            },
+            "reads": l(&c.reads), "bytes_read": l(&c.bytes_read),
+            "writes": l(&c.writes), "bytes_written": l(&c.bytes_written),
+            "arrays_committed": l(&c.commits),
+            "files_being_written": self.staged.lock().len(),
+            "flushes": l(&c.flushes), "last_flush_unix": l(&c.last_flush_unix),
+            "compactions": l(&c.compactions), "last_compaction_unix": l(&c.last_compaction_unix),
+        });
+        let mut s = serde_json::to_string_pretty(&v).expect("json");
+        s.push('\n');
+        s
+    }
+}
+
+/// Extended attribute prefixes.
+pub const XATTR_ATTR: &str = "user.atlas.attr.";
+pub const XATTR_ARRAY: &str = "user.atlas.";
+const ARRAY_XATTRS: [&str; 7] = ["dtype", "shape", "chunk_shape", "dimension_names", "codec", "fill_value", "stats"];
+
+fn fill_json(f: Option<&crate::format::FillValue>) -> serde_json::Value {
+    use crate::format::FillValue as F;
+    match f {
+        None => serde_json::Value::Null,
+        Some(F::Bool(b)) => serde_json::json!(b),
+        Some(F::Int(i)) | Some(F::TimestampNs(i)) => serde_json::json!(i),
+        Some(F::UInt(u)) => serde_json::json!(u),
+        Some(F::Float(x)) if x.is_finite() => serde_json::json!(x),
+        Some(F::Float(x)) => serde_json::json!(x.to_string()),
+        Some(F::String(s)) => serde_json::json!(s),
+    }
+}
+
+fn stat_json(s: Option<&crate::format::StatValue>) -> serde_json::Value {
+    use crate::format::StatValue as S;
+    match s {
+        None => serde_json::Value::Null,
+        Some(S::Int(i)) | Some(S::TimestampNs(i)) => serde_json::json!(i),
+        Some(S::UInt(u)) => serde_json::json!(u),
+        Some(S::Float(x)) if x.is_finite() => serde_json::json!(x),
+        Some(S::Float(x)) => serde_json::json!(x.to_string()),
+        Some(S::Bytes(b)) => serde_json::json!(String::from_utf8_lossy(b)),
+    }
+}
+
+/// `Read` over a file at an advancing offset, without moving a shared cursor.
+struct ReadAt<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl std::io::Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}

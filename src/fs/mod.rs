@@ -1,0 +1,15 @@
+//! fs core: the filesystem view of a store; testable without FUSE.
+//!
+//! Owns: the NumPy `.npy` mapping of arrays ([`npy`]), the byte-range → array-box
+//! mapping ([`layout`]), and the filesystem operations themselves ([`core`]):
+//! inodes, open files, write staging, control files, extended attributes.
+//! Errors leave as [`FsError`], which carries the errno.
+//! May call: [`crate::store`] and [`crate::format`] only.
+
+pub mod core;
+pub mod error;
+pub mod layout;
+pub mod npy;
+
+pub use core::{AtlasFs, FsConfig, Kind, NodeAttr, Opened};
+pub use error::{FsError, FsResult};

@@ -1,0 +1,369 @@
+//! The thin `fuser` adapter: each callback runs the matching [`AtlasFs`] operation
+//! on the tokio runtime and replies. Every request gets a `tracing` span with its
+//! id, inode and name; failures reply with the errno of the core's [`FsError`] and
+//! log one line (debug for the caller's mistakes, warn for the store's failures).
+//!
+//! May call: [`crate::fs`] only.
+
+use std::ffi::OsStr;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session,
+    SessionACL, TimeOrNow, WriteFlags,
+};
+use tracing::Instrument;
+
+use crate::fs::{AtlasFs, FsError, Kind, NodeAttr, Opened};
+
+/// How the kernel should mount the filesystem.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    pub read_only: bool,
+    pub allow_other: bool,
+    /// FUSE worker threads.
+    pub threads: usize,
+    /// Shown as the source in `mount` / `/proc/mounts`.
+    pub fs_name: String,
+}
+
+pub struct FuseFs {
+    core: Arc<AtlasFs>,
+    rt: tokio::runtime::Handle,
+    ttl: Duration,
+}
+
+fn to_attr(a: &NodeAttr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: match a.kind {
+            Kind::Dir => FileType::Directory,
+            Kind::File => FileType::RegularFile,
+        },
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 128 * 1024,
+        flags: 0,
+    }
+}
+
+fn fopen(o: &Opened) -> FopenFlags {
+    let mut f = FopenFlags::empty();
+    if o.direct_io {
+        f |= FopenFlags::FOPEN_DIRECT_IO;
+    }
+    if o.keep_cache {
+        f |= FopenFlags::FOPEN_KEEP_CACHE;
+    }
+    f
+}
+
+fn errno(e: &FsError, op: &str) -> Errno {
+    if e.is_user_error() {
+        tracing::debug!(op, errno = e.errno, "{}", e.msg);
+    } else {
+        tracing::warn!(op, errno = e.errno, "{}", e.msg);
+    }
+    Errno::from_i32(e.errno)
+}
+
+fn name_str<'a>(name: &'a OsStr) -> Result<&'a str, Errno> {
+    name.to_str().ok_or(Errno::EINVAL)
+}
+
+impl FuseFs {
+    pub fn new(core: Arc<AtlasFs>, rt: tokio::runtime::Handle) -> Self {
+        let ttl = core.config().ttl;
+        FuseFs { core, rt, ttl }
+    }
+
+    /// Runs one core operation on the runtime inside the request's span.
+    fn run<F: Future>(&self, span: tracing::Span, f: F) -> F::Output {
+        self.rt.block_on(f.instrument(span))
+    }
+}
+
+macro_rules! op_span {
+    ($req:expr, $op:literal $(, $k:ident = $v:expr)*) => {
+        tracing::debug_span!($op, req = $req.unique().0 $(, $k = ?$v)*)
+    };
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // O_TRUNC arrives with open() instead of as a separate truncate, so a
+        // truncating open can stage a rewrite without touching the stored array.
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC | InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        let _ = config.set_max_readahead(4 << 20);
+        let _ = config.set_max_write(1 << 20);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        let core = self.core.clone();
+        if let Err(e) = self.rt.block_on(async move { core.flush_store().await }) {
+            tracing::error!(error = %e, "final flush at unmount failed");
+        }
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Ok(n) = name_str(name) else { return reply.error(Errno::ENOENT) };
+        match self.run(op_span!(req, "lookup", parent = parent.0, name = n), self.core.lookup(parent.0, n)) {
+            Ok(a) => reply.entry(&self.ttl, &to_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e, "lookup")),
+        }
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.run(op_span!(req, "getattr", ino = ino.0), self.core.getattr(ino.0)) {
+            Ok(a) => reply.attr(&self.ttl, &to_attr(&a)),
+            Err(e) => reply.error(errno(&e, "getattr")),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let mtime = mtime.map(|t| match t {
+            TimeOrNow::SpecificTime(t) => t,
+            TimeOrNow::Now => SystemTime::now(),
+        });
+        match self.run(op_span!(req, "setattr", ino = ino.0, size = size), self.core.setattr(ino.0, size, mtime)) {
+            Ok(a) => reply.attr(&self.ttl, &to_attr(&a)),
+            Err(e) => reply.error(errno(&e, "setattr")),
+        }
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        let Ok(n) = name_str(name) else { return reply.error(Errno::EINVAL) };
+        match self.run(op_span!(req, "mkdir", parent = parent.0, name = n), self.core.mkdir(parent.0, n)) {
+            Ok(a) => reply.entry(&self.ttl, &to_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e, "mkdir")),
+        }
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Ok(n) = name_str(name) else { return reply.error(Errno::ENOENT) };
+        match self.run(op_span!(req, "unlink", parent = parent.0, name = n), self.core.unlink(parent.0, n)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e, "unlink")),
+        }
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Ok(n) = name_str(name) else { return reply.error(Errno::ENOENT) };
+        match self.run(op_span!(req, "rmdir", parent = parent.0, name = n), self.core.rmdir(parent.0, n)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e, "rmdir")),
+        }
+    }
+
+    fn rename(&self, req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
+        let (Ok(n), Ok(nn)) = (name_str(name), name_str(newname)) else { return reply.error(Errno::EINVAL) };
+        if !flags.is_empty() {
+            // RENAME_NOREPLACE / RENAME_EXCHANGE are not offered.
+            return reply.error(Errno::EINVAL);
+        }
+        match self.run(op_span!(req, "rename", parent = parent.0, name = n, newparent = newparent.0, newname = nn), self.core.rename(parent.0, n, newparent.0, nn)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e, "rename")),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.run(op_span!(req, "open", ino = ino.0, flags = flags.0), self.core.open(ino.0, flags.0)) {
+            Ok(o) => reply.opened(FileHandle(o.fh), fopen(&o)),
+            Err(e) => reply.error(errno(&e, "open")),
+        }
+    }
+
+    fn read(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
+        match self.run(op_span!(req, "read", ino = ino.0, offset = offset, size = size), self.core.read(fh.0, offset, size)) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno(&e, "read")),
+        }
+    }
+
+    fn write(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, data: &[u8], _wf: WriteFlags, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyWrite) {
+        match self.run(op_span!(req, "write", ino = ino.0, offset = offset, size = data.len()), self.core.write(fh.0, offset, data)) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(&e, "write")),
+        }
+    }
+
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
+        match self.run(op_span!(req, "flush", ino = ino.0), self.core.flush(fh.0)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e, "flush")),
+        }
+    }
+
+    fn release(&self, req: &Request, ino: INodeNo, fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+        match self.run(op_span!(req, "release", ino = ino.0), self.core.release(fh.0)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e, "release")),
+        }
+    }
+
+    fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.run(op_span!(req, "fsync", ino = ino.0), self.core.fsync(Some(fh.0))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e, "fsync")),
+        }
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _s = op_span!(req, "opendir", ino = ino.0).entered();
+        match self.core.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e, "opendir")),
+        }
+    }
+
+    fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let entries = match self.run(op_span!(req, "readdir", ino = ino.0, offset = offset), self.core.readdir(ino.0)) {
+            Ok(v) => v,
+            Err(e) => return reply.error(errno(&e, "readdir")),
+        };
+        let dots = [(".".to_string(), ino.0, FileType::Directory), ("..".to_string(), 1, FileType::Directory)];
+        let all = dots.into_iter().chain(entries.into_iter().map(|(n, a)| (n, a.ino, if a.kind == Kind::Dir { FileType::Directory } else { FileType::RegularFile })));
+        for (i, (name, ino, kind)) in all.enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn readdirplus(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let entries = match self.run(op_span!(req, "readdirplus", ino = ino.0, offset = offset), async {
+            let me = self.core.getattr(ino.0).await?;
+            let parent = self.core.getattr(1).await?;
+            Ok::<_, FsError>((me, parent, self.core.readdir(ino.0).await?))
+        }) {
+            Ok(v) => v,
+            Err(e) => return reply.error(errno(&e, "readdirplus")),
+        };
+        let (me, parent, entries) = entries;
+        let all = [(".".to_string(), me), ("..".to_string(), parent)].into_iter().chain(entries);
+        for (i, (name, a)) in all.enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(a.ino), (i + 1) as u64, name, &self.ttl, &to_attr(&a), Generation(0)) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.core.releasedir(fh.0);
+        reply.ok()
+    }
+
+    fn fsyncdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.run(op_span!(req, "fsyncdir", ino = ino.0), self.core.fsync(None)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e, "fsyncdir")),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // Object storage has no fixed capacity; report plenty so tools do not refuse to copy.
+        let blocks = 1u64 << 40;
+        reply.statfs(blocks, blocks, blocks, 1 << 32, 1 << 32, 4096, 255, 4096);
+    }
+
+    fn setxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], _flags: i32, _position: u32, reply: ReplyEmpty) {
+        let Ok(n) = name_str(name) else { return reply.error(Errno::EINVAL) };
+        match self.run(op_span!(req, "setxattr", ino = ino.0, name = n), self.core.setxattr(ino.0, n, value)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e, "setxattr")),
+        }
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Ok(n) = name_str(name) else { return reply.error(Errno::ENODATA) };
+        match self.run(op_span!(req, "getxattr", ino = ino.0, name = n), self.core.getxattr(ino.0, n)) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(errno(&e, "getxattr")),
+        }
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.run(op_span!(req, "listxattr", ino = ino.0), self.core.listxattr(ino.0)) {
+            Ok(names) => {
+                let mut buf = vec![];
+                for n in names {
+                    buf.extend_from_slice(n.as_bytes());
+                    buf.push(0);
+                }
+                if size == 0 {
+                    reply.size(buf.len() as u32)
+                } else if buf.len() > size as usize {
+                    reply.error(Errno::ERANGE)
+                } else {
+                    reply.data(&buf)
+                }
+            }
+            Err(e) => reply.error(errno(&e, "listxattr")),
+        }
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Ok(n) = name_str(name) else { return reply.error(Errno::ENODATA) };
+        match self.run(op_span!(req, "removexattr", ino = ino.0, name = n), self.core.removexattr(ino.0, n)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e, "removexattr")),
+        }
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+        let Ok(n) = name_str(name) else { return reply.error(Errno::EINVAL) };
+        match self.run(op_span!(req, "create", parent = parent.0, name = n), self.core.create(parent.0, n, flags)) {
+            Ok((a, o)) => reply.created(&self.ttl, &to_attr(&a), Generation(0), FileHandle(o.fh), fopen(&o)),
+            Err(e) => reply.error(errno(&e, "create")),
+        }
+    }
+}
+
+/// Mounts `core` at `mountpoint`. The returned session serves requests when run;
+/// dropping or unmounting it unmounts.
+pub fn session(core: Arc<AtlasFs>, rt: tokio::runtime::Handle, mountpoint: &Path, cfg: &MountConfig) -> io::Result<Session<FuseFs>> {
+    let mut opts = vec![MountOption::FSName(cfg.fs_name.clone()), MountOption::Subtype("atlasfs".into()), MountOption::DefaultPermissions, MountOption::NoDev, MountOption::NoSuid, MountOption::NoAtime];
+    opts.push(if cfg.read_only { MountOption::RO } else { MountOption::RW });
+    let mut config = Config::default();
+    config.mount_options = opts;
+    config.acl = if cfg.allow_other { SessionACL::All } else { SessionACL::Owner };
+    config.n_threads = Some(cfg.threads.max(1));
+    config.clone_fd = cfg.threads > 1;
+    Session::new(FuseFs::new(core, rt), mountpoint, &config)
+}
