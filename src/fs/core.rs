@@ -203,6 +203,18 @@ impl Inodes {
     }
 }
 
+/// A kernel cache entry that the core made stale on its own (not as the direct
+/// result of the request being answered), for the adapter to invalidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidate {
+    /// The name `name` in directory `parent`.
+    Entry { parent: u64, name: String },
+    /// Attributes and cached pages of an inode.
+    Inode(u64),
+}
+
+pub type Invalidator = Arc<dyn Fn(Invalidate) + Send + Sync>;
+
 /// Counters reported by `.atlasfs/stats`.
 #[derive(Default)]
 pub struct FsCounters {
@@ -232,6 +244,7 @@ pub struct AtlasFs {
     cached_gen: Mutex<HashMap<u64, u64>>,
     pub counters: FsCounters,
     started: SystemTime,
+    invalidator: std::sync::OnceLock<Invalidator>,
 }
 
 /// `<array>.npy` → `<array>`.
@@ -263,7 +276,24 @@ impl AtlasFs {
             cached_gen: Mutex::new(HashMap::new()),
             counters: FsCounters::default(),
             started: SystemTime::now(),
+            invalidator: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Installs the adapter's way of telling the kernel to drop stale cache entries.
+    pub fn set_invalidator(&self, f: Invalidator) {
+        let _ = self.invalidator.set(f);
+    }
+
+    fn invalidate(&self, what: Invalidate) {
+        if let Some(f) = self.invalidator.get() {
+            f(what);
+        }
+    }
+
+    fn file_inodes(&self, ds: &str, name: &str) -> (u64, u64) {
+        let mut i = self.inodes.lock();
+        (i.ino(NodeKey::Dataset(ds.to_string())), i.ino(NodeKey::File(ds.to_string(), name.to_string())))
     }
 
     pub fn atlas(&self) -> &Atlas {
@@ -668,6 +698,14 @@ impl AtlasFs {
     /// close(2) of one descriptor: commits what it wrote. Its error is close's error.
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
+        // Shells open, dup2 and close the original descriptor before writing: a
+        // flush of a still-empty staged file is that, not the end of the writing.
+        // (The last close, `release`, commits it regardless.)
+        if let Handle::Staged { ds, name, .. } = &*h
+            && self.staged_entry(ds, name).is_some_and(|s| s.lock().len == 0)
+        {
+            return Ok(());
+        }
         self.commit_handle(&h).await
     }
 
@@ -683,8 +721,19 @@ impl AtlasFs {
                 // Success or not, the staged bytes are done with: the array is either
                 // replaced or, on error, left exactly as it was.
                 self.staged.lock().remove(&(ds.clone(), name.clone()));
-                if let Err(e) = &res {
-                    tracing::warn!(dataset = %ds, file = %name, error = %e, "rejected a written .npy; the store is unchanged");
+                let (dir, file) = self.file_inodes(ds, name);
+                match &res {
+                    Ok(()) => self.invalidate(Invalidate::Inode(file)),
+                    Err(e) => {
+                        tracing::warn!(dataset = %ds, file = %name, error = %e, "rejected a written .npy; the store is unchanged");
+                        if self.schema(ds, arr).is_none() {
+                            // The name the kernel knows from create() no longer exists.
+                            self.inodes.lock().remove(&NodeKey::File(ds.clone(), name.clone()));
+                            self.invalidate(Invalidate::Entry { parent: dir, name: name.clone() });
+                        } else {
+                            self.invalidate(Invalidate::Inode(file));
+                        }
+                    }
                 }
                 res
             }

@@ -11,5 +11,5 @@ pub mod error;
 pub mod layout;
 pub mod npy;
 
-pub use core::{AtlasFs, FsConfig, Kind, NodeAttr, Opened};
+pub use core::{AtlasFs, FsConfig, Invalidate, Invalidator, Kind, NodeAttr, Opened};
 pub use error::{FsError, FsResult};

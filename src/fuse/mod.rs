@@ -18,7 +18,7 @@ use fuser::{
 };
 use tracing::Instrument;
 
-use crate::fs::{AtlasFs, FsError, Kind, NodeAttr, Opened};
+use crate::fs::{AtlasFs, FsError, Invalidate, Kind, NodeAttr, Opened};
 
 /// How the kernel should mount the filesystem.
 #[derive(Debug, Clone)]
@@ -365,5 +365,27 @@ pub fn session(core: Arc<AtlasFs>, rt: tokio::runtime::Handle, mountpoint: &Path
     config.acl = if cfg.allow_other { SessionACL::All } else { SessionACL::Owner };
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = cfg.threads > 1;
-    Session::new(FuseFs::new(core, rt), mountpoint, &config)
+    let session = Session::new(FuseFs::new(core.clone(), rt), mountpoint, &config)?;
+    // Notifications go out from their own thread: sent from inside a request
+    // handler for the same inode they could deadlock against the kernel.
+    let notifier = session.notifier();
+    let (tx, rx) = std::sync::mpsc::channel::<Invalidate>();
+    std::thread::Builder::new().name("fuse-invalidate".into()).spawn(move || {
+        for what in rx {
+            let r = match &what {
+                Invalidate::Entry { parent, name } => notifier.inval_entry(INodeNo(*parent), OsStr::new(name)),
+                Invalidate::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+            };
+            if let Err(e) = r
+                && e.raw_os_error() != Some(libc::ENOENT)
+            {
+                tracing::debug!(?what, error = %e, "kernel cache invalidation failed");
+            }
+        }
+    })?;
+    let tx = std::sync::Mutex::new(tx);
+    core.set_invalidator(Arc::new(move |what| {
+        let _ = tx.lock().map(|t| t.send(what));
+    }));
+    Ok(session)
 }
