@@ -145,7 +145,11 @@ pub async fn open_store(store: &str) -> Result<Atlas> {
     {
         return Err(CliError::Store(atlasfs::Error::StoreNotFound(format!("{} (no atlas.json or other metadata file; make one with 'atlasfs create')", dir.display()))));
     }
-    Ok(location.open(StoreOptions::default()).await?)
+    let atlas = location.open(StoreOptions::default()).await?;
+    if !atlas.exists() {
+        return Err(CliError::Store(atlasfs::Error::StoreNotFound(format!("{store} (no metadata file; make one with 'atlasfs create')"))));
+    }
+    Ok(atlas)
 }
 
 /// Splits `DATASET[/ARRAY]` and validates both names.

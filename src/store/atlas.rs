@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     pub location: String,
     pub meta: Mutex<StoreMeta>,
     pub meta_file: MetaFile,
+    /// Whether a metadata file existed at open (or was written by create).
+    pub found: bool,
     /// Set by every metadata change, cleared when a flush takes its snapshot.
     pub meta_dirty: AtomicBool,
     /// Bumped by every mutation; lets upper layers notice change cheaply.
@@ -138,10 +140,10 @@ impl Atlas {
                 (f.decode(&bytes)?, f)
             }
         };
-        Ok(Self::from_parts(store, location, meta, meta_file, options))
+        Ok(Self::from_parts(store, location, meta, meta_file, file.is_some(), options))
     }
 
-    fn from_parts(store: Arc<dyn ObjectStore>, location: String, meta: StoreMeta, meta_file: MetaFile, options: StoreOptions) -> Atlas {
+    fn from_parts(store: Arc<dyn ObjectStore>, location: String, meta: StoreMeta, meta_file: MetaFile, found: bool, options: StoreOptions) -> Atlas {
         let cache = Arc::new(BlockCache::new(options.block_cache_bytes, options.io_cache_bytes));
         Atlas {
             inner: Arc::new(Shared {
@@ -149,6 +151,7 @@ impl Atlas {
                 location,
                 meta: Mutex::new(meta),
                 meta_file,
+                found,
                 meta_dirty: AtomicBool::new(false),
                 version: AtomicU64::new(0),
                 files: RwLock::new(HashMap::new()),
@@ -187,7 +190,7 @@ impl Atlas {
             Err(object_store::Error::AlreadyExists { .. }) => return Err(Error::StoreAlreadyExists(location)),
             Err(e) => return Err(e.into()),
         }
-        Ok(Self::from_parts(store, location, meta, meta_file, options))
+        Ok(Self::from_parts(store, location, meta, meta_file, true, options))
     }
 
     /// Opens a store in a local directory, which must exist.
@@ -218,6 +221,13 @@ impl Atlas {
         let mut a = Self::create_with(store, Path::default(), config, options).await?;
         Arc::get_mut(&mut a.inner).expect("fresh").location = path.display().to_string();
         Ok(a)
+    }
+
+    /// Whether the location held a store when opened (a metadata file was found).
+    /// `open` of a location without one gives an empty store, as atlas 0.10 does;
+    /// callers that want "no store here" to be an error check this.
+    pub fn exists(&self) -> bool {
+        self.inner.found
     }
 
     /// Where the store lives, for messages.
