@@ -195,6 +195,30 @@ impl Inodes {
         }
     }
 
+    /// Moves an inode to a new name, as rename(2) does: the kernel keeps using the
+    /// same inode under the new name. A replaced target's inode is forgotten.
+    fn rename(&mut self, from: &NodeKey, to: NodeKey) {
+        if let Some(old) = self.by_key.remove(&to) {
+            self.by_ino.remove(&old);
+        }
+        if let Some(i) = self.by_key.remove(from) {
+            self.by_ino.insert(i, to.clone());
+            self.by_key.insert(to, i);
+        }
+    }
+
+    /// A dataset rename moves the directory and every file under it.
+    fn rename_dataset(&mut self, from: &str, to: &str) {
+        self.rename(&NodeKey::Dataset(from.to_string()), NodeKey::Dataset(to.to_string()));
+        let files: Vec<NodeKey> = self.by_key.keys().filter(|k| matches!(k, NodeKey::File(d, _) if d == from)).cloned().collect();
+        for k in files {
+            if let NodeKey::File(_, n) = &k {
+                let dst = NodeKey::File(to.to_string(), n.clone());
+                self.rename(&k, dst);
+            }
+        }
+    }
+
     /// Forgets a name so that a later file of the same name gets a new inode.
     fn remove(&mut self, key: &NodeKey) {
         if let Some(i) = self.by_key.remove(key) {
@@ -513,6 +537,12 @@ impl AtlasFs {
                 }
                 let arr = array_of(&name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?.to_string();
                 if self.schema(&ds, &arr).is_none() {
+                    // A name the kernel still caches (e.g. after a rejected write) opened
+                    // with O_TRUNC: the kernel strips O_CREAT, but this is a create.
+                    if write && trunc && self.atlas.dataset_exists(&ds) {
+                        self.stage(&ds, &name)?;
+                        return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: true }), direct_io: false, keep_cache: false });
+                    }
                     return Err(FsError::noent(format!("{ds}/{name}")));
                 }
                 if write && trunc {
@@ -727,8 +757,9 @@ impl AtlasFs {
                     Err(e) => {
                         tracing::warn!(dataset = %ds, file = %name, error = %e, "rejected a written .npy; the store is unchanged");
                         if self.schema(ds, arr).is_none() {
-                            // The name the kernel knows from create() no longer exists.
-                            self.inodes.lock().remove(&NodeKey::File(ds.clone(), name.clone()));
+                            // The name the kernel knows from create() no longer exists. The
+                            // inode number stays valid, so that a truncating open through
+                            // the kernel's cached entry can start over (see `open`).
                             self.invalidate(Invalidate::Entry { parent: dir, name: name.clone() });
                         } else {
                             self.invalidate(Invalidate::Inode(file));
@@ -973,7 +1004,7 @@ impl AtlasFs {
                 if let Some(s) = self.staged_entry(&ds, &name) {
                     // A staged file (typically a tool's temp file) moves into place.
                     self.staged.lock().remove(&(ds.clone(), name.clone()));
-                    self.inodes.lock().remove(&NodeKey::File(ds.clone(), name.clone()));
+                    self.inodes.lock().rename(&NodeKey::File(ds.clone(), name.clone()), NodeKey::File(nds.clone(), nname.clone()));
                     match array_of(&nname) {
                         Some(arr) => {
                             let res = self.commit_staged(&nds, arr, &s).await;
@@ -1000,9 +1031,7 @@ impl AtlasFs {
                 self.copy_array(&ds, &src, &nds, &dst).await?;
                 self.atlas.open_dataset(&ds).await?.delete_array(&src).await?;
                 self.bump_generation(&ds, &src);
-                let mut inodes = self.inodes.lock();
-                inodes.remove(&NodeKey::File(ds, name));
-                inodes.remove(&NodeKey::File(nds, nname));
+                self.inodes.lock().rename(&NodeKey::File(ds, name), NodeKey::File(nds, nname));
                 Ok(())
             }
             (NodeKey::Dataset(ds), NodeKey::Dataset(nds)) => {
@@ -1024,9 +1053,7 @@ impl AtlasFs {
                     self.copy_array(&ds, arr, &nds, arr).await?;
                 }
                 self.atlas.delete_dataset(&ds).await?;
-                let mut inodes = self.inodes.lock();
-                inodes.remove(&NodeKey::Dataset(ds));
-                inodes.remove(&NodeKey::Dataset(nds));
+                self.inodes.lock().rename_dataset(&ds, &nds);
                 Ok(())
             }
             (NodeKey::Control(_) | NodeKey::ControlDir, _) | (_, NodeKey::Control(_) | NodeKey::ControlDir) => Err(FsError::new(libc::EPERM, "control files cannot be renamed")),
