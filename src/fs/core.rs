@@ -29,12 +29,15 @@ use parking_lot::Mutex;
 use super::error::{FsError, FsResult};
 use super::layout::{auto_chunk_shape, element_range_boxes};
 use super::npy;
+use super::stacked::Stack;
 use crate::format::cells::Cells;
 use crate::store::{ArrayDef, ArraySchema, Atlas, Attr, validate_name};
 
 pub const ROOT_INO: u64 = 1;
 pub const CONTROL_DIR_INO: u64 = 2;
 pub const CONTROL_DIR: &str = ".atlasfs";
+pub const STACKED_DIR_INO: u64 = 6;
+pub const STACKED_DIR: &str = "stacked";
 const FIRST_DYNAMIC_INO: u64 = 16;
 /// Bytes per slab when streaming a staged file into the store.
 const SLAB_BYTES: usize = 64 << 20;
@@ -86,6 +89,12 @@ pub enum NodeKey {
     Dataset(String),
     /// A file in a dataset directory: (dataset, file name).
     File(String, String),
+    /// `.atlasfs/stacked/`
+    StackedDir,
+    /// `.atlasfs/stacked/<array>.npy`
+    StackedNpy(String),
+    /// `.atlasfs/stacked/<array>.datasets`
+    StackedList(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +160,10 @@ enum Handle {
     Staged { ds: String, name: String, writable: bool },
     Update { ds: String, arr: String, overlay: Mutex<Overlay> },
     Control { file: ControlFile, snapshot: Vec<u8> },
+    /// The stack as it was at open: a consistent view for the life of the descriptor.
+    Stacked { array: String, stack: Arc<Stack> },
+    /// Read-only bytes fixed at open.
+    Bytes(Vec<u8>),
     Dir,
 }
 
@@ -173,6 +186,7 @@ impl Inodes {
             NodeKey::Root => return ROOT_INO,
             NodeKey::ControlDir => return CONTROL_DIR_INO,
             NodeKey::Control(c) => return c.ino(),
+            NodeKey::StackedDir => return STACKED_DIR_INO,
             _ => {}
         }
         if let Some(&i) = self.by_key.get(&key) {
@@ -191,6 +205,7 @@ impl Inodes {
             ROOT_INO => Some(NodeKey::Root),
             CONTROL_DIR_INO => Some(NodeKey::ControlDir),
             3..=5 => Some(NodeKey::Control(ControlFile::ALL[(ino - 3) as usize])),
+            STACKED_DIR_INO => Some(NodeKey::StackedDir),
             _ => self.by_ino.get(&ino).cloned(),
         }
     }
@@ -268,6 +283,7 @@ pub struct AtlasFs {
     cached_gen: Mutex<HashMap<u64, u64>>,
     pub counters: FsCounters,
     started: SystemTime,
+    stacks: Mutex<HashMap<String, (u64, Option<Arc<Stack>>)>>,
     invalidator: std::sync::OnceLock<Invalidator>,
 }
 
@@ -300,6 +316,7 @@ impl AtlasFs {
             cached_gen: Mutex::new(HashMap::new()),
             counters: FsCounters::default(),
             started: SystemTime::now(),
+            stacks: Mutex::new(HashMap::new()),
             invalidator: std::sync::OnceLock::new(),
         }
     }
@@ -389,6 +406,19 @@ impl AtlasFs {
         Ok(self.npy_layout(schema)?.2)
     }
 
+    /// The stack of `array`, recomputed when the store has changed.
+    fn stack(&self, array: &str) -> Option<Arc<Stack>> {
+        let version = self.atlas.version();
+        if let Some((v, st)) = self.stacks.lock().get(array)
+            && *v == version
+        {
+            return st.clone();
+        }
+        let st = Stack::of(&self.atlas, array).map(Arc::new);
+        self.stacks.lock().insert(array.to_string(), (version, st.clone()));
+        st
+    }
+
     fn staged_entry(&self, ds: &str, name: &str) -> Option<Arc<Mutex<Staged>>> {
         self.staged.lock().get(&(ds.to_string(), name.to_string())).cloned()
     }
@@ -401,7 +431,9 @@ impl AtlasFs {
 
     async fn attr_of(&self, ino: u64, key: &NodeKey) -> FsResult<NodeAttr> {
         match key {
-            NodeKey::Root | NodeKey::ControlDir => Ok(self.attr(ino, Kind::Dir, 0, self.started)),
+            NodeKey::Root | NodeKey::ControlDir | NodeKey::StackedDir => Ok(self.attr(ino, Kind::Dir, 0, self.started)),
+            NodeKey::StackedNpy(a) => Ok(self.attr(ino, Kind::File, self.stack(a).ok_or_else(|| FsError::noent(format!("stacked/{a}.npy")))?.size(), self.started)),
+            NodeKey::StackedList(a) => Ok(self.attr(ino, Kind::File, self.stack(a).ok_or_else(|| FsError::noent(format!("stacked/{a}.datasets")))?.listing().len() as u64, self.started)),
             NodeKey::Control(c) => {
                 let size = if *c == ControlFile::Stats { self.stats_json().len() as u64 } else { 0 };
                 Ok(self.attr(ino, Kind::File, size, SystemTime::now()))
@@ -431,7 +463,13 @@ impl AtlasFs {
         match self.key(parent)? {
             NodeKey::Root if name == CONTROL_DIR => Ok(NodeKey::ControlDir),
             NodeKey::Root => Ok(NodeKey::Dataset(name.to_string())),
+            NodeKey::ControlDir if name == STACKED_DIR => Ok(NodeKey::StackedDir),
             NodeKey::ControlDir => ControlFile::ALL.into_iter().find(|c| c.name() == name).map(NodeKey::Control).ok_or_else(|| FsError::noent(format!("{CONTROL_DIR}/{name}"))),
+            NodeKey::StackedDir => match (name.strip_suffix(".npy"), name.strip_suffix(".datasets")) {
+                (Some(a), _) => Ok(NodeKey::StackedNpy(a.to_string())),
+                (_, Some(a)) => Ok(NodeKey::StackedList(a.to_string())),
+                _ => Err(FsError::noent(format!("{CONTROL_DIR}/{STACKED_DIR}/{name}"))),
+            },
             NodeKey::Dataset(ds) => Ok(NodeKey::File(ds, name.to_string())),
             _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
         }
@@ -457,8 +495,19 @@ impl AtlasFs {
                 }
             }
             NodeKey::ControlDir => {
+                out.push((STACKED_DIR.to_string(), self.attr(STACKED_DIR_INO, Kind::Dir, 0, self.started)));
                 for c in ControlFile::ALL {
                     out.push((c.name().to_string(), self.attr_of(c.ino(), &NodeKey::Control(c)).await?));
+                }
+            }
+            NodeKey::StackedDir => {
+                for a in self.atlas.list_arrays() {
+                    let Some(st) = self.stack(&a) else { continue };
+                    let mut inodes = self.inodes.lock();
+                    let (i, j) = (inodes.ino(NodeKey::StackedNpy(a.clone())), inodes.ino(NodeKey::StackedList(a.clone())));
+                    drop(inodes);
+                    out.push((format!("{a}.npy"), self.attr(i, Kind::File, st.size(), self.started)));
+                    out.push((format!("{a}.datasets"), self.attr(j, Kind::File, st.listing().len() as u64, self.started)));
                 }
             }
             NodeKey::Dataset(ds) => {
@@ -503,7 +552,7 @@ impl AtlasFs {
 
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         match self.key(ino)? {
-            NodeKey::Root | NodeKey::ControlDir | NodeKey::Dataset(_) => Ok(self.new_handle(Handle::Dir)),
+            NodeKey::Root | NodeKey::ControlDir | NodeKey::StackedDir | NodeKey::Dataset(_) => Ok(self.new_handle(Handle::Dir)),
             _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
         }
     }
@@ -524,6 +573,17 @@ impl AtlasFs {
                 }
                 let snapshot = if c == ControlFile::Stats { self.stats_json().into_bytes() } else { vec![] };
                 Ok(Opened { fh: self.new_handle(Handle::Control { file: c, snapshot }), direct_io: true, keep_cache: false })
+            }
+            NodeKey::StackedNpy(_) | NodeKey::StackedList(_) if write => Err(FsError::new(libc::EACCES, "the stacked view is read-only")),
+            NodeKey::StackedNpy(a) => {
+                let stack = self.stack(&a).ok_or_else(|| FsError::noent(format!("stacked/{a}.npy")))?;
+                let version = self.atlas.version();
+                let keep_cache = self.cached_gen.lock().insert(ino, version) == Some(version);
+                Ok(Opened { fh: self.new_handle(Handle::Stacked { array: a, stack }), direct_io: false, keep_cache })
+            }
+            NodeKey::StackedList(a) => {
+                let stack = self.stack(&a).ok_or_else(|| FsError::noent(format!("stacked/{a}.datasets")))?;
+                Ok(Opened { fh: self.new_handle(Handle::Bytes(stack.listing().into_bytes())), direct_io: true, keep_cache: false })
             }
             NodeKey::File(ds, name) => {
                 if let Some(s) = self.staged_entry(&ds, &name) {
@@ -618,11 +678,12 @@ impl AtlasFs {
                 }
                 buf
             }
-            Handle::Control { snapshot, .. } => {
+            Handle::Control { snapshot, .. } | Handle::Bytes(snapshot) => {
                 let start = (offset as usize).min(snapshot.len());
                 let end = (start + size as usize).min(snapshot.len());
                 snapshot[start..end].to_vec()
             }
+            Handle::Stacked { array, stack } => stack.read(&self.atlas, array, offset, size as u64, self.atlas.read_concurrency()).await?,
             Handle::Dir => return Err(FsError::new(libc::EISDIR, "is a directory")),
         };
         self.counters.bytes_read.fetch_add(out.len() as u64, Ordering::Relaxed);
@@ -700,7 +761,7 @@ impl AtlasFs {
             Handle::Control { file: ControlFile::Flush, .. } => {
                 self.flush_store().await?;
             }
-            Handle::Control { .. } | Handle::Array { .. } | Handle::Dir => return Err(FsError::new(libc::EBADF, "file not open for writing")),
+            Handle::Control { .. } | Handle::Array { .. } | Handle::Stacked { .. } | Handle::Bytes(_) | Handle::Dir => return Err(FsError::new(libc::EBADF, "file not open for writing")),
         }
         Ok(data.len() as u32)
     }
@@ -952,7 +1013,7 @@ impl AtlasFs {
                 self.inodes.lock().remove(&NodeKey::Dataset(ds));
                 Ok(())
             }
-            NodeKey::ControlDir => Err(FsError::new(libc::EBUSY, format!("{CONTROL_DIR} cannot be removed"))),
+            NodeKey::ControlDir | NodeKey::StackedDir => Err(FsError::new(libc::EBUSY, format!("{CONTROL_DIR} cannot be removed"))),
             _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
         }
     }
@@ -974,7 +1035,7 @@ impl AtlasFs {
                 self.inodes.lock().remove(&NodeKey::File(ds, name.clone()));
                 Ok(())
             }
-            NodeKey::Control(_) => Err(FsError::new(libc::EPERM, "control files cannot be removed")),
+            NodeKey::Control(_) | NodeKey::StackedNpy(_) | NodeKey::StackedList(_) => Err(FsError::new(libc::EPERM, "control files cannot be removed")),
             _ => Err(FsError::new(libc::EISDIR, "is a directory")),
         }
     }
@@ -1056,7 +1117,8 @@ impl AtlasFs {
                 self.inodes.lock().rename_dataset(&ds, &nds);
                 Ok(())
             }
-            (NodeKey::Control(_) | NodeKey::ControlDir, _) | (_, NodeKey::Control(_) | NodeKey::ControlDir) => Err(FsError::new(libc::EPERM, "control files cannot be renamed")),
+            (NodeKey::Control(_) | NodeKey::ControlDir | NodeKey::StackedDir | NodeKey::StackedNpy(_) | NodeKey::StackedList(_), _)
+            | (_, NodeKey::Control(_) | NodeKey::ControlDir | NodeKey::StackedDir | NodeKey::StackedNpy(_) | NodeKey::StackedList(_)) => Err(FsError::new(libc::EPERM, "control files cannot be renamed")),
             _ => Err(FsError::new(libc::EXDEV, "a dataset and an array cannot take each other's place")),
         }
     }

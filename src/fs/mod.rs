@@ -1,7 +1,8 @@
 //! fs core: the filesystem view of a store; testable without FUSE.
 //!
 //! Owns: the NumPy `.npy` mapping of arrays ([`npy`]), the byte-range → array-box
-//! mapping ([`layout`]), and the filesystem operations themselves ([`core`]):
+//! mapping ([`layout`]), the cross-dataset stack view ([`stacked`]), and the
+//! filesystem operations themselves ([`core`]):
 //! inodes, open files, write staging, control files, extended attributes.
 //! Errors leave as [`FsError`], which carries the errno.
 //! May call: [`crate::store`] and [`crate::format`] only.
@@ -10,6 +11,7 @@ pub mod core;
 pub mod error;
 pub mod layout;
 pub mod npy;
+pub mod stacked;
 
 pub use core::{AtlasFs, FsConfig, Invalidate, Invalidator, Kind, NodeAttr, Opened};
 pub use error::{FsError, FsResult};

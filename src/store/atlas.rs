@@ -288,6 +288,11 @@ impl Atlas {
         self.inner.files.read().values().filter_map(|s| s.get().cloned()).collect()
     }
 
+    /// How many reads the bulk paths keep in flight.
+    pub fn read_concurrency(&self) -> usize {
+        self.inner.options.read_concurrency
+    }
+
     pub fn block_cache(&self) -> &BlockCache {
         &self.inner.cache
     }

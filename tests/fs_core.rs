@@ -1,0 +1,147 @@
+//! The filesystem core, driven directly (no FUSE): byte-range reads of `.npy`
+//! files and of the stacked view against whole-file encodings, staged writes,
+//! in-place overlays, and refusals.
+
+use std::sync::Arc;
+
+use atlasfs::fs::core::{ROOT_INO, STACKED_DIR_INO};
+use atlasfs::fs::{AtlasFs, FsConfig, npy};
+use atlasfs::store::{Cells, DType};
+use atlasfs::{Atlas, StoreConfig};
+use ndarray::{ArrayD, IxDyn};
+use object_store::memory::InMemory;
+use object_store::path::Path;
+
+async fn fs_with_data() -> (AtlasFs, Vec<Vec<f32>>) {
+    let a = Atlas::create(Arc::new(InMemory::new()), Path::default(), StoreConfig::default()).await.unwrap();
+    let mut want = vec![];
+    for i in 0..7 {
+        let d = a.create_dataset(&format!("d{i}")).await.unwrap();
+        d.define_array::<f32>("v", vec!["x".into(), "y".into()], vec![5, 6], Some(vec![2, 4]), None).await.unwrap();
+        let vals: Vec<f32> = (0..30).map(|k| (i * 100 + k) as f32).collect();
+        d.write_array("v", &[0, 0], ArrayD::from_shape_vec(IxDyn(&[5, 6]), vals.clone()).unwrap().view()).await.unwrap();
+        want.push(vals);
+    }
+    // a dataset whose copy has another shape is left out of the stack
+    a.create_dataset("odd").await.unwrap().define_array::<f32>("v", vec!["x".into()], vec![3], None, None).await.unwrap();
+    a.flush().await.unwrap();
+    (AtlasFs::new(a, FsConfig::default()), want)
+}
+
+fn full_npy(shape: &[usize], vals: &[f32]) -> Vec<u8> {
+    npy::encode(&DType::Float32, shape, &Cells::Fixed { elsize: 4, bytes: vals.iter().flat_map(|v| v.to_le_bytes()).collect() }).unwrap()
+}
+
+#[tokio::test]
+async fn npy_byte_ranges_match_the_whole_file() {
+    let (fs, want) = fs_with_data().await;
+    let whole = full_npy(&[5, 6], &want[3]);
+    let f = fs.lookup(fs.lookup(ROOT_INO, "d3").await.unwrap().ino, "v.npy").await.unwrap();
+    assert_eq!(f.size, whole.len() as u64, "stat size is the exact .npy size");
+    let o = fs.open(f.ino, libc::O_RDONLY).await.unwrap();
+    for (off, len) in [(0, 4096), (0, 10), (120, 20), (127, 3), (128, 4), (129, 50), (130, 1), (200, 1000), (whole.len() as u64 - 1, 8), (whole.len() as u64, 8)] {
+        let got = fs.read(o.fh, off, len).await.unwrap();
+        let lo = (off as usize).min(whole.len());
+        let hi = (lo + len as usize).min(whole.len());
+        assert_eq!(got, &whole[lo..hi], "range {off}+{len}");
+    }
+    fs.release(o.fh).await.unwrap();
+}
+
+#[tokio::test]
+async fn stacked_view_is_every_matching_copy() {
+    let (fs, want) = fs_with_data().await;
+    let names: Vec<String> = fs.readdir(STACKED_DIR_INO).await.unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, vec!["v.npy", "v.datasets"]);
+    let listing = fs.lookup(STACKED_DIR_INO, "v.datasets").await.unwrap();
+    let o = fs.open(listing.ino, libc::O_RDONLY).await.unwrap();
+    let text = String::from_utf8(fs.read(o.fh, 0, 4096).await.unwrap()).unwrap();
+    assert_eq!(text, "d0\nd1\nd2\nd3\nd4\nd5\nd6\n", "odd (another shape) is left out");
+    let all: Vec<f32> = want.concat();
+    let whole = full_npy(&[7, 5, 6], &all);
+    let f = fs.lookup(STACKED_DIR_INO, "v.npy").await.unwrap();
+    assert_eq!(f.size, whole.len() as u64);
+    let o = fs.open(f.ino, libc::O_RDONLY).await.unwrap();
+    let mut off = 0u64;
+    // odd-sized reads walk across element, row and dataset boundaries
+    while off < whole.len() as u64 {
+        let got = fs.read(o.fh, off, 77).await.unwrap();
+        let hi = (off as usize + 77).min(whole.len());
+        assert_eq!(got, &whole[off as usize..hi], "offset {off}");
+        off += 77;
+    }
+    assert!(fs.open(f.ino, libc::O_RDWR).await.is_err(), "the stack is read-only");
+}
+
+#[tokio::test]
+async fn staged_write_commits_on_close_and_bad_bytes_change_nothing() {
+    let (fs, _) = fs_with_data().await;
+    let d0 = fs.lookup(ROOT_INO, "d0").await.unwrap().ino;
+    let new: Vec<f32> = (0..12).map(|x| x as f32 * 0.5).collect();
+    let bytes = full_npy(&[3, 4], &new);
+    let (_, o) = fs.create(d0, "w.npy", libc::O_WRONLY | libc::O_CREAT).await.unwrap();
+    // written out of order, in pieces
+    fs.write(o.fh, 100, &bytes[100..]).await.unwrap();
+    fs.write(o.fh, 0, &bytes[..100]).await.unwrap();
+    fs.flush(o.fh).await.unwrap();
+    fs.release(o.fh).await.unwrap();
+    let got = fs.atlas().open_dataset("d0").await.unwrap().read_array::<f32>("w", &[], &[]).await.unwrap().unwrap();
+    assert_eq!(got.iter().copied().collect::<Vec<_>>(), new);
+    assert_eq!(got.shape(), &[3, 4]);
+    fs.fsync(None).await.unwrap();
+    assert!(!fs.atlas().has_pending().await);
+
+    // garbage over an existing array: close fails with EINVAL, the array is unchanged
+    let v = fs.lookup(d0, "v.npy").await.unwrap();
+    let o = fs.open(v.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    fs.write(o.fh, 0, b"\x93NUMPY but not really").await.unwrap();
+    let err = fs.flush(o.fh).await.unwrap_err();
+    assert_eq!(err.errno, libc::EINVAL, "{err}");
+    fs.release(o.fh).await.unwrap();
+    let v = fs.atlas().open_dataset("d0").await.unwrap().read_array::<f32>("v", &[], &[]).await.unwrap().unwrap();
+    assert_eq!(v[[0, 1]], 1.0);
+    assert!(!fs.atlas().has_pending().await, "a rejected write leaves nothing pending");
+
+    // names other than <array>.npy are refused
+    assert_eq!(fs.create(d0, "notes.txt", libc::O_WRONLY).await.unwrap_err().errno, libc::EINVAL);
+    assert_eq!(fs.create(d0, "_x.npy", libc::O_WRONLY).await.unwrap_err().errno, libc::EINVAL);
+}
+
+#[tokio::test]
+async fn in_place_writes_touch_only_their_elements() {
+    let (fs, want) = fs_with_data().await;
+    let d2 = fs.lookup(ROOT_INO, "d2").await.unwrap().ino;
+    let v = fs.lookup(d2, "v.npy").await.unwrap();
+    let o = fs.open(v.ino, libc::O_RDWR).await.unwrap();
+    let header = 128u64;
+    // element 7 (row 1, col 1) and the last element
+    fs.write(o.fh, header + 7 * 4, &(-1.0f32).to_le_bytes()).await.unwrap();
+    fs.write(o.fh, header + 29 * 4, &(-2.0f32).to_le_bytes()).await.unwrap();
+    // reads through the same descriptor see the overlay before close
+    let seen = fs.read(o.fh, header + 7 * 4, 4).await.unwrap();
+    assert_eq!(seen, (-1.0f32).to_le_bytes());
+    assert_eq!(fs.write(o.fh, v.size, &[0; 4]).await.unwrap_err().errno, libc::EFBIG);
+    fs.release(o.fh).await.unwrap();
+    let got: Vec<f32> = fs.atlas().open_dataset("d2").await.unwrap().read_array::<f32>("v", &[], &[]).await.unwrap().unwrap().iter().copied().collect();
+    let mut expect = want[2].clone();
+    expect[7] = -1.0;
+    expect[29] = -2.0;
+    assert_eq!(got, expect);
+}
+
+#[tokio::test]
+async fn read_only_refuses_every_change() {
+    let (fs, _) = fs_with_data().await;
+    let ro = AtlasFs::new(fs.atlas().clone(), FsConfig { read_only: true, ..FsConfig::default() });
+    let d0 = ro.lookup(ROOT_INO, "d0").await.unwrap();
+    assert_eq!(d0.perm, 0o755);
+    assert_eq!(ro.mkdir(ROOT_INO, "new").await.unwrap_err().errno, libc::EROFS);
+    assert_eq!(ro.unlink(d0.ino, "v.npy").await.unwrap_err().errno, libc::EROFS);
+    assert_eq!(ro.rmdir(ROOT_INO, "odd").await.unwrap_err().errno, libc::EROFS);
+    assert_eq!(ro.create(d0.ino, "x.npy", libc::O_WRONLY).await.unwrap_err().errno, libc::EROFS);
+    let v = ro.lookup(d0.ino, "v.npy").await.unwrap();
+    assert_eq!(v.perm, 0o444);
+    assert_eq!(ro.open(v.ino, libc::O_RDWR).await.unwrap_err().errno, libc::EROFS);
+    assert_eq!(ro.setxattr(d0.ino, "user.atlas.attr.k", b"1").await.unwrap_err().errno, libc::EROFS);
+    assert!(ro.open(v.ino, libc::O_RDONLY).await.is_ok());
+}
