@@ -353,13 +353,15 @@ fn s1_read_store_written_by_atlas_python() {
     let out = run(Command::new("stat").arg(mp.join("obs")));
     assert!(out.contains("directory"), "stat obs: {out}");
 
-    // find: exactly the arrays
+    // find: exactly the arrays, plus the stacked views (checked by mount_check.py)
     let out = run(Command::new("find").arg(&mp).arg("-name").arg("*.npy"));
-    let mut found: Vec<String> = out.lines().map(|l| l.strip_prefix(&format!("{}/", mp.display())).unwrap_or(l).to_string()).collect();
+    let (stacked, mut found): (Vec<String>, Vec<String>) =
+        out.lines().map(|l| l.strip_prefix(&format!("{}/", mp.display())).unwrap_or(l).to_string()).partition(|p| p.starts_with(".atlasfs/"));
     found.sort();
     let mut want: Vec<String> = sizes.iter().map(|(p, _)| p.clone()).collect();
     want.sort();
     assert_eq!(found, want, "find MOUNT -name '*.npy'");
+    assert!(stacked.iter().all(|p| p.starts_with(".atlasfs/stacked/")) && stacked.contains(&".atlasfs/stacked/temp.npy".to_string()), "find under .atlasfs: {stacked:?}");
 
     // du -a: every file, with a block count that covers its size
     let out = run(Command::new("du").arg("-a").arg("-B1").arg(&mp));

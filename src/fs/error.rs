@@ -50,6 +50,8 @@ impl From<StoreError> for FsError {
             StoreError::DatasetAlreadyExists(_) | StoreError::ArrayAlreadyExists(_) | StoreError::StoreAlreadyExists(_) => libc::EEXIST,
             StoreError::InvalidName(_) | StoreError::Invalid(_) | StoreError::DTypeMismatch { .. } | StoreError::NonFiniteAttribute(_) => libc::EINVAL,
             StoreError::Unsupported(_) => libc::EINVAL,
+            StoreError::Conflict(_) => libc::EBUSY,
+            StoreError::Stale(_) => libc::ESTALE,
             StoreError::Corrupt { .. } | StoreError::Meta { .. } | StoreError::Io(_) | StoreError::ObjectStore(_) => libc::EIO,
         };
         FsError::new(errno, e.to_string())

@@ -522,14 +522,89 @@ impl ArrayFile {
         self.layers.last().map(|l| l.overlay + 1).unwrap_or(1).max(1)
     }
 
+    /// Brings the layer list up to date with the store: sidecars other writers
+    /// added are loaded; if the base was replaced or a sidecar vanished (another
+    /// writer compacted), every layer is reloaded. Pending writes are kept.
+    /// Returns the dataset names mentioned by layers that are new to us.
+    pub async fn refresh(&mut self) -> Result<Vec<String>> {
+        let listing = self.store.list_with_delimiter(Some(&self.dir)).await?;
+        let mut now: std::collections::BTreeMap<u32, (Path, Option<String>)> = Default::default();
+        let mut stats_tag = None;
+        for obj in listing.objects {
+            let Some(name) = obj.location.filename() else { continue };
+            if name == BASE_NAME {
+                now.insert(0, (obj.location.clone(), obj.e_tag.clone()));
+            } else if name == STATS_NAME {
+                stats_tag = Some(obj.e_tag.clone());
+            } else if let Some(n) = sidecar_number(name) {
+                now.insert(n, (obj.location.clone(), obj.e_tag.clone()));
+            }
+        }
+        let known: HashMap<u32, Option<String>> = self.layers.iter().map(|l| (l.overlay, l.e_tag.clone())).collect();
+        // A layer we know that is gone or different: the file was rewritten elsewhere.
+        let rewritten = self.layers.iter().any(|l| match now.get(&l.overlay) {
+            None => true,
+            Some((_, tag)) => l.e_tag.is_some() && tag.is_some() && &l.e_tag != tag,
+        });
+        let to_load: Vec<(u32, Path)> = now.iter().filter(|(n, _)| rewritten || !known.contains_key(n)).map(|(n, (p, _))| (*n, p.clone())).collect();
+        if to_load.is_empty() {
+            return Ok(vec![]);
+        }
+        let store = self.store.clone();
+        let loaded: Vec<Arc<Layer>> = futures::stream::iter(to_load)
+            .map(|(n, p)| {
+                let store = store.clone();
+                async move { Layer::load(&*store, p, n).await.map(Arc::new) }
+            })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        let mut seen: Vec<String> = loaded.iter().filter(|l| rewritten || l.overlay > 0).flat_map(|l| l.footer.entries.iter().map(|e| e.name.clone())).collect();
+        seen.sort();
+        seen.dedup();
+        if rewritten {
+            tracing::info!(array = %self.array, "array file was rewritten by another writer; reloaded");
+            for l in &self.layers {
+                self.cache.forget_layer(l.id);
+            }
+            self.layers = loaded;
+            // After a compaction elsewhere we cannot tell which datasets it carried
+            // new data for; only sidecars are evidence of concurrent writes.
+            seen.clear();
+        } else {
+            self.layers.extend(loaded);
+            self.layers.sort_by_key(|l| l.overlay);
+        }
+        self.base_exists = self.layers.first().is_some_and(|l| l.overlay == 0);
+        if stats_tag.is_some() && !self.stats_dirty
+            && let Ok(bytes) = async { Ok::<_, Error>(self.store.get(&self.dir.clone().join(STATS_NAME)).await?.bytes().await?) }.await
+            && let Ok(st) = decode_stats(&bytes)
+        {
+            self.stats = st.entries.into_iter().map(|e| (e.name.clone(), e)).collect();
+        }
+        Ok(seen)
+    }
+
     /// Writes the pending layer as the next sidecar, then the stats file.
     /// On error the pending layer is kept, so a later flush retries it.
-    pub async fn flush(&mut self) -> Result<()> {
+    /// Returns whether a sidecar was written.
+    pub async fn flush(&mut self) -> Result<bool> {
         if self.pending.entries.is_empty() {
             if self.stats_dirty {
                 self.write_stats().await?;
             }
-            return Ok(());
+            return Ok(false);
+        }
+        // Another writer's new sidecars for a dataset we also changed: a true conflict.
+        // Refuse before writing anything, so neither side's data is shadowed.
+        let seen = self.refresh().await?;
+        let clash: Vec<&String> = seen.iter().filter(|n| self.pending.entries.contains_key(*n)).collect();
+        if !clash.is_empty() {
+            return Err(Error::Conflict(format!(
+                "array {:?} of dataset(s) {} was written by another writer since this store read it; the changes here stay unflushed",
+                self.array,
+                clash.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            )));
         }
         // Re-defined entries get explicit fill chunks so no older version shows through.
         let shadowing: Vec<String> = self.pending.entries.iter().filter(|(_, e)| e.shadows && !e.deleted).map(|(n, _)| n.clone()).collect();
@@ -552,8 +627,8 @@ impl ArrayFile {
             let empty = encode_footer(&Footer::empty());
             let size = empty.len() as u64;
             match self.store.put_opts(&base, PutPayload::from(empty), PutOptions::from(PutMode::Create)).await {
-                Ok(_) => {
-                    self.layers.insert(0, Arc::new(Layer::from_footer(next_layer_id(), base, 0, size, Footer::empty())?));
+                Ok(r) => {
+                    self.layers.insert(0, Arc::new(Layer::from_footer(next_layer_id(), base, 0, size, r.e_tag, Footer::empty())?));
                     self.base_exists = true;
                 }
                 // Another writer made it first; its contents are read at the next open.
@@ -562,11 +637,11 @@ impl ArrayFile {
             }
         }
         let mut overlay = self.next_overlay();
-        let (footer, path) = loop {
+        let (footer, path, e_tag) = loop {
             let footer = self.pending_footer(overlay);
             let path = self.dir.clone().join(format!("data.{overlay}.af"));
             match self.upload_pending(&path, &footer).await {
-                Ok(()) => break (footer, path),
+                Ok(e_tag) => break (footer, path, e_tag),
                 // Another writer took this number: take the next one.
                 Err(Error::ObjectStore(object_store::Error::AlreadyExists { .. })) if overlay < self.next_overlay() + 64 => overlay += 1,
                 Err(e) => return Err(e),
@@ -574,7 +649,7 @@ impl ArrayFile {
         };
         let size = self.pending.packer.closed_len() + encode_footer(&footer).len() as u64;
         let done = std::mem::replace(&mut self.pending, Pending::new(self.codec));
-        let layer = Arc::new(Layer::from_footer(done.id, path, overlay, size, footer)?);
+        let layer = Arc::new(Layer::from_footer(done.id, path, overlay, size, e_tag, footer)?);
         self.layers.push(layer);
         self.base_exists = true;
         // Stats for entries that received chunks, reusing the summaries taken at write time.
@@ -589,7 +664,7 @@ impl ArrayFile {
         if self.stats_dirty {
             self.write_stats().await?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn pending_footer(&self, overlay: u32) -> Footer {
@@ -604,7 +679,7 @@ impl ArrayFile {
         f
     }
 
-    async fn upload_pending(&self, path: &Path, footer: &Footer) -> Result<()> {
+    async fn upload_pending(&self, path: &Path, footer: &Footer) -> Result<Option<String>> {
         let tail = encode_footer(footer);
         let data_len = self.pending.packer.closed_len();
         let read_spill = |off: u64, len: usize| -> Result<Vec<u8>> {
@@ -617,8 +692,8 @@ impl ArrayFile {
         if data_len + tail.len() as u64 <= SINGLE_PUT_LIMIT {
             let mut body = read_spill(0, data_len as usize)?;
             body.extend_from_slice(&tail);
-            self.store.put_opts(path, PutPayload::from(body), PutOptions::from(PutMode::Create)).await?;
-            return Ok(());
+            let r = self.store.put_opts(path, PutPayload::from(body), PutOptions::from(PutMode::Create)).await?;
+            return Ok(r.e_tag);
         }
         // Large layers stream as a multipart upload, which cannot be create-if-absent;
         // check first so that two writers at least rarely collide.
@@ -636,8 +711,7 @@ impl ArrayFile {
             off += len;
         }
         w.write(&tail);
-        w.finish().await?;
-        Ok(())
+        Ok(w.finish().await?.e_tag)
     }
 
     /// Stats of an entry over every chunk it has, using `known` summaries where given.
@@ -755,11 +829,11 @@ impl ArrayFile {
         let base = self.dir.clone().join(BASE_NAME);
         let data_len = packer.closed_len();
         // 1. The new base replaces data.af atomically (single PUT or completed multipart).
-        if data_len + tail.len() as u64 <= SINGLE_PUT_LIMIT {
+        let e_tag = if data_len + tail.len() as u64 <= SINGLE_PUT_LIMIT {
             let mut body = vec![0u8; data_len as usize];
             spill.read_exact_at(&mut body, 0)?;
             body.extend_from_slice(&tail);
-            self.store.put(&base, PutPayload::from(body)).await?;
+            self.store.put(&base, PutPayload::from(body)).await?.e_tag
         } else {
             let upload = self.store.put_multipart(&base).await?;
             let mut w = WriteMultipart::new_with_chunk_size(upload, 8 * 1024 * 1024);
@@ -773,10 +847,10 @@ impl ArrayFile {
                 off += len;
             }
             w.write(&tail);
-            w.finish().await?;
-        }
+            w.finish().await?.e_tag
+        };
         let size = data_len + tail.len() as u64;
-        let new_base = Arc::new(Layer::from_footer(next_layer_id(), base, 0, size, footer)?);
+        let new_base = Arc::new(Layer::from_footer(next_layer_id(), base, 0, size, e_tag, footer)?);
         // 2. Sidecars go lowest first: each remaining suffix over the new base reads the same.
         let old = std::mem::replace(&mut self.layers, vec![new_base]);
         self.base_exists = true;

@@ -17,7 +17,7 @@ use ndarray::{ArrayD, IxDyn};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::OnceCell;
 
@@ -25,7 +25,7 @@ use super::array_file::ArrayFile;
 use super::cache::BlockCache;
 use super::dataset::DatasetView;
 use super::element::ArrayElement;
-use super::meta::{DatasetMeta, MetaFile, MetaFormat, StoreMeta};
+use super::meta::{DatasetMeta, MetaFile, MetaFormat, StoreMeta, changed_datasets, merge, merge_keep_ours};
 use super::{Error, Result, validate_name};
 use crate::format::{Codec, DType};
 
@@ -74,6 +74,11 @@ pub(crate) struct Shared {
     pub meta_file: MetaFile,
     /// Whether a metadata file existed at open (or was written by create).
     pub found: bool,
+    /// The metadata as last read from or written to the store: the base of merges
+    /// with other writers' changes.
+    base: Mutex<StoreMeta>,
+    /// The stored metadata file's version, for conditional updates.
+    meta_version: Mutex<Option<UpdateVersion>>,
     /// Set by every metadata change, cleared when a flush takes its snapshot.
     pub meta_dirty: AtomicBool,
     /// Bumped by every mutation; lets upper layers notice change cheaply.
@@ -119,6 +124,98 @@ async fn find_meta_file(store: &dyn ObjectStore) -> Result<(Option<MetaFile>, bo
     Ok((present.first().copied(), empty))
 }
 
+/// Reads and decodes the metadata file, with its version for conditional updates.
+async fn read_meta(store: &dyn ObjectStore, file: MetaFile) -> Result<(StoreMeta, Option<UpdateVersion>)> {
+    let got = store.get(&Path::from(file.file_name())).await?;
+    let version = UpdateVersion { e_tag: got.meta.e_tag.clone(), version: got.meta.version.clone() };
+    let bytes = got.bytes().await?;
+    Ok((file.decode(&bytes)?, Some(version)))
+}
+
+/// `atlas.lock`, created if absent, held while the metadata file is read, merged and
+/// rewritten on backends without conditional updates (a local directory). It names
+/// its holder (`pid N host H`): a lock whose holder is a dead process on this host is
+/// broken at once; any other lock older than `STALE_LOCK` is taken to belong to a
+/// writer that died elsewhere.
+struct MetaLock {
+    store: Arc<dyn ObjectStore>,
+    released: bool,
+}
+
+const LOCK_NAME: &str = "atlas.lock";
+const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// Whether a lock body names a process of this host that no longer exists.
+fn holder_is_dead(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body);
+    let mut words = text.split_whitespace();
+    let (Some("pid"), Some(pid), Some("host"), Some(host)) = (words.next(), words.next(), words.next(), words.next()) else { return false };
+    let Ok(pid) = pid.parse::<i32>() else { return false };
+    if host != host_name() || pid <= 0 {
+        return false;
+    }
+    // kill(pid, 0) probes without signalling; ESRCH means no such process.
+    let r = unsafe { libc::kill(pid, 0) };
+    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+impl MetaLock {
+    async fn acquire(store: Arc<dyn ObjectStore>) -> Result<MetaLock> {
+        let path = Path::from(LOCK_NAME);
+        let started = std::time::Instant::now();
+        let mut wait = std::time::Duration::from_millis(2);
+        let me = format!("pid {} host {}\n", std::process::id(), host_name());
+        loop {
+            match store.put_opts(&path, PutPayload::from(me.clone().into_bytes()), PutOptions::from(PutMode::Create)).await {
+                Ok(_) => return Ok(MetaLock { store, released: false }),
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    if let Ok(got) = store.get(&path).await {
+                        let age = (chrono::Utc::now() - got.meta.last_modified).to_std().unwrap_or_default();
+                        let body = got.bytes().await.unwrap_or_default();
+                        if holder_is_dead(&body) || age > STALE_LOCK {
+                            tracing::warn!(lock = LOCK_NAME, holder = %String::from_utf8_lossy(&body).trim(), "breaking a metadata lock left by a writer that died");
+                            let _ = store.delete(&path).await;
+                            continue;
+                        }
+                    }
+                    if started.elapsed() > STALE_LOCK + std::time::Duration::from_secs(5) {
+                        return Err(Error::Conflict(format!("{LOCK_NAME} is held by another writer and was not released")));
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn release(mut self) {
+        self.released = true;
+        if let Err(e) = self.store.delete(&Path::from(LOCK_NAME)).await {
+            tracing::warn!(lock = LOCK_NAME, error = %e, "could not release the metadata lock");
+        }
+    }
+}
+
+impl Drop for MetaLock {
+    /// Only reached when the holder was cancelled mid-save: release in the background.
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let store = self.store.clone();
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(async move {
+                let _ = store.delete(&Path::from(LOCK_NAME)).await;
+            });
+        }
+    }
+}
+
 fn prefixed(store: Arc<dyn ObjectStore>, prefix: Path) -> Arc<dyn ObjectStore> {
     if prefix.as_ref().is_empty() { store } else { Arc::new(PrefixStore::new(store, prefix)) }
 }
@@ -133,25 +230,27 @@ impl Atlas {
         let location = prefix.to_string();
         let store = prefixed(store, prefix);
         let (file, _) = find_meta_file(&*store).await?;
-        let (meta, meta_file) = match file {
-            None => (StoreMeta::empty_default(), MetaFile::default()),
+        let (meta, meta_file, version) = match file {
+            None => (StoreMeta::empty_default(), MetaFile::default(), None),
             Some(f) => {
-                let bytes = store.get(&Path::from(f.file_name())).await?.bytes().await?;
-                (f.decode(&bytes)?, f)
+                let (meta, version) = read_meta(&*store, f).await?;
+                (meta, f, version)
             }
         };
-        Ok(Self::from_parts(store, location, meta, meta_file, file.is_some(), options))
+        Ok(Self::from_parts(store, location, meta, meta_file, file.is_some(), version, options))
     }
 
-    fn from_parts(store: Arc<dyn ObjectStore>, location: String, meta: StoreMeta, meta_file: MetaFile, found: bool, options: StoreOptions) -> Atlas {
+    fn from_parts(store: Arc<dyn ObjectStore>, location: String, meta: StoreMeta, meta_file: MetaFile, found: bool, version: Option<UpdateVersion>, options: StoreOptions) -> Atlas {
         let cache = Arc::new(BlockCache::new(options.block_cache_bytes, options.io_cache_bytes));
         Atlas {
             inner: Arc::new(Shared {
                 store,
                 location,
-                meta: Mutex::new(meta),
+                meta: Mutex::new(meta.clone()),
                 meta_file,
                 found,
+                base: Mutex::new(meta.clone()),
+                meta_version: Mutex::new(version),
                 meta_dirty: AtomicBool::new(false),
                 version: AtomicU64::new(0),
                 files: RwLock::new(HashMap::new()),
@@ -185,12 +284,12 @@ impl Atlas {
         let meta_file = MetaFile::new(config.meta_format, config.meta_compression);
         let meta = StoreMeta::new(config.codec);
         let bytes = meta_file.encode(&meta)?;
-        match store.put_opts(&Path::from(meta_file.file_name()), PutPayload::from(bytes), PutOptions::from(PutMode::Create)).await {
-            Ok(_) => {}
+        let version = match store.put_opts(&Path::from(meta_file.file_name()), PutPayload::from(bytes), PutOptions::from(PutMode::Create)).await {
+            Ok(r) => UpdateVersion { e_tag: r.e_tag, version: r.version },
             Err(object_store::Error::AlreadyExists { .. }) => return Err(Error::StoreAlreadyExists(location)),
             Err(e) => return Err(e.into()),
-        }
-        Ok(Self::from_parts(store, location, meta, meta_file, true, options))
+        };
+        Ok(Self::from_parts(store, location, meta, meta_file, true, Some(version), options))
     }
 
     /// Opens a store in a local directory, which must exist.
@@ -420,19 +519,126 @@ impl Atlas {
         let meta_dirty = self.inner.meta_dirty.swap(false, Ordering::AcqRel);
         let snapshot = self.inner.meta.lock().clone();
         let files = self.loaded_files();
-        let results: Vec<Result<()>> = futures::stream::iter(files).map(|f| async move { f.write().await.flush().await }).buffer_unordered(8).collect().await;
+        let results: Vec<Result<bool>> = futures::stream::iter(files).map(|f| async move { f.write().await.flush().await }).buffer_unordered(8).collect().await;
+        let wrote = results.iter().any(|r| matches!(r, Ok(true)));
         if let Some(e) = results.into_iter().find_map(|r| r.err()) {
             self.inner.meta_dirty.store(meta_dirty || self.inner.meta_dirty.load(Ordering::Acquire), Ordering::Release);
             return Err(e);
         }
-        if meta_dirty {
-            let bytes = self.inner.meta_file.encode(&snapshot)?;
-            if let Err(e) = self.inner.store.put(&Path::from(self.inner.meta_file.file_name()), PutPayload::from(bytes)).await {
-                self.inner.meta_dirty.store(true, Ordering::Release);
-                return Err(e.into());
-            }
+        // The metadata file is rewritten after any new sidecar too: its version is
+        // what other handles watch to notice changes (see `refresh`).
+        let meta_dirty = meta_dirty || wrote;
+        if meta_dirty && let Err(e) = self.save_meta(snapshot).await {
+            self.inner.meta_dirty.store(true, Ordering::Release);
+            return Err(e);
         }
         Ok(())
+    }
+
+    /// Writes the metadata file without losing other writers' changes: a
+    /// conditional update on the version we last saw; if another writer got there
+    /// first, their file is read, merged with our changes (datasets changed on both
+    /// sides are a conflict) and the update retried. Backends without conditional
+    /// updates (a local directory) do the same under a lock file.
+    async fn save_meta(&self, snapshot: StoreMeta) -> Result<()> {
+        let path = Path::from(self.inner.meta_file.file_name());
+        let mut ours = snapshot.clone();
+        ours.version = ours.version.max(1);
+        for _attempt in 0..16 {
+            let version = self.inner.meta_version.lock().clone();
+            let bytes = self.inner.meta_file.encode(&ours)?;
+            let mode = match &version {
+                Some(v) => PutMode::Update(v.clone()),
+                None => PutMode::Create,
+            };
+            match self.inner.store.put_opts(&path, PutPayload::from(bytes), PutOptions::from(mode)).await {
+                Ok(r) => {
+                    self.saved(&snapshot, ours, UpdateVersion { e_tag: r.e_tag, version: r.version });
+                    return Ok(());
+                }
+                Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => {
+                    let (theirs, v) = read_meta(&*self.inner.store, self.inner.meta_file).await?;
+                    ours = self.merge_with(&ours, &theirs)?;
+                    *self.inner.base.lock() = theirs;
+                    *self.inner.meta_version.lock() = v;
+                }
+                Err(object_store::Error::NotImplemented { .. }) => return self.save_meta_locked(&snapshot, ours).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Conflict(format!("{}: the metadata file kept changing under 16 attempts to update it", self.inner.location)))
+    }
+
+    fn merge_with(&self, ours: &StoreMeta, theirs: &StoreMeta) -> Result<StoreMeta> {
+        let base = self.inner.base.lock().clone();
+        merge(&base, ours, theirs).map_err(|names| {
+            Error::Conflict(format!(
+                "dataset(s) {} changed here and by another writer since this store was last read; nothing of ours was written to the metadata (the other writer's version stands)",
+                names.join(", ")
+            ))
+        })
+    }
+
+    /// The lock-file protocol for stores whose backend has no conditional update.
+    async fn save_meta_locked(&self, snapshot: &StoreMeta, mut ours: StoreMeta) -> Result<()> {
+        let lock = MetaLock::acquire(self.inner.store.clone()).await?;
+        let saved = async {
+            if let Ok((theirs, _)) = read_meta(&*self.inner.store, self.inner.meta_file).await {
+                let base = self.inner.base.lock().clone();
+                if !changed_datasets(&base, &theirs).is_empty() || base.codec != theirs.codec {
+                    ours = self.merge_with(&ours, &theirs)?;
+                }
+            }
+            let bytes = self.inner.meta_file.encode(&ours)?;
+            let r = self.inner.store.put(&Path::from(self.inner.meta_file.file_name()), PutPayload::from(bytes)).await?;
+            self.saved(snapshot, ours, UpdateVersion { e_tag: r.e_tag, version: r.version });
+            Ok(())
+        }
+        .await;
+        lock.release().await;
+        saved
+    }
+
+    /// After a successful save of `written` (which began as `snapshot`): it becomes
+    /// the new base, and in-memory metadata takes the merged-in datasets of others,
+    /// keeping local changes made since the snapshot.
+    fn saved(&self, snapshot: &StoreMeta, written: StoreMeta, version: UpdateVersion) {
+        let mut m = self.inner.meta.lock();
+        // Local changes since the snapshot win (they are newer than anything written).
+        let merged = merge(snapshot, &m, &written).unwrap_or_else(|_| m.clone());
+        *m = merged;
+        *self.inner.base.lock() = written;
+        *self.inner.meta_version.lock() = Some(version);
+    }
+
+    /// Picks up other writers' changes: if the metadata file changed since this
+    /// handle last read or wrote it, it is merged in (datasets changed here keep
+    /// their local version) and open array files reload their layers. One HEAD when
+    /// nothing changed. Returns whether anything did.
+    pub async fn refresh(&self) -> Result<bool> {
+        let path = Path::from(self.inner.meta_file.file_name());
+        let head = match self.inner.store.head(&path).await {
+            Ok(h) => h,
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let known = self.inner.meta_version.lock().clone();
+        if known.as_ref().is_some_and(|v| v.e_tag.is_some() && v.e_tag == head.e_tag) {
+            return Ok(false);
+        }
+        let (theirs, version) = read_meta(&*self.inner.store, self.inner.meta_file).await?;
+        {
+            let base = self.inner.base.lock().clone();
+            let mut m = self.inner.meta.lock();
+            *m = merge_keep_ours(&base, &m, &theirs);
+        }
+        *self.inner.base.lock() = theirs;
+        *self.inner.meta_version.lock() = version;
+        for f in self.loaded_files() {
+            f.write().await.refresh().await?;
+        }
+        self.touch();
+        Ok(true)
     }
 
     /// Python's `close`: a flush.

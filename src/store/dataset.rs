@@ -253,7 +253,15 @@ impl DatasetView {
             return Ok(());
         }
         let file = self.atlas.file(array).await?;
-        file.write().await.write_region(&self.name, start, extent, cells).await?;
+        let mut f = file.write().await;
+        match f.write_region(&self.name, start, extent, cells).await {
+            Err(Error::Stale(_)) => {
+                f.refresh().await?;
+                f.write_region(&self.name, start, extent, cells).await?
+            }
+            r => r?,
+        }
+        drop(f);
         self.atlas.touch();
         Ok(())
     }
@@ -272,7 +280,14 @@ impl DatasetView {
         let Some(schema) = self.array_meta(array) else { return Ok(None) };
         let (lo, extent) = clamp_region(&schema.shape, start, shape);
         let file = self.atlas.file(array).await?;
-        let cells = file.read().await.read_region(&self.name, &lo, &extent).await?;
+        let cells = match file.read().await.read_region(&self.name, &lo, &extent).await {
+            // Another writer compacted the file since we read its footers.
+            Err(Error::Stale(_)) => {
+                file.write().await.refresh().await?;
+                file.read().await.read_region(&self.name, &lo, &extent).await?
+            }
+            r => r?,
+        };
         Ok(Some((extent, cells)))
     }
 
@@ -283,7 +298,13 @@ impl DatasetView {
             return Err(Error::Invalid(format!("region {start:?}+{extent:?} outside {array:?} of shape {:?}", schema.shape)));
         }
         let file = self.atlas.file(array).await?;
-        let cells = file.read().await.read_region(&self.name, start, extent).await?;
+        let cells = match file.read().await.read_region(&self.name, start, extent).await {
+            Err(Error::Stale(_)) => {
+                file.write().await.refresh().await?;
+                file.read().await.read_region(&self.name, start, extent).await?
+            }
+            r => r?,
+        };
         Ok(cells)
     }
 

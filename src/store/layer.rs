@@ -26,6 +26,9 @@ pub struct Layer {
     pub overlay: u32,
     /// File size in bytes.
     pub size: u64,
+    /// The object's entity tag when known: block reads are conditional on it, so a
+    /// file replaced by another writer (a compaction) is noticed, never misread.
+    pub e_tag: Option<String>,
     pub footer: Footer,
     blocks: HashMap<u32, usize>,
     entries: HashMap<String, usize>,
@@ -34,7 +37,7 @@ pub struct Layer {
 
 impl Layer {
     /// Indexes a footer and checks that every address it holds points inside the file.
-    pub fn from_footer(id: u64, path: Path, overlay: u32, size: u64, footer: Footer) -> Result<Layer> {
+    pub fn from_footer(id: u64, path: Path, overlay: u32, size: u64, e_tag: Option<String>, footer: Footer) -> Result<Layer> {
         let corrupt = |msg: String| Error::Corrupt { path: path.to_string(), source: FormatError::InvalidFooter(msg) };
         let mut blocks = HashMap::with_capacity(footer.blocks.len());
         for (i, b) in footer.blocks.iter().enumerate() {
@@ -58,7 +61,7 @@ impl Layer {
             entries.insert(e.name.clone(), i);
             chunks.push(map);
         }
-        Ok(Layer { id, path, overlay, size, footer, blocks, entries, chunks })
+        Ok(Layer { id, path, overlay, size, e_tag, footer, blocks, entries, chunks })
     }
 
     /// Reads and indexes the footer of an existing layer file.
@@ -66,14 +69,16 @@ impl Layer {
         let corrupt = |source: FormatError| Error::Corrupt { path: path.to_string(), source };
         let got = store.get_opts(&path, GetOptions { range: Some(GetRange::Suffix(TAIL_GUESS)), ..Default::default() }).await?;
         let size = got.meta.size;
+        let e_tag = got.meta.e_tag.clone();
         let mut tail = got.bytes().await?;
         let len = trailer_archive_len(&tail, LAYER_MAGIC).map_err(corrupt)?;
         let need = len.checked_add(TRAILER_LEN as u64).filter(|&n| n <= size).ok_or_else(|| corrupt(FormatError::InvalidFooter(format!("footer length {len} exceeds the {size}-byte file"))))?;
         if need > tail.len() as u64 {
-            tail = store.get_opts(&path, GetOptions { range: Some(GetRange::Bounded(size - need..size)), ..Default::default() }).await?.bytes().await?;
+            let opts = GetOptions { range: Some(GetRange::Bounded(size - need..size)), if_match: e_tag.clone(), ..Default::default() };
+            tail = store.get_opts(&path, opts).await.map_err(|e| stale_or(e, &path))?.bytes().await?;
         }
         let footer = decode_footer(&tail).map_err(corrupt)?;
-        Layer::from_footer(super::cache::next_layer_id(), path, overlay, size, footer)
+        Layer::from_footer(super::cache::next_layer_id(), path, overlay, size, e_tag, footer)
     }
 
     pub fn entry(&self, name: &str) -> Option<&EntryMeta> {
@@ -95,8 +100,18 @@ impl Layer {
     /// Compressed bytes of one block.
     pub async fn fetch_block(self: &Arc<Self>, store: &dyn ObjectStore, b: &BlockMeta) -> Result<Bytes> {
         let range = b.file_offset..b.file_offset + b.compressed_size;
-        Ok(store.get_range(&self.path, range).await?)
+        let opts = GetOptions { range: Some(GetRange::Bounded(range)), if_match: self.e_tag.clone(), ..Default::default() };
+        let got = store.get_opts(&self.path, opts).await.map_err(|e| stale_or(e, &self.path))?;
+        Ok(got.bytes().await?)
     }
 }
 
-use object_store::ObjectStoreExt;
+/// A failed precondition means the file was replaced since we read its footer.
+fn stale_or(e: object_store::Error, path: &Path) -> Error {
+    match e {
+        object_store::Error::Precondition { .. } => Error::Stale(path.to_string()),
+        // The file is gone (a compaction elsewhere deleted this sidecar): stale too.
+        object_store::Error::NotFound { .. } => Error::Stale(path.to_string()),
+        e => e.into(),
+    }
+}

@@ -195,3 +195,90 @@ mod tests {
         assert_eq!(serde_json::from_str::<ArraySchema>(&j).unwrap(), s);
     }
 }
+
+/// Datasets compared by their encoded bytes (so a NaN attribute equals itself).
+fn same(a: Option<&DatasetMeta>, b: Option<&DatasetMeta>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => rmp_serde::to_vec_named(a).ok() == rmp_serde::to_vec_named(b).ok(),
+        _ => false,
+    }
+}
+
+/// Names of datasets whose metadata differs between `a` and `b`.
+pub fn changed_datasets(a: &StoreMeta, b: &StoreMeta) -> Vec<String> {
+    let mut names: Vec<String> = a.datasets.keys().chain(b.datasets.keys()).cloned().collect();
+    names.sort();
+    names.dedup();
+    names.retain(|n| !same(a.datasets.get(n), b.datasets.get(n)));
+    names
+}
+
+/// Three-way merge of the metadata file: `theirs` (what another writer stored) plus
+/// every dataset `ours` changed relative to `base`. A dataset changed on both sides
+/// to different results is a conflict; `Err` lists those datasets.
+pub fn merge(base: &StoreMeta, ours: &StoreMeta, theirs: &StoreMeta) -> Result<StoreMeta, Vec<String>> {
+    merge_inner(base, ours, theirs, false)
+}
+
+/// As [`merge`], but a dataset changed on both sides keeps our version (used when
+/// refreshing a view: the conflict, if real, surfaces at the next flush).
+pub fn merge_keep_ours(base: &StoreMeta, ours: &StoreMeta, theirs: &StoreMeta) -> StoreMeta {
+    merge_inner(base, ours, theirs, true).expect("no conflicts when keeping ours")
+}
+
+fn merge_inner(base: &StoreMeta, ours: &StoreMeta, theirs: &StoreMeta, keep_ours: bool) -> Result<StoreMeta, Vec<String>> {
+    let mut out = theirs.clone();
+    let mut conflicts = vec![];
+    for name in changed_datasets(base, ours) {
+        let (b, o, t) = (base.datasets.get(&name), ours.datasets.get(&name), theirs.datasets.get(&name));
+        if !keep_ours && !same(t, b) && !same(t, o) {
+            conflicts.push(name);
+            continue;
+        }
+        match o {
+            Some(d) => {
+                out.datasets.insert(name, d.clone());
+            }
+            None => {
+                out.datasets.shift_remove(&name);
+            }
+        }
+    }
+    if conflicts.is_empty() { Ok(out) } else { Err(conflicts) }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    fn with(names: &[(&str, i64)]) -> StoreMeta {
+        let mut m = StoreMeta::new(Codec::Zstd);
+        for (n, v) in names {
+            let mut d = DatasetMeta::default();
+            d.attributes.insert("v".into(), Attr::Int64(*v));
+            m.datasets.insert(n.to_string(), d);
+        }
+        m
+    }
+
+    #[test]
+    fn disjoint_changes_merge() {
+        let base = with(&[("a", 1), ("b", 1)]);
+        let ours = with(&[("a", 2), ("b", 1), ("c", 1)]);
+        let theirs = with(&[("a", 1), ("d", 1)]); // b deleted, d added
+        let m = merge(&base, &ours, &theirs).unwrap();
+        assert_eq!(m.datasets.keys().cloned().collect::<Vec<_>>(), vec!["a", "d", "c"]);
+        assert_eq!(m.datasets["a"].attributes["v"], Attr::Int64(2));
+    }
+
+    #[test]
+    fn same_dataset_changed_on_both_sides_conflicts() {
+        let base = with(&[("a", 1)]);
+        assert_eq!(merge(&base, &with(&[("a", 2)]), &with(&[("a", 3)])), Err(vec!["a".to_string()]));
+        // the same change on both sides is no conflict
+        assert!(merge(&base, &with(&[("a", 2)]), &with(&[("a", 2)])).is_ok());
+        // a delete against an edit is
+        assert!(merge(&base, &with(&[]), &with(&[("a", 5)])).is_err());
+    }
+}

@@ -61,6 +61,12 @@ pub enum Error {
     Corrupt { path: String, source: FormatError },
     #[error("{path}: metadata error: {msg}")]
     Meta { path: String, msg: String },
+    /// A file changed under us (another writer compacted); refresh and retry.
+    #[error("{0}: changed by another writer since it was opened")]
+    Stale(String),
+    /// Another writer changed the same dataset; our changes stay pending in memory.
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("object store error: {0}")]

@@ -1037,6 +1037,82 @@ pub async fn laziness_and_arrays(make: Make) {
     assert_reads(&ds(&r2, "p").await, "x", &arr(&[2], vec![1u8, 2]), "shared name, first dtype").await;
 }
 
+/// Two handles on one store (two machines on one bucket) changing different
+/// datasets of a shared array: after both flush, both sets are there.
+pub async fn two_writers_disjoint(make: Make) {
+    let loc = make();
+    let a = loc.create(StoreConfig::default()).await;
+    let base = a.create_dataset("base").await.unwrap();
+    define::<f32>(&base, "x", &["i"], &[4], Some(&[2]), None).await;
+    write(&base, "x", &[0], &arr(&[4], vec![1f32, 2., 3., 4.])).await;
+    a.flush().await.unwrap();
+
+    let (h1, h2) = (loc.open().await, loc.open().await);
+    let p = h1.create_dataset("p").await.unwrap();
+    define::<f32>(&p, "x", &["i"], &[2], None, None).await;
+    write(&p, "x", &[0], &arr(&[2], vec![10f32, 11.])).await;
+    p.set_attribute("who", Attr::String("h1".into())).unwrap();
+    let q = h2.create_dataset("q").await.unwrap();
+    define::<f32>(&q, "x", &["i"], &[3], None, None).await;
+    write(&q, "x", &[0], &arr(&[3], vec![20f32, 21., 22.])).await;
+    q.set_attribute("who", Attr::String("h2".into())).unwrap();
+    // h2 also edits the shared base dataset's attributes, h1 the base array: still disjoint.
+    ds(&h2, "base").await.set_attribute("edited_by", Attr::String("h2".into())).unwrap();
+    h1.flush().await.expect("first writer flushes");
+    h2.flush().await.expect("second writer merges and flushes");
+
+    let r = loc.open().await;
+    assert_eq!(r.list_datasets(), ["base", "p", "q"], "both writers' datasets");
+    assert_reads(&ds(&r, "p").await, "x", &arr(&[2], vec![10f32, 11.]), "first writer's data").await;
+    assert_reads(&ds(&r, "q").await, "x", &arr(&[3], vec![20f32, 21., 22.]), "second writer's data").await;
+    assert_reads(&ds(&r, "base").await, "x", &arr(&[4], vec![1f32, 2., 3., 4.]), "untouched data").await;
+    assert_eq!(ds(&r, "p").await.get_attribute("who"), Some(Attr::String("h1".into())));
+    assert_eq!(ds(&r, "q").await.get_attribute("who"), Some(Attr::String("h2".into())));
+    assert_eq!(ds(&r, "base").await.get_attribute("edited_by"), Some(Attr::String("h2".into())));
+    // The second writer's handle now sees the first's dataset too (merged in at flush).
+    assert!(h2.dataset_exists("p"), "merged metadata is visible to the writer that merged");
+    // And the first writer catches up on refresh.
+    assert!(h1.refresh().await.unwrap(), "refresh notices the other writer's flush");
+    assert!(h1.dataset_exists("q"));
+    assert_reads(&ds(&h1, "q").await, "x", &arr(&[3], vec![20f32, 21., 22.]), "refreshed handle reads the other writer's sidecar").await;
+    assert!(!h1.refresh().await.unwrap(), "nothing changed since");
+}
+
+/// Two handles changing the same dataset: the second flush fails with a conflict,
+/// the first writer's values stand, and the loser keeps its changes in memory.
+pub async fn two_writers_conflict(make: Make) {
+    let loc = make();
+    let a = loc.create(StoreConfig::default()).await;
+    let d = a.create_dataset("d").await.unwrap();
+    define::<i32>(&d, "x", &["i"], &[4], Some(&[2]), None).await;
+    write(&d, "x", &[0], &arr(&[4], vec![1i32, 2, 3, 4])).await;
+    a.flush().await.unwrap();
+
+    // Same array entry on both sides.
+    let (h1, h2) = (loc.open().await, loc.open().await);
+    write(&ds(&h1, "d").await, "x", &[0], &arr(&[2], vec![10i32, 11])).await;
+    write(&ds(&h2, "d").await, "x", &[2], &arr(&[2], vec![30i32, 31])).await;
+    h1.flush().await.expect("first writer wins");
+    matches_err(&h2.flush().await, "second writer of the same dataset", |e| matches!(e, Error::Conflict(m) if m.contains('d')));
+    assert_reads(&ds(&loc.open().await, "d").await, "x", &arr(&[4], vec![10i32, 11, 3, 4]), "first writer's values stand").await;
+    // The loser has loaded the winner's layer; its own unflushed chunk stays on top.
+    assert_reads(&ds(&h2, "d").await, "x", &arr(&[4], vec![10i32, 11, 30, 31]), "loser still holds its writes").await;
+
+    // Same dataset's attributes on both sides: a metadata conflict.
+    let (h3, h4) = (loc.open().await, loc.open().await);
+    ds(&h3, "d").await.set_attribute("k", Attr::Int64(3)).unwrap();
+    ds(&h4, "d").await.set_attribute("k", Attr::Int64(4)).unwrap();
+    h3.flush().await.unwrap();
+    matches_err(&h4.flush().await, "second attribute writer", |e| matches!(e, Error::Conflict(_)));
+    let r = loc.open().await;
+    assert_eq!(ds(&r, "d").await.get_attribute("k"), Some(Attr::Int64(3)));
+    assert_reads(&ds(&r, "d").await, "x", &arr(&[4], vec![10i32, 11, 3, 4]), "data unchanged by the failed flush").await;
+    // The winner can keep writing.
+    ds(&h3, "d").await.set_attribute("k", Attr::Int64(5)).unwrap();
+    h3.flush().await.unwrap();
+    assert_eq!(ds(&loc.open().await, "d").await.get_attribute("k"), Some(Attr::Int64(5)));
+}
+
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         /// Case names, in run order.
@@ -1069,4 +1145,6 @@ suite!(
     sidecar_numbering,
     meta_variants,
     laziness_and_arrays,
+    two_writers_disjoint,
+    two_writers_conflict,
 );

@@ -95,6 +95,43 @@ def check_bytes(errs, where, path, want):
     return st.st_size
 
 
+def check_stacked(errs, mount, oracle, root_listing):
+    """.atlasfs/stacked: per array, every dataset whose copy has the first copy's dtype and
+    shape (datasets in the root listing's order), as one (n, *shape) array."""
+    order = [d for d in root_listing if d in oracle]
+    want = {}
+    for ds in order:
+        for name, a in oracle[ds].items():
+            a = np.asarray(a)
+            first = want.setdefault(name, (a.dtype, a.shape, []))
+            if kind_of(a) != "string" and first[0] == a.dtype and first[1] == a.shape:
+                first[2].append(ds)
+    want = {n: v for n, v in want.items() if kind_of(np.empty(0, v[0])) != "string"}
+    sdir = os.path.join(mount, ".atlasfs", "stacked")
+    listed = sorted(os.listdir(sdir))
+    expect = sorted([f"{n}.npy" for n in want] + [f"{n}.datasets" for n in want])
+    if listed != expect:
+        errs.append(f"ls .atlasfs/stacked: {listed}, expected {expect}")
+        return
+    for name, (dtype, shape, names) in want.items():
+        with open(os.path.join(sdir, f"{name}.datasets")) as f:
+            got_names = f.read().split("\n")[:-1]
+        if got_names != names:
+            errs.append(f"stacked/{name}.datasets: {got_names}, expected {names}")
+            continue
+        exp = np.stack([np.asarray(oracle[d][name]) for d in names])
+        path = os.path.join(sdir, f"{name}.npy")
+        whole = np.load(path)
+        mm = np.load(path, mmap_mode="r")
+        if whole.dtype != exp.dtype or whole.shape != exp.shape or not np.array_equal(whole, exp, equal_nan=exp.dtype.kind in "fcmM"):
+            errs.append(f"stacked/{name}.npy: {whole.dtype}{whole.shape} differs from the stack of {names}")
+        elif exp.ndim > 1 and not np.array_equal(mm[:, :max(1, exp.shape[1] // 4)], exp[:, :max(1, exp.shape[1] // 4)], equal_nan=exp.dtype.kind in "fcmM"):
+            errs.append(f"stacked/{name}.npy: an mmap slice differs")
+        if os.stat(path).st_size != len(expected_bytes(exp)):
+            errs.append(f"stacked/{name}.npy: st_size {os.stat(path).st_size}, np.save writes {len(expected_bytes(exp))}")
+        del mm
+
+
 def check_read(mount, oracle, absent=(), copy_root=None, extra_root_names=()):
     errs = check_dir_against(mount, oracle, "mount")
     sizes = {}
@@ -106,8 +143,9 @@ def check_read(mount, oracle, absent=(), copy_root=None, extra_root_names=()):
     if root != want_root:
         errs.append(f"ls {mount}: {root}, expected {want_root}")
     ctl = sorted(os.listdir(os.path.join(mount, ".atlasfs")))
-    if ctl != ["compact", "flush", "stats"]:
+    if ctl != ["compact", "flush", "stacked", "stats"]:
         errs.append(f"ls .atlasfs: {ctl}")
+    check_stacked(errs, mount, oracle, root)
     for ds, name in absent:
         p = os.path.join(mount, ds, f"{name}.npy")
         if os.path.exists(p):
