@@ -4,8 +4,8 @@
 //! `format` (bytes) → `store` (`Atlas`, `DatasetView`) → `fs` (filesystem core) → `fuse` → `cli`.
 
 pub mod format;
-pub mod store;
 pub mod fs;
 pub mod fuse;
+pub mod store;
 
 pub use store::{Atlas, Attr, DatasetView, Error, Result, StoreConfig, StoreOptions};

@@ -257,10 +257,7 @@ fn replace_rm_compact_info() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("s");
     let d = tmp.path();
-    py(
-        "np.save(sys.argv[1] + '/a.npy', np.arange(24, dtype='<f4').reshape(4, 6)); np.save(sys.argv[1] + '/b.npy', np.array([7, 8, 9], dtype='<i2'))",
-        &[s(d)],
-    );
+    py("np.save(sys.argv[1] + '/a.npy', np.arange(24, dtype='<f4').reshape(4, 6)); np.save(sys.argv[1] + '/b.npy', np.array([7, 8, 9], dtype='<i2'))", &[s(d)]);
     let (a, b) = (d.join("a.npy"), d.join("b.npy"));
     ok(&["create", s(&store)]);
     assert_eq!(info_field(&store, "datasets"), "0");
@@ -416,7 +413,15 @@ fn bad_input_changes_nothing() {
     let missing = d.join("no-such.npy");
     fails(&["put", st, "ds/a", s(&missing)], "no-such.npy");
     // Names.
-    for (target, msg) in [("_x/a", "invalid name"), ("ds/_a", "invalid name"), ("ds/a/b", "invalid name"), ("ds/", "invalid name"), ("/a", "invalid name"), ("ds", "DATASET/ARRAY"), ("..", "invalid name")] {
+    for (target, msg) in [
+        ("_x/a", "invalid name"),
+        ("ds/_a", "invalid name"),
+        ("ds/a/b", "invalid name"),
+        ("ds/", "invalid name"),
+        ("/a", "invalid name"),
+        ("ds", "DATASET/ARRAY"),
+        ("..", "invalid name"),
+    ] {
         fails(&["put", st, target, s(&good)], msg);
         fails(&["get", st, target], msg);
         unchanged(&format!("put {target}"));
@@ -447,7 +452,14 @@ fn bad_input_changes_nothing() {
 
     // Unknown stores: nothing is created.
     let nowhere = tmp.path().join("nowhere");
-    for args in [vec!["ls", s(&nowhere)], vec!["info", s(&nowhere)], vec!["compact", s(&nowhere)], vec!["put", s(&nowhere), "ds/a", s(&good)], vec!["get", s(&nowhere), "ds/a"], vec!["rm", s(&nowhere), "ds"]] {
+    for args in [
+        vec!["ls", s(&nowhere)],
+        vec!["info", s(&nowhere)],
+        vec!["compact", s(&nowhere)],
+        vec!["put", s(&nowhere), "ds/a", s(&good)],
+        vec!["get", s(&nowhere), "ds/a"],
+        vec!["rm", s(&nowhere), "ds"],
+    ] {
         fails(&args, "no atlas store");
         assert!(!nowhere.exists(), "{args:?} created the directory");
     }

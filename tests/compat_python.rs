@@ -189,7 +189,8 @@ impl El for TimestampNs {
     }
 }
 
-const STRING_POOL: [&str; 10] = ["", "a", "héllo wörld", "日本語テキスト", "emoji 🎉🚀", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "tab\tand\nnewline", "nul\0inside", "zz", "Zebra"];
+const STRING_POOL: [&str; 10] =
+    ["", "a", "héllo wörld", "日本語テキスト", "emoji 🎉🚀", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "tab\tand\nnewline", "nul\0inside", "zz", "Zebra"];
 
 impl El for String {
     fn sample(i: usize, salt: u64) -> Self {
@@ -221,18 +222,54 @@ impl El for String {
 macro_rules! with_el {
     ($dt:expr, $T:ident => $body:expr) => {
         match $dt {
-            DType::UInt8 => { type $T = u8; $body }
-            DType::UInt16 => { type $T = u16; $body }
-            DType::UInt32 => { type $T = u32; $body }
-            DType::UInt64 => { type $T = u64; $body }
-            DType::Int8 => { type $T = i8; $body }
-            DType::Int16 => { type $T = i16; $body }
-            DType::Int32 => { type $T = i32; $body }
-            DType::Int64 => { type $T = i64; $body }
-            DType::Float32 => { type $T = f32; $body }
-            DType::Float64 => { type $T = f64; $body }
-            DType::TimestampNs => { type $T = TimestampNs; $body }
-            DType::String => { type $T = String; $body }
+            DType::UInt8 => {
+                type $T = u8;
+                $body
+            }
+            DType::UInt16 => {
+                type $T = u16;
+                $body
+            }
+            DType::UInt32 => {
+                type $T = u32;
+                $body
+            }
+            DType::UInt64 => {
+                type $T = u64;
+                $body
+            }
+            DType::Int8 => {
+                type $T = i8;
+                $body
+            }
+            DType::Int16 => {
+                type $T = i16;
+                $body
+            }
+            DType::Int32 => {
+                type $T = i32;
+                $body
+            }
+            DType::Int64 => {
+                type $T = i64;
+                $body
+            }
+            DType::Float32 => {
+                type $T = f32;
+                $body
+            }
+            DType::Float64 => {
+                type $T = f64;
+                $body
+            }
+            DType::TimestampNs => {
+                type $T = TimestampNs;
+                $body
+            }
+            DType::String => {
+                type $T = String;
+                $body
+            }
             other => panic!("no element type for {other:?} in this suite"),
         }
     };
@@ -569,11 +606,15 @@ fn codec_named(s: &str) -> Codec {
 }
 
 fn meta_file_name(fmt: &str, comp: &str) -> String {
-    format!("atlas.{}{}", if fmt == "msgpack" { "msgpack" } else { "json" }, match comp {
-        "none" => "",
-        "zstd" => ".zst",
-        _ => ".lz4",
-    })
+    format!(
+        "atlas.{}{}",
+        if fmt == "msgpack" { "msgpack" } else { "json" },
+        match comp {
+            "none" => "",
+            "zstd" => ".zst",
+            _ => ".lz4",
+        }
+    )
 }
 
 fn rt() -> Runtime {
@@ -799,10 +840,13 @@ impl<'r> Writer<'r> {
         for (ds, attrs) in &self.attrs {
             let cases: Vec<&Box<dyn DynCase>> = self.cases.iter().filter(|c| c.ds() == ds).collect();
             let meta: serde_json::Map<String, Value> = cases.iter().map(|c| (c.name().to_string(), c.expect())).collect();
-            let attributes: Vec<Value> = attrs.iter().map(|(k, a)| {
-                let (kind, v) = enc_attr(a);
-                json!([k, kind, v])
-            }).collect();
+            let attributes: Vec<Value> = attrs
+                .iter()
+                .map(|(k, a)| {
+                    let (kind, v) = enc_attr(a);
+                    json!([k, kind, v])
+                })
+                .collect();
             data.insert(ds.clone(), json!({"attributes": attributes, "arrays": cases.iter().map(|c| c.name()).collect::<Vec<_>>(), "meta": meta}));
         }
         json!({
@@ -858,11 +902,7 @@ fn rust_to_python(codec: &str, fmt: &str, comp: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let (store, snap) = (tmp.path().join("store"), tmp.path().join("snapshot"));
     let meta = meta_file_name(fmt, comp);
-    let config = StoreConfig {
-        codec: codec_named(codec),
-        meta_format: if fmt == "msgpack" { MetaFormat::MsgPack } else { MetaFormat::Json },
-        meta_compression: codec_named(comp),
-    };
+    let config = StoreConfig { codec: codec_named(codec), meta_format: if fmt == "msgpack" { MetaFormat::MsgPack } else { MetaFormat::Json }, meta_compression: codec_named(comp) };
     let atlas = rt.block_on(Atlas::create_path(&store, config)).unwrap();
     let mut w = Writer { rt: &rt, atlas, cases: vec![], attrs: vec![], absent: vec![], absent_datasets: vec![] };
     for ds in ["alpha", "beta", "gamma", "delta"] {

@@ -308,10 +308,10 @@ async fn d10_define_validates_geometry() {
     let (_, a) = new_store().await;
     let d = a.create_dataset("ds").await.unwrap();
     let cases: Vec<(Vec<String>, Vec<usize>, Option<Vec<usize>>)> = vec![
-        (dims(&["x"]), vec![4, 4], None),                          // dims rank
-        (dims(&["x", "y"]), vec![4, 4], Some(vec![2])),            // chunk rank
-        (dims(&["x"]), vec![4], Some(vec![0])),                    // zero chunk
-        (dims(&["x"]), vec![u32::MAX as usize + 1], Some(vec![1])), // shape over u32
+        (dims(&["x"]), vec![4, 4], None),                                          // dims rank
+        (dims(&["x", "y"]), vec![4, 4], Some(vec![2])),                            // chunk rank
+        (dims(&["x"]), vec![4], Some(vec![0])),                                    // zero chunk
+        (dims(&["x"]), vec![u32::MAX as usize + 1], Some(vec![1])),                // shape over u32
         (dims(&["x", "y"]), vec![1 << 20, 1 << 20], Some(vec![1 << 16, 1 << 16])), // chunk over 4 GiB
     ];
     for (dm, shape, chunk) in cases {

@@ -135,13 +135,7 @@ fn py_soft(problems: &mut Vec<String>, script: &str, args: &[&str]) -> String {
 /// Runs a command; it must succeed. Returns stdout.
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -621,7 +615,13 @@ fn s7_background_mount_with_owner() {
     LOGS.with(|l| l.borrow_mut().push(log.clone()));
     let mut guard = Background { mp: mp.clone(), pid: None };
     // without --foreground, mount returns once the mount is usable
-    run(Command::new(bin()).arg("mount").arg(&store).arg(&mp).args(["--uid", "1234", "--gid", "5678", "--log-file", s(&log)]).env("RUST_LOG", "atlasfs=debug").env("NO_COLOR", "1"));
+    run(Command::new(bin())
+        .arg("mount")
+        .arg(&store)
+        .arg(&mp)
+        .args(["--uid", "1234", "--gid", "5678", "--log-file", s(&log)])
+        .env("RUST_LOG", "atlasfs=debug")
+        .env("NO_COLOR", "1"));
     assert!(is_fuse_mount(&mp), "'atlasfs mount' returned but {} is not mounted", mp.display());
     guard.pid = daemon_pid(&mp);
     let pid = guard.pid.expect("the background daemon's process");
@@ -630,7 +630,12 @@ fn s7_background_mount_with_owner() {
     py("mount_check.py", &["read", s(&mp), s(&oracle)]);
     // mounting again on a busy mountpoint is refused
     let out = Command::new(bin()).arg("mount").arg(&store).arg(&mp).arg("--foreground").output().unwrap();
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already mounted"), "a second mount on {}: {}", mp.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already mounted"),
+        "a second mount on {}: {}",
+        mp.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     run(Command::new(bin()).arg("unmount").arg(&mp));
     assert!(!is_fuse_mount(&mp));
     let deadline = Instant::now() + EXIT_TIMEOUT;

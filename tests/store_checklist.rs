@@ -316,7 +316,8 @@ async fn local_store_lifecycle() {
     let jan = c.open_dataset("jan").await.unwrap();
     assert_eq!(jan.list_arrays(), vec!["temp", "answer", "when"]);
     assert_eq!(jan.get_attribute("month"), Some(Attr::Int64(1)));
-    let files: Vec<String> = std::fs::read_dir(dir.path().join("temp")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let files: Vec<String> =
+        std::fs::read_dir(dir.path().join("temp")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     assert_eq!(files, vec!["data.af", "data.stats"]);
 }
 

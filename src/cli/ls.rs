@@ -22,10 +22,7 @@ pub async fn run(args: Args) -> Result<()> {
     };
     let (dataset, _) = split_target(&dataset, false)?;
     let meta = atlas.dataset_meta(&dataset).ok_or_else(|| atlasfs::Error::DatasetNotFound(dataset.clone()))?;
-    let rows: Vec<Vec<String>> = meta
-        .arrays
-        .iter()
-        .map(|(name, s)| vec![name.clone(), s.dtype.name(), shape_str(&s.shape), shape_str(&s.chunk_shape), s.dimension_names.join(",")])
-        .collect();
+    let rows: Vec<Vec<String>> =
+        meta.arrays.iter().map(|(name, s)| vec![name.clone(), s.dtype.name(), shape_str(&s.shape), shape_str(&s.chunk_shape), s.dimension_names.join(",")]).collect();
     print_out(&table(&["ARRAY", "DTYPE", "SHAPE", "CHUNKS", "DIMS"], &rows))
 }

@@ -25,7 +25,9 @@ use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "atlasfs", version, about = "Manage an atlas 0.10 array store; move arrays in and out as NumPy .npy files.")]
-#[command(after_help = "STORE is a directory path, file:///abs/path, memory://, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix.\nLogging: set RUST_LOG (e.g. RUST_LOG=atlasfs=debug); the default is warn. Logs go to stderr.")]
+#[command(
+    after_help = "STORE is a directory path, file:///abs/path, memory://, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix.\nLogging: set RUST_LOG (e.g. RUST_LOG=atlasfs=debug); the default is warn. Logs go to stderr."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -229,7 +229,8 @@ pub fn unmount(a: UnmountArgs) -> Result<()> {
     if let Err(e) = std::fs::write(mp.join(".atlasfs/flush"), b"1") {
         tracing::warn!(error = %e, "flush before unmount failed");
     }
-    let ok = Command::new("fusermount3").arg("-u").arg(mp).status().map(|s| s.success()).unwrap_or(false) || Command::new("umount").arg(mp).status().map(|s| s.success()).unwrap_or(false);
+    let ok = Command::new("fusermount3").arg("-u").arg(mp).status().map(|s| s.success()).unwrap_or(false)
+        || Command::new("umount").arg(mp).status().map(|s| s.success()).unwrap_or(false);
     if !ok {
         return Err(CliError::Usage(format!("{}: unmount failed (is a file still open there?)", mp.display())));
     }

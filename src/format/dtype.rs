@@ -70,8 +70,13 @@ enum DTypeRepr {
     Float64,
     String,
     Binary,
-    FixedSizeList { child: Box<DTypeRepr>, size: u32 },
-    List { child: Box<DTypeRepr> },
+    FixedSizeList {
+        child: Box<DTypeRepr>,
+        size: u32,
+    },
+    List {
+        child: Box<DTypeRepr>,
+    },
     #[serde(rename = "timestamp_nanoseconds")]
     TimestampNs,
 }

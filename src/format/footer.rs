@@ -202,15 +202,7 @@ pub enum StatValue {
 
 impl Footer {
     pub fn empty() -> Self {
-        Footer {
-            version: FOOTER_VERSION,
-            blocks: vec![],
-            entries: vec![],
-            attr_keys: vec![],
-            attr_values: vec![],
-            overlay_index: 0,
-            base_file_hint: String::new(),
-        }
+        Footer { version: FOOTER_VERSION, blocks: vec![], entries: vec![], attr_keys: vec![], attr_values: vec![], overlay_index: 0, base_file_hint: String::new() }
     }
 }
 
@@ -240,11 +232,7 @@ pub fn trailer_archive_len(trailer: &[u8], magic: &[u8; 4]) -> Result<u64, Forma
     }
     let t = &trailer[trailer.len() - TRAILER_LEN..];
     if &t[8..12] != magic {
-        return Err(FormatError::InvalidFooter(format!(
-            "bad magic {:?}, expected {:?}",
-            String::from_utf8_lossy(&t[8..12]),
-            String::from_utf8_lossy(magic)
-        )));
+        return Err(FormatError::InvalidFooter(format!("bad magic {:?}, expected {:?}", String::from_utf8_lossy(&t[8..12]), String::from_utf8_lossy(magic))));
     }
     Ok(u64::from_le_bytes(t[0..8].try_into().unwrap()))
 }
@@ -312,7 +300,10 @@ mod tests {
             layout: ArrayLayout {
                 shape: vec![4, 6],
                 dimension_names: vec!["x".into(), "y".into()],
-                storage: StorageLayout { chunk_shape: vec![2, 4], chunks: vec![ChunkEntry { coord: vec![0, 1], address: ChunkAddress { block_id: BlockId(0), offset: 8, size: 16 } }] },
+                storage: StorageLayout {
+                    chunk_shape: vec![2, 4],
+                    chunks: vec![ChunkEntry { coord: vec![0, 1], address: ChunkAddress { block_id: BlockId(0), offset: 8, size: 16 } }],
+                },
             },
             fill_value: Some(FillValue::Float(f64::NAN)),
             deleted: false,
@@ -336,7 +327,9 @@ mod tests {
 
     #[test]
     fn stats_round_trip() {
-        let s = StatsFile { entries: vec![EntryStats { name: "a".into(), min: Some(StatValue::Float(1.0)), max: Some(StatValue::Bytes(b"zz".to_vec())), null_count: 2, row_count: 6 }] };
+        let s = StatsFile {
+            entries: vec![EntryStats { name: "a".into(), min: Some(StatValue::Float(1.0)), max: Some(StatValue::Bytes(b"zz".to_vec())), null_count: 2, row_count: 6 }],
+        };
         assert_eq!(decode_stats(&encode_stats(&s)).unwrap(), s);
     }
 }

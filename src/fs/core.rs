@@ -156,12 +156,29 @@ impl Overlay {
 }
 
 enum Handle {
-    Array { ds: String, arr: String },
-    Staged { ds: String, name: String, writable: bool },
-    Update { ds: String, arr: String, overlay: Mutex<Overlay> },
-    Control { file: ControlFile, snapshot: Vec<u8> },
+    Array {
+        ds: String,
+        arr: String,
+    },
+    Staged {
+        ds: String,
+        name: String,
+        writable: bool,
+    },
+    Update {
+        ds: String,
+        arr: String,
+        overlay: Mutex<Overlay>,
+    },
+    Control {
+        file: ControlFile,
+        snapshot: Vec<u8>,
+    },
     /// The stack as it was at open: a consistent view for the life of the descriptor.
-    Stacked { array: String, stack: Arc<Stack> },
+    Stacked {
+        array: String,
+        stack: Arc<Stack>,
+    },
     /// Read-only bytes fixed at open.
     Bytes(Vec<u8>),
     Dir,
@@ -433,7 +450,9 @@ impl AtlasFs {
         match key {
             NodeKey::Root | NodeKey::ControlDir | NodeKey::StackedDir => Ok(self.attr(ino, Kind::Dir, 0, self.started)),
             NodeKey::StackedNpy(a) => Ok(self.attr(ino, Kind::File, self.stack(a).ok_or_else(|| FsError::noent(format!("stacked/{a}.npy")))?.size(), self.started)),
-            NodeKey::StackedList(a) => Ok(self.attr(ino, Kind::File, self.stack(a).ok_or_else(|| FsError::noent(format!("stacked/{a}.datasets")))?.listing().len() as u64, self.started)),
+            NodeKey::StackedList(a) => {
+                Ok(self.attr(ino, Kind::File, self.stack(a).ok_or_else(|| FsError::noent(format!("stacked/{a}.datasets")))?.listing().len() as u64, self.started))
+            }
             NodeKey::Control(c) => {
                 let size = if *c == ControlFile::Stats { self.stats_json().len() as u64 } else { 0 };
                 Ok(self.attr(ino, Kind::File, size, SystemTime::now()))
@@ -749,7 +768,10 @@ impl AtlasFs {
                 let schema = self.schema(ds, arr).ok_or_else(|| FsError::noent(format!("{ds}/{arr}.npy")))?;
                 let size = self.npy_size(ds, arr, &schema).await?;
                 if offset + data.len() as u64 > size {
-                    return Err(FsError::new(libc::EFBIG, format!("{ds}/{arr}.npy: writes past the end of an existing array ({size} bytes) cannot change its shape; truncate and rewrite the file instead")));
+                    return Err(FsError::new(
+                        libc::EFBIG,
+                        format!("{ds}/{arr}.npy: writes past the end of an existing array ({size} bytes) cannot change its shape; truncate and rewrite the file instead"),
+                    ));
                 }
                 let mut o = overlay.lock();
                 o.file.write_all_at(data, offset)?;
@@ -761,7 +783,9 @@ impl AtlasFs {
             Handle::Control { file: ControlFile::Flush, .. } => {
                 self.flush_store().await?;
             }
-            Handle::Control { .. } | Handle::Array { .. } | Handle::Stacked { .. } | Handle::Bytes(_) | Handle::Dir => return Err(FsError::new(libc::EBADF, "file not open for writing")),
+            Handle::Control { .. } | Handle::Array { .. } | Handle::Stacked { .. } | Handle::Bytes(_) | Handle::Dir => {
+                return Err(FsError::new(libc::EBADF, "file not open for writing"));
+            }
         }
         Ok(data.len() as u32)
     }
@@ -1046,7 +1070,13 @@ impl AtlasFs {
         let from = self.atlas.open_dataset(src_ds).await?;
         let fill = from.array_fill_value(src).await?;
         let (shape, cells) = from.read_cells(src, &[], &[]).await?.ok_or_else(|| FsError::noent(format!("{src_ds}/{src}.npy")))?;
-        let def = ArrayDef { dtype: schema.dtype.clone(), dimension_names: schema.dimension_names.clone(), shape: schema.shape.clone(), chunk_shape: Some(schema.chunk_shape.clone()), fill };
+        let def = ArrayDef {
+            dtype: schema.dtype.clone(),
+            dimension_names: schema.dimension_names.clone(),
+            shape: schema.shape.clone(),
+            chunk_shape: Some(schema.chunk_shape.clone()),
+            fill,
+        };
         let to = self.atlas.open_dataset(dst_ds).await?;
         to.replace_array(dst, def, [Ok((vec![0; shape.len()], shape, cells))]).await?;
         self.bump_generation(dst_ds, dst);
@@ -1118,7 +1148,9 @@ impl AtlasFs {
                 Ok(())
             }
             (NodeKey::Control(_) | NodeKey::ControlDir | NodeKey::StackedDir | NodeKey::StackedNpy(_) | NodeKey::StackedList(_), _)
-            | (_, NodeKey::Control(_) | NodeKey::ControlDir | NodeKey::StackedDir | NodeKey::StackedNpy(_) | NodeKey::StackedList(_)) => Err(FsError::new(libc::EPERM, "control files cannot be renamed")),
+            | (_, NodeKey::Control(_) | NodeKey::ControlDir | NodeKey::StackedDir | NodeKey::StackedNpy(_) | NodeKey::StackedList(_)) => {
+                Err(FsError::new(libc::EPERM, "control files cannot be renamed"))
+            }
             _ => Err(FsError::new(libc::EXDEV, "a dataset and an array cannot take each other's place")),
         }
     }
@@ -1192,7 +1224,9 @@ impl AtlasFs {
                     "fill_value" => fill_json(view.array_fill_value(arr).await?.as_ref()),
                     "stats" => match view.array_stats(arr).await? {
                         None => serde_json::Value::Null,
-                        Some(st) => serde_json::json!({"row_count": st.row_count, "null_count": st.null_count, "min": stat_json(st.min.as_ref()), "max": stat_json(st.max.as_ref())}),
+                        Some(st) => {
+                            serde_json::json!({"row_count": st.row_count, "null_count": st.null_count, "min": stat_json(st.min.as_ref()), "max": stat_json(st.max.as_ref())})
+                        }
                     },
                     _ => return Err(nodata()),
                 };

@@ -255,11 +255,8 @@ pub fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {
     }
     let hlen = dict.len() + 1; // the final newline
     let pad = |prefix: usize| ALIGN - (prefix + hlen) % ALIGN;
-    let (major, len_field) = if hlen + pad(10) <= u16::MAX as usize {
-        (1u8, ((hlen + pad(10)) as u16).to_le_bytes().to_vec())
-    } else {
-        (2u8, ((hlen + pad(12)) as u32).to_le_bytes().to_vec())
-    };
+    let (major, len_field) =
+        if hlen + pad(10) <= u16::MAX as usize { (1u8, ((hlen + pad(10)) as u16).to_le_bytes().to_vec()) } else { (2u8, ((hlen + pad(12)) as u32).to_le_bytes().to_vec()) };
     let padlen = pad(8 + len_field.len());
     let mut out = Vec::with_capacity(8 + len_field.len() + hlen + padlen);
     out.extend_from_slice(MAGIC);
@@ -492,7 +489,11 @@ pub fn parse(bytes: &[u8]) -> Result<NpyHeader> {
     let Some(raw) = bytes.get(start..start + hlen) else {
         return Err(NpyError::Truncated(format!("the header promises {hlen} bytes, the file has {}", bytes.len() - start)));
     };
-    let text: String = if version.0 == 3 { std::str::from_utf8(raw).map_err(|_| NpyError::Malformed("header is not UTF-8".into()))?.to_string() } else { raw.iter().map(|&b| b as char).collect() };
+    let text: String = if version.0 == 3 {
+        std::str::from_utf8(raw).map_err(|_| NpyError::Malformed("header is not UTF-8".into()))?.to_string()
+    } else {
+        raw.iter().map(|&b| b as char).collect()
+    };
     let (descr, fortran_order, shape) = parse_dict(&text)?;
     Ok(NpyHeader { version, descr, fortran_order, shape, header_len: start + hlen })
 }
@@ -711,7 +712,11 @@ mod tests {
             ("<f4", &[4, 6], b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (4, 6), }                                                          \n"),
             ("<f8", &[], b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (), }                                                              \n"),
             ("|b1", &[5], b"\x93NUMPY\x01\x00v\x00{'descr': '|b1', 'fortran_order': False, 'shape': (5,), }                                                            \n"),
-            ("<f8", &[0, 1_000_000_000_000], b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (0, 1000000000000), }                                              \n"),
+            (
+                "<f8",
+                &[0, 1_000_000_000_000],
+                b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (0, 1000000000000), }                                              \n",
+            ),
         ];
         for (descr, shape, want) in cases {
             let got = header_bytes(descr, shape);
@@ -858,7 +863,18 @@ mod tests {
 
     #[test]
     fn refuses_what_atlas_cannot_hold() {
-        for (descr, what) in [("|O", "object"), ("<c16", "complex"), ("<c8", "complex"), ("<f2", "float16"), ("<M8[s]", "[ns]"), ("<M8", "[ns]"), ("<m8[ns]", "timedelta"), ("|V8", "void"), ("<f16", "extended"), ("<q", "not a dtype")] {
+        for (descr, what) in [
+            ("|O", "object"),
+            ("<c16", "complex"),
+            ("<c8", "complex"),
+            ("<f2", "float16"),
+            ("<M8[s]", "[ns]"),
+            ("<M8", "[ns]"),
+            ("<m8[ns]", "timedelta"),
+            ("|V8", "void"),
+            ("<f16", "extended"),
+            ("<q", "not a dtype"),
+        ] {
             let e = decode(file(&format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (1,), }}"), &[0; 16])).unwrap_err();
             assert!(matches!(&e, NpyError::UnsupportedDType { .. }) && e.to_string().contains(what), "{descr}: {e}");
         }
@@ -917,7 +933,9 @@ mod tests {
 
     #[test]
     fn slab_conversion_matches_whole_decoding() {
-        for (descr, raw) in [(">i4", [0u8, 0, 1, 2, 255, 255, 255, 254].to_vec()), ("|b1", vec![0, 2, 1, 0, 9, 0, 0, 1]), ("<u2", vec![1, 2, 3, 4, 5, 6, 7, 8]), (">u1", vec![9; 8])] {
+        for (descr, raw) in
+            [(">i4", [0u8, 0, 1, 2, 255, 255, 255, 254].to_vec()), ("|b1", vec![0, 2, 1, 0, 9, 0, 0, 1]), ("<u2", vec![1, 2, 3, 4, 5, 6, 7, 8]), (">u1", vec![9; 8])]
+        {
             let et = element_type(descr).unwrap();
             assert!(et.is_fixed_width());
             let whole = decode(file(&format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({},), }}", 8 / et.itemsize), &raw)).unwrap();

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session,
-    SessionACL, TimeOrNow, WriteFlags,
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, SessionACL, TimeOrNow,
+    WriteFlags,
 };
 use tracing::Instrument;
 
@@ -358,7 +358,14 @@ impl Filesystem for FuseFs {
 /// Mounts `core` at `mountpoint`. The returned session serves requests when run;
 /// dropping or unmounting it unmounts.
 pub fn session(core: Arc<AtlasFs>, rt: tokio::runtime::Handle, mountpoint: &Path, cfg: &MountConfig) -> io::Result<Session<FuseFs>> {
-    let mut opts = vec![MountOption::FSName(cfg.fs_name.clone()), MountOption::Subtype("atlasfs".into()), MountOption::DefaultPermissions, MountOption::NoDev, MountOption::NoSuid, MountOption::NoAtime];
+    let mut opts = vec![
+        MountOption::FSName(cfg.fs_name.clone()),
+        MountOption::Subtype("atlasfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoAtime,
+    ];
     opts.push(if cfg.read_only { MountOption::RO } else { MountOption::RW });
     let mut config = Config::default();
     config.mount_options = opts;

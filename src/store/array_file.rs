@@ -38,7 +38,7 @@ use super::cache::{BlockCache, next_layer_id};
 use super::layer::Layer;
 use super::{Error, Result};
 use crate::format::cells::Cells;
-use crate::format::footer::{Attributes, ChunkEntry, StorageLayout, ArrayLayout, decode_stats, encode_footer, encode_stats};
+use crate::format::footer::{ArrayLayout, Attributes, ChunkEntry, StorageLayout, decode_stats, encode_footer, encode_stats};
 use crate::format::grid::{Grid, copy_box_bytes, copy_box_cells};
 use crate::format::packer::BlockPacker;
 use crate::format::stats::{ChunkSummary, summarize};
@@ -249,19 +249,7 @@ impl ArrayFile {
                 Err(e) => return Err(e),
             },
         };
-        Ok(ArrayFile {
-            array: array.to_string(),
-            dir,
-            store,
-            cache,
-            codec,
-            layers,
-            base_exists,
-            pending: Pending::new(codec),
-            stats,
-            stats_error,
-            stats_dirty: false,
-        })
+        Ok(ArrayFile { array: array.to_string(), dir, store, cache, codec, layers, base_exists, pending: Pending::new(codec), stats, stats_error, stats_dirty: false })
     }
 
     pub fn has_pending(&self) -> bool {
@@ -402,7 +390,11 @@ impl ArrayFile {
             match &mut out {
                 Cells::Fixed { elsize, bytes } => {
                     if raw.len() != cext.iter().product::<usize>() * *elsize {
-                        return Err(corrupt(crate::format::FormatError::CorruptChunk(format!("chunk {coord:?} of {name:?} has {} bytes, expected {}", raw.len(), cext.iter().product::<usize>() * *elsize))));
+                        return Err(corrupt(crate::format::FormatError::CorruptChunk(format!(
+                            "chunk {coord:?} of {name:?} has {} bytes, expected {}",
+                            raw.len(),
+                            cext.iter().product::<usize>() * *elsize
+                        ))));
                     }
                     copy_box_bytes(&raw, &cext, &src_start, bytes, extent, &dst_start, &ext, *elsize);
                 }
@@ -576,7 +568,8 @@ impl ArrayFile {
             self.layers.sort_by_key(|l| l.overlay);
         }
         self.base_exists = self.layers.first().is_some_and(|l| l.overlay == 0);
-        if stats_tag.is_some() && !self.stats_dirty
+        if stats_tag.is_some()
+            && !self.stats_dirty
             && let Ok(bytes) = async { Ok::<_, Error>(self.store.get(&self.dir.clone().join(STATS_NAME)).await?.bytes().await?) }.await
             && let Ok(st) = decode_stats(&bytes)
         {

@@ -57,11 +57,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions {
-            block_cache_bytes: 256 << 20,
-            io_cache_bytes: 0,
-            read_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2,
-        }
+        StoreOptions { block_cache_bytes: 256 << 20, io_cache_bytes: 0, read_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2 }
     }
 }
 
@@ -240,7 +236,15 @@ impl Atlas {
         Ok(Self::from_parts(store, location, meta, meta_file, file.is_some(), version, options))
     }
 
-    fn from_parts(store: Arc<dyn ObjectStore>, location: String, meta: StoreMeta, meta_file: MetaFile, found: bool, version: Option<UpdateVersion>, options: StoreOptions) -> Atlas {
+    fn from_parts(
+        store: Arc<dyn ObjectStore>,
+        location: String,
+        meta: StoreMeta,
+        meta_file: MetaFile,
+        found: bool,
+        version: Option<UpdateVersion>,
+        options: StoreOptions,
+    ) -> Atlas {
         let cache = Arc::new(BlockCache::new(options.block_cache_bytes, options.io_cache_bytes));
         Atlas {
             inner: Arc::new(Shared {
@@ -503,7 +507,12 @@ impl Atlas {
         for (n, p) in names.iter().zip(parts) {
             let p = p.expect("checked above");
             if p.shape() != first_shape.as_slice() {
-                return Err(Error::Invalid(format!("dataset {n} gives {array} the shape {:?}, but {} gives {:?}; stacked reads need equal shapes", p.shape(), names[0], first_shape)));
+                return Err(Error::Invalid(format!(
+                    "dataset {n} gives {array} the shape {:?}, but {} gives {:?}; stacked reads need equal shapes",
+                    p.shape(),
+                    names[0],
+                    first_shape
+                )));
             }
             data.extend(p.into_iter());
         }

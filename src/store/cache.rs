@@ -74,11 +74,7 @@ impl BlockCache {
             self.counters.bytes_fetched.fetch_add(compressed.len() as u64, Ordering::Relaxed);
             let codec = codec.clone();
             let decode = move || decompress_block(&codec, &compressed, uncompressed as usize).map(Bytes::from);
-            let out = if uncompressed >= BLOCKING_DECODE_BYTES {
-                tokio::task::spawn_blocking(decode).await.map_err(|e| Error::Io(std::io::Error::other(e)))?
-            } else {
-                decode()
-            };
+            let out = if uncompressed >= BLOCKING_DECODE_BYTES { tokio::task::spawn_blocking(decode).await.map_err(|e| Error::Io(std::io::Error::other(e)))? } else { decode() };
             let out = out.map_err(|source| Error::Corrupt { path: what.to_string(), source })?;
             self.counters.bytes_decoded.fetch_add(out.len() as u64, Ordering::Relaxed);
             Ok::<_, Error>(out)

@@ -49,7 +49,10 @@ pub fn clamp_region(full: &[usize], start: &[usize], shape: &[usize]) -> (Vec<us
 fn validate_geometry(array: &str, dtype: &DType, dims: &[String], shape: &[usize], chunk: &[usize]) -> Result<()> {
     let bad = |m: String| Err(Error::Invalid(format!("array {array:?}: {m}")));
     if !dtype.is_supported() {
-        return Err(Error::Unsupported(format!("dtype {} cannot be stored (supported: bool, int8..int64, uint8..uint64, float32, float64, timestamp_nanoseconds, string)", dtype.name())));
+        return Err(Error::Unsupported(format!(
+            "dtype {} cannot be stored (supported: bool, int8..int64, uint8..uint64, float32, float64, timestamp_nanoseconds, string)",
+            dtype.name()
+        )));
     }
     if dims.len() != shape.len() {
         return bad(format!("{} dimension names for rank {}", dims.len(), shape.len()));
@@ -145,7 +148,15 @@ impl DatasetView {
     }
 
     /// Defines an array whose dtype is known only at run time.
-    pub async fn define_array_dtype(&self, array: &str, dtype: DType, dims: Vec<String>, shape: Vec<usize>, chunk_shape: Option<Vec<usize>>, fill: Option<FillValue>) -> Result<()> {
+    pub async fn define_array_dtype(
+        &self,
+        array: &str,
+        dtype: DType,
+        dims: Vec<String>,
+        shape: Vec<usize>,
+        chunk_shape: Option<Vec<usize>>,
+        fill: Option<FillValue>,
+    ) -> Result<()> {
         validate_name(array)?;
         let chunk = chunk_shape.unwrap_or_else(|| shape.clone());
         validate_geometry(array, &dtype, &dims, &shape, &chunk)?;

@@ -11,8 +11,8 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore};
 
 use super::{Error, Result};
-use crate::format::footer::{TRAILER_LEN, decode_footer, trailer_archive_len, LAYER_MAGIC};
-use crate::format::{BlockMeta, ChunkAddress, EntryMeta, FormatError, Footer};
+use crate::format::footer::{LAYER_MAGIC, TRAILER_LEN, decode_footer, trailer_archive_len};
+use crate::format::{BlockMeta, ChunkAddress, EntryMeta, Footer, FormatError};
 
 /// How much of a file's tail the first footer read fetches; most footers fit.
 const TAIL_GUESS: u64 = 64 * 1024;
@@ -51,7 +51,10 @@ impl Layer {
         for (i, e) in footer.entries.iter().enumerate() {
             let mut map = HashMap::with_capacity(e.layout.storage.chunks.len());
             for c in &e.layout.storage.chunks {
-                let b = blocks.get(&c.address.block_id.0).map(|&j| &footer.blocks[j]).ok_or_else(|| corrupt(format!("entry {:?} points at missing block {}", e.name, c.address.block_id.0)))?;
+                let b = blocks
+                    .get(&c.address.block_id.0)
+                    .map(|&j| &footer.blocks[j])
+                    .ok_or_else(|| corrupt(format!("entry {:?} points at missing block {}", e.name, c.address.block_id.0)))?;
                 if c.address.offset as u64 + c.address.size as u64 > b.uncompressed_size {
                     return Err(corrupt(format!("entry {:?} chunk {:?} overruns block {}", e.name, c.coord, b.id.0)));
                 }
@@ -72,7 +75,10 @@ impl Layer {
         let e_tag = got.meta.e_tag.clone();
         let mut tail = got.bytes().await?;
         let len = trailer_archive_len(&tail, LAYER_MAGIC).map_err(corrupt)?;
-        let need = len.checked_add(TRAILER_LEN as u64).filter(|&n| n <= size).ok_or_else(|| corrupt(FormatError::InvalidFooter(format!("footer length {len} exceeds the {size}-byte file"))))?;
+        let need = len
+            .checked_add(TRAILER_LEN as u64)
+            .filter(|&n| n <= size)
+            .ok_or_else(|| corrupt(FormatError::InvalidFooter(format!("footer length {len} exceeds the {size}-byte file"))))?;
         if need > tail.len() as u64 {
             let opts = GetOptions { range: Some(GetRange::Bounded(size - need..size)), if_match: e_tag.clone(), ..Default::default() };
             tail = store.get_opts(&path, opts).await.map_err(|e| stale_or(e, &path))?.bytes().await?;

@@ -8,16 +8,16 @@
 //! May call: [`crate::format`] only.
 
 pub mod array_file;
+mod atlas;
 pub mod attr;
 pub mod backend;
 pub mod cache;
 pub mod dataset;
 mod element;
-mod atlas;
 pub mod layer;
 pub mod meta;
 
-pub use atlas::{Atlas, ArrayFileInfo, StoreConfig, StoreInfo, StoreOptions};
+pub use atlas::{ArrayFileInfo, Atlas, StoreConfig, StoreInfo, StoreOptions};
 pub use attr::Attr;
 pub use dataset::{ArrayDef, DatasetView, clamp_region};
 pub use element::{ArrayElement, TimestampNs};

@@ -38,7 +38,11 @@ impl MotoServer {
         let moto = repo().join(".venv/bin/moto_server");
         let python = repo().join(".venv/bin/python");
         let ok = moto.is_file() && Command::new(&python).args(["-c", "import moto.server, boto3"]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
-        assert!(ok, "{} (moto[server]) is missing: run scripts/setup-test-env.sh to install the test environment; the S3 conformance tests need a real S3-compatible server", moto.display());
+        assert!(
+            ok,
+            "{} (moto[server]) is missing: run scripts/setup-test-env.sh to install the test environment; the S3 conformance tests need a real S3-compatible server",
+            moto.display()
+        );
 
         let mut child = Command::new("bash")
             .arg(repo().join("scripts/s3-server.sh"))

@@ -84,9 +84,7 @@ fn names(v: &[&str]) -> Vec<String> {
 }
 
 async fn define<T: ArrayElement>(ds: &DatasetView, array: &str, dim_names: &[&str], shape: &[usize], chunk: Option<&[usize]>, fill: Option<FillValue>) {
-    ds.define_array::<T>(array, dims(dim_names), shape.to_vec(), chunk.map(<[usize]>::to_vec), fill)
-        .await
-        .unwrap_or_else(|e| panic!("define_array {}/{array}: {e}", ds.name()));
+    ds.define_array::<T>(array, dims(dim_names), shape.to_vec(), chunk.map(<[usize]>::to_vec), fill).await.unwrap_or_else(|e| panic!("define_array {}/{array}: {e}", ds.name()));
 }
 
 async fn write<T: ArrayElement>(ds: &DatasetView, array: &str, start: &[usize], data: &ArrayD<T>) {
@@ -289,10 +287,13 @@ pub async fn dtypes_roundtrip(make: Make) {
     write(&d, "flags", &[0, 0], &bv).await;
 
     let order = ["f32", "f64", "i32", "u8", "i64", "time", "names", "grid_s", "flags"];
-    for (pass, a) in [("before flush", a.clone()), ("after flush+reopen", {
-        a.flush().await.unwrap();
-        loc.open().await
-    })] {
+    for (pass, a) in [
+        ("before flush", a.clone()),
+        ("after flush+reopen", {
+            a.flush().await.unwrap();
+            loc.open().await
+        }),
+    ] {
         let d = ds(&a, "d").await;
         assert_eq!(d.list_arrays(), order, "{pass}: dataset arrays in insertion order");
         assert_eq!(a.list_arrays(), ["f32", "f64", "flags", "grid_s", "i32", "i64", "names", "time", "u8"], "{pass}: store arrays sorted");
@@ -572,7 +573,11 @@ pub async fn flush_boundary(make: Make) {
     define::<i32>(&d, "v", &["i"], &[3], None, None).await;
     write(&d, "v", &[0], &arr(&[3], vec![1, 2, 3])).await;
     assert!(loc2.open().await.list_datasets().is_empty());
-    assert!(!loc2.files().await.iter().any(|f| f.starts_with("atlas.") || f.ends_with(".stats") || f.contains("data.1")), "no metadata, sidecar or stats before a flush: {:?}", loc2.files().await);
+    assert!(
+        !loc2.files().await.iter().any(|f| f.starts_with("atlas.") || f.ends_with(".stats") || f.contains("data.1")),
+        "no metadata, sidecar or stats before a flush: {:?}",
+        loc2.files().await
+    );
     drop(b); // dropped without flush: abandoned
     assert!(loc2.open().await.list_datasets().is_empty());
 
@@ -885,9 +890,15 @@ pub async fn bulk_reads(make: Make) {
         let st = a.read_array_across_stacked::<f32>("t", &names(&["d2", "d0"]), &[0, 2], &[2, 1]).await.unwrap();
         assert_eq!(st, arr(&[2, 2, 1], vec![22.0, 25.0, 2.0, 5.0]), "{pass}: stacked region");
         matches_err(&a.read_array_across_stacked::<f32>("t", &[], &[], &[]).await, "stacked, no names", |e| matches!(e, Error::ArrayNotFound(_)));
-        matches_err(&a.read_array_across_stacked::<f32>("t", &names(&["d0", "other"]), &[], &[]).await, "stacked, dataset lacks the array", |e| matches!(e, Error::ArrayNotFound(m) if m.contains("other")));
+        matches_err(
+            &a.read_array_across_stacked::<f32>("t", &names(&["d0", "other"]), &[], &[]).await,
+            "stacked, dataset lacks the array",
+            |e| matches!(e, Error::ArrayNotFound(m) if m.contains("other")),
+        );
         matches_err(&a.read_array_across_stacked::<f32>("t", &names(&["d0", "missing"]), &[], &[]).await, "stacked, unknown dataset", |e| matches!(e, Error::ArrayNotFound(_)));
-        matches_err(&a.read_array_across_stacked::<f32>("t", &names(&["d0", "odd"]), &[], &[]).await, "stacked, shapes differ (0.10 panicked: D9)", |e| matches!(e, Error::Invalid(_)));
+        matches_err(&a.read_array_across_stacked::<f32>("t", &names(&["d0", "odd"]), &[], &[]).await, "stacked, shapes differ (0.10 panicked: D9)", |e| {
+            matches!(e, Error::Invalid(_))
+        });
     }
 }
 
