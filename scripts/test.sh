@@ -9,4 +9,8 @@ export ATLASFS_PYTHON="$PWD/.venv/bin/python"
 export PATH="$PWD/.venv/bin:$PATH"
 cargo build --release --locked 2>&1 | tail -n 3
 # Release profile: the suites move real data; debug builds would dominate the time.
-cargo test --release --locked -- --test-threads=2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --release --locked -- --test-threads=2 2>&1 | tee "$log"
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "atlasfs suite: %d passed, %d failed\n", p, f }' "$log"

@@ -9,3 +9,8 @@ pub mod fuse;
 pub mod store;
 
 pub use store::{Atlas, Attr, DatasetView, Error, Result, StoreConfig, StoreOptions};
+
+/// The README's library example, compiled and run as a doctest so it stays true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,6 +1,5 @@
 //! `atlasfs create STORE`: a new, empty store.
 
-use atlasfs::store::backend::Location;
 use atlasfs::store::{Codec, MetaFormat};
 use atlasfs::{StoreConfig, StoreOptions};
 use clap::ValueEnum;
@@ -56,7 +55,7 @@ pub async fn run(args: Args) -> Result<()> {
         },
         meta_compression: args.meta_compression.into(),
     };
-    let atlas = Location::parse(&args.store)?.create(config, StoreOptions::default()).await?;
+    let atlas = super::location(&args.store)?.create(config, StoreOptions::default()).await?;
     tracing::info!(store = atlas.location(), meta = atlas.meta_file().file_name(), "created");
     Ok(())
 }

@@ -18,7 +18,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use atlasfs::fs::npy::NpyError;
-use atlasfs::store::backend::Location;
+use atlasfs::store::backend::{Location, RemoteOptions};
 use atlasfs::store::meta::MetaFile;
 use atlasfs::{Atlas, StoreOptions};
 use clap::{Parser, Subcommand};
@@ -31,6 +31,52 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// How to reach a remote STORE; each overrides the matching environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RemoteArgs {
+    /// Object-store endpoint, e.g. http://127.0.0.1:9000 (AWS_ENDPOINT_URL, AZURE_ENDPOINT).
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// S3 region (AWS_REGION).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Allow a plain http:// endpoint (AWS_ALLOW_HTTP=true).
+    #[arg(long, global = true)]
+    pub allow_http: bool,
+    /// Seconds one request may take before it is abandoned and retried.
+    #[arg(long, global = true, default_value_t = 30.0, value_name = "SECS")]
+    pub request_timeout: f64,
+    /// Retries of a failed request, with exponential backoff.
+    #[arg(long, global = true, default_value_t = 5)]
+    pub retries: usize,
+    /// Seconds an operation may take with all its retries; then it fails (EIO through a mount).
+    #[arg(long, global = true, default_value_t = 60.0, value_name = "SECS")]
+    pub retry_timeout: f64,
+}
+
+impl RemoteArgs {
+    fn options(&self) -> RemoteOptions {
+        let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.001));
+        RemoteOptions {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            allow_http: self.allow_http || self.endpoint.as_deref().is_some_and(|e| e.starts_with("http://")),
+            request_timeout: secs(self.request_timeout),
+            retries: self.retries,
+            retry_timeout: secs(self.retry_timeout),
+        }
+    }
+}
+
+static REMOTE: std::sync::OnceLock<RemoteOptions> = std::sync::OnceLock::new();
+
+/// A STORE argument as a location, reached with the command line's remote options.
+pub fn location(store: &str) -> Result<Location> {
+    Ok(Location::parse(store)?.with_remote(REMOTE.get().cloned().unwrap_or_default()))
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +168,7 @@ fn init_logging() {
 
 /// Builds the runtime and runs one command on it.
 pub fn run(cli: Cli) -> Result<()> {
+    let _ = REMOTE.set(cli.remote.options());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| CliError::File { path: "tokio runtime".into(), source: e })?;
     match cli.command {
         Command::Create(a) => rt.block_on(create::run(a)),
@@ -140,16 +187,21 @@ pub fn run(cli: Cli) -> Result<()> {
 /// (the engine would open it as an empty store, and a later flush would turn an
 /// arbitrary directory into a store).
 pub async fn open_store(store: &str) -> Result<Atlas> {
-    let location = Location::parse(store)?;
+    open_store_with(store, StoreOptions::default()).await
+}
+
+/// [`open_store`] with store options: one listing and one metadata GET for a remote store.
+pub async fn open_store_with(store: &str, options: StoreOptions) -> Result<Atlas> {
+    let location = location(store)?;
     if let Location::Local(dir) = &location
         && dir.is_dir()
         && !MetaFile::ALL.iter().any(|m| dir.join(m.file_name()).is_file())
     {
         return Err(CliError::Store(atlasfs::Error::StoreNotFound(format!("{} (no atlas.json or other metadata file; make one with 'atlasfs create')", dir.display()))));
     }
-    let atlas = location.open(StoreOptions::default()).await?;
+    let atlas = location.open(options).await?;
     if !atlas.exists() {
-        return Err(CliError::Store(atlasfs::Error::StoreNotFound(format!("{store} (no metadata file; make one with 'atlasfs create')"))));
+        return Err(CliError::Store(atlasfs::Error::StoreNotFound(format!("{} (no metadata file; make one with 'atlasfs create')", location.redacted()))));
     }
     Ok(atlas)
 }

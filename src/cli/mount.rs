@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use atlasfs::fs::{AtlasFs, FsConfig};
 use atlasfs::fuse::{MountConfig, session};
-use atlasfs::store::backend::Location;
 use atlasfs::{StoreConfig, StoreOptions};
 
 use super::{CliError, Result};
@@ -123,17 +122,14 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
     }
     let options = StoreOptions { block_cache_bytes: a.cache_size, ..StoreOptions::default() };
     let atlas = rt.block_on(async {
-        let location = Location::parse(&a.store)?;
         if a.create {
-            match location.create(StoreConfig::default(), options.clone()).await {
+            match super::location(&a.store)?.create(StoreConfig::default(), options.clone()).await {
                 Ok(atlas) => return Ok::<_, CliError>(atlas),
                 Err(atlasfs::Error::StoreAlreadyExists(_)) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        // Refuses a directory that holds no store (see open_store), then opens with our options.
-        super::open_store(&a.store).await?;
-        Ok(location.open(options).await?)
+        super::open_store_with(&a.store, options).await
     })?;
     let mut cfg = FsConfig { read_only: a.read_only, ttl: Duration::from_secs_f64(a.ttl.max(0.0)), ..FsConfig::default() };
     if let Some(u) = a.uid {
@@ -143,7 +139,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         cfg.gid = g;
     }
     let core = Arc::new(AtlasFs::new(atlas, cfg));
-    let mcfg = MountConfig { read_only: a.read_only, allow_other: a.allow_other, threads: a.threads, fs_name: format!("atlasfs:{}", a.store) };
+    let mcfg = MountConfig { read_only: a.read_only, allow_other: a.allow_other, threads: a.threads, fs_name: format!("atlasfs:{}", super::location(&a.store)?.redacted()) };
     let mut sess = session(core.clone(), rt.handle().clone(), &a.mountpoint, &mcfg).map_err(|e| CliError::File { path: a.mountpoint.display().to_string(), source: e })?;
     let mut unmounter = sess.unmount_callable();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -155,7 +151,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
             r
         })
         .map_err(|e| CliError::File { path: "fuse session thread".into(), source: e })?;
-    tracing::info!(store = %a.store, mountpoint = %a.mountpoint.display(), "mounted");
+    tracing::info!(store = %super::location(&a.store)?.redacted(), mountpoint = %a.mountpoint.display(), "mounted");
     let signalled = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {

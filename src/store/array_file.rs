@@ -198,6 +198,9 @@ pub struct ArrayFile {
     stats: IndexMap<String, EntryStats>,
     stats_error: Option<String>,
     stats_dirty: bool,
+    /// Datasets another writer wrote (seen by a refresh) while they had unflushed
+    /// changes here: the next flush reports them as a conflict, once.
+    clashes: std::collections::BTreeSet<String>,
 }
 
 fn sidecar_number(file_name: &str) -> Option<u32> {
@@ -249,7 +252,20 @@ impl ArrayFile {
                 Err(e) => return Err(e),
             },
         };
-        Ok(ArrayFile { array: array.to_string(), dir, store, cache, codec, layers, base_exists, pending: Pending::new(codec), stats, stats_error, stats_dirty: false })
+        Ok(ArrayFile {
+            array: array.to_string(),
+            dir,
+            store,
+            cache,
+            codec,
+            layers,
+            base_exists,
+            pending: Pending::new(codec),
+            stats,
+            stats_error,
+            stats_dirty: false,
+            clashes: Default::default(),
+        })
     }
 
     pub fn has_pending(&self) -> bool {
@@ -554,6 +570,9 @@ impl ArrayFile {
         let mut seen: Vec<String> = loaded.iter().filter(|l| rewritten || l.overlay > 0).flat_map(|l| l.footer.entries.iter().map(|e| e.name.clone())).collect();
         seen.sort();
         seen.dedup();
+        if !rewritten {
+            self.clashes.extend(seen.iter().filter(|n| self.pending.entries.contains_key(*n)).cloned());
+        }
         if rewritten {
             tracing::info!(array = %self.array, "array file was rewritten by another writer; reloaded");
             for l in &self.layers {
@@ -590,8 +609,8 @@ impl ArrayFile {
         }
         // Another writer's new sidecars for a dataset we also changed: a true conflict.
         // Refuse before writing anything, so neither side's data is shadowed.
-        let seen = self.refresh().await?;
-        let clash: Vec<&String> = seen.iter().filter(|n| self.pending.entries.contains_key(*n)).collect();
+        self.refresh().await?;
+        let clash: Vec<String> = std::mem::take(&mut self.clashes).into_iter().filter(|n| self.pending.entries.contains_key(n)).collect();
         if !clash.is_empty() {
             return Err(Error::Conflict(format!(
                 "array {:?} of dataset(s) {} was written by another writer since this store read it; the changes here stay unflushed",

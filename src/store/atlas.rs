@@ -25,7 +25,7 @@ use super::array_file::ArrayFile;
 use super::cache::BlockCache;
 use super::dataset::DatasetView;
 use super::element::ArrayElement;
-use super::meta::{DatasetMeta, MetaFile, MetaFormat, StoreMeta, changed_datasets, merge, merge_keep_ours};
+use super::meta::{DatasetMeta, MetaFile, MetaFormat, StoreMeta, changed_datasets, merge, merge_keep_ours, same_dataset};
 use super::{Error, Result, validate_name};
 use crate::format::{Codec, DType};
 
@@ -75,6 +75,9 @@ pub(crate) struct Shared {
     base: Mutex<StoreMeta>,
     /// The stored metadata file's version, for conditional updates.
     meta_version: Mutex<Option<UpdateVersion>>,
+    /// Datasets a refresh found changed both here (unflushed) and by another
+    /// writer: the next flush reports them as a conflict, once.
+    meta_clashes: Mutex<std::collections::BTreeSet<String>>,
     /// Set by every metadata change, cleared when a flush takes its snapshot.
     pub meta_dirty: AtomicBool,
     /// Bumped by every mutation; lets upper layers notice change cheaply.
@@ -212,6 +215,13 @@ impl Drop for MetaLock {
     }
 }
 
+fn conflict(names: Vec<String>) -> Error {
+    Error::Conflict(format!(
+        "dataset(s) {} changed here and by another writer since this store last read them; the other writer's version stands in the store and ours stays unflushed here (flush again to write ours over it)",
+        names.join(", ")
+    ))
+}
+
 fn prefixed(store: Arc<dyn ObjectStore>, prefix: Path) -> Arc<dyn ObjectStore> {
     if prefix.as_ref().is_empty() { store } else { Arc::new(PrefixStore::new(store, prefix)) }
 }
@@ -255,6 +265,7 @@ impl Atlas {
                 found,
                 base: Mutex::new(meta.clone()),
                 meta_version: Mutex::new(version),
+                meta_clashes: Mutex::new(Default::default()),
                 meta_dirty: AtomicBool::new(false),
                 version: AtomicU64::new(0),
                 files: RwLock::new(HashMap::new()),
@@ -550,11 +561,16 @@ impl Atlas {
     /// sides are a conflict) and the update retried. Backends without conditional
     /// updates (a local directory) do the same under a lock file.
     async fn save_meta(&self, snapshot: StoreMeta) -> Result<()> {
+        let clashes = std::mem::take(&mut *self.inner.meta_clashes.lock());
+        if !clashes.is_empty() {
+            return Err(conflict(clashes.into_iter().collect()));
+        }
         let path = Path::from(self.inner.meta_file.file_name());
         let mut ours = snapshot.clone();
         ours.version = ours.version.max(1);
         for _attempt in 0..16 {
             let version = self.inner.meta_version.lock().clone();
+            ours.generation = ours.generation.max(self.inner.base.lock().generation) + 1;
             let bytes = self.inner.meta_file.encode(&ours)?;
             let mode = match &version {
                 Some(v) => PutMode::Update(v.clone()),
@@ -567,9 +583,7 @@ impl Atlas {
                 }
                 Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => {
                     let (theirs, v) = read_meta(&*self.inner.store, self.inner.meta_file).await?;
-                    ours = self.merge_with(&ours, &theirs)?;
-                    *self.inner.base.lock() = theirs;
-                    *self.inner.meta_version.lock() = v;
+                    ours = self.merge_or_absorb(&ours, theirs, v)?;
                 }
                 Err(object_store::Error::NotImplemented { .. }) => return self.save_meta_locked(&snapshot, ours).await,
                 Err(e) => return Err(e.into()),
@@ -578,26 +592,32 @@ impl Atlas {
         Err(Error::Conflict(format!("{}: the metadata file kept changing under 16 attempts to update it", self.inner.location)))
     }
 
-    fn merge_with(&self, ours: &StoreMeta, theirs: &StoreMeta) -> Result<StoreMeta> {
+    /// `ours` merged onto another writer's `theirs`, which becomes the new base. On a
+    /// conflict their version is taken into memory under our changes (as a refresh
+    /// does), so the error is reported once and a retried flush writes ours on top.
+    fn merge_or_absorb(&self, ours: &StoreMeta, theirs: StoreMeta, version: Option<UpdateVersion>) -> Result<StoreMeta> {
         let base = self.inner.base.lock().clone();
-        merge(&base, ours, theirs).map_err(|names| {
-            Error::Conflict(format!(
-                "dataset(s) {} changed here and by another writer since this store was last read; nothing of ours was written to the metadata (the other writer's version stands)",
-                names.join(", ")
-            ))
-        })
+        let merged = merge(&base, ours, &theirs);
+        if merged.is_err() {
+            let mut m = self.inner.meta.lock();
+            *m = merge_keep_ours(&base, &m, &theirs);
+        }
+        *self.inner.base.lock() = theirs;
+        *self.inner.meta_version.lock() = version;
+        merged.map_err(conflict)
     }
 
     /// The lock-file protocol for stores whose backend has no conditional update.
     async fn save_meta_locked(&self, snapshot: &StoreMeta, mut ours: StoreMeta) -> Result<()> {
         let lock = MetaLock::acquire(self.inner.store.clone()).await?;
         let saved = async {
-            if let Ok((theirs, _)) = read_meta(&*self.inner.store, self.inner.meta_file).await {
+            if let Ok((theirs, v)) = read_meta(&*self.inner.store, self.inner.meta_file).await {
                 let base = self.inner.base.lock().clone();
                 if !changed_datasets(&base, &theirs).is_empty() || base.codec != theirs.codec {
-                    ours = self.merge_with(&ours, &theirs)?;
+                    ours = self.merge_or_absorb(&ours, theirs, v)?;
                 }
             }
+            ours.generation = ours.generation.max(self.inner.base.lock().generation) + 1;
             let bytes = self.inner.meta_file.encode(&ours)?;
             let r = self.inner.store.put(&Path::from(self.inner.meta_file.file_name()), PutPayload::from(bytes)).await?;
             self.saved(snapshot, ours, UpdateVersion { e_tag: r.e_tag, version: r.version });
@@ -620,34 +640,42 @@ impl Atlas {
         *self.inner.meta_version.lock() = Some(version);
     }
 
-    /// Picks up other writers' changes: if the metadata file changed since this
-    /// handle last read or wrote it, it is merged in (datasets changed here keep
-    /// their local version) and open array files reload their layers. One HEAD when
-    /// nothing changed. Returns whether anything did.
-    pub async fn refresh(&self) -> Result<bool> {
+    /// Picks up other writers' flushed changes: if the metadata file changed since
+    /// this handle last read or wrote it, it is merged in (datasets changed here keep
+    /// their local version; one changed on both sides is reported by the next flush)
+    /// and loaded array files load the new layers. One HEAD when nothing changed.
+    /// Returns the datasets whose metadata or data changed, sorted.
+    pub async fn refresh(&self) -> Result<Vec<String>> {
+        let _g = self.inner.flush_lock.lock().await;
         let path = Path::from(self.inner.meta_file.file_name());
         let head = match self.inner.store.head(&path).await {
             Ok(h) => h,
-            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(object_store::Error::NotFound { .. }) => return Ok(vec![]),
             Err(e) => return Err(e.into()),
         };
         let known = self.inner.meta_version.lock().clone();
         if known.as_ref().is_some_and(|v| v.e_tag.is_some() && v.e_tag == head.e_tag) {
-            return Ok(false);
+            return Ok(vec![]);
         }
         let (theirs, version) = read_meta(&*self.inner.store, self.inner.meta_file).await?;
-        {
+        let mut changed = {
             let base = self.inner.base.lock().clone();
             let mut m = self.inner.meta.lock();
+            let theirs_changed = changed_datasets(&base, &theirs);
+            let clashes = changed_datasets(&base, &m).into_iter().filter(|n| theirs_changed.contains(n) && !same_dataset(&m, &theirs, n));
+            self.inner.meta_clashes.lock().extend(clashes);
             *m = merge_keep_ours(&base, &m, &theirs);
-        }
+            theirs_changed
+        };
         *self.inner.base.lock() = theirs;
         *self.inner.meta_version.lock() = version;
         for f in self.loaded_files() {
-            f.write().await.refresh().await?;
+            changed.extend(f.write().await.refresh().await?);
         }
+        changed.sort();
+        changed.dedup();
         self.touch();
-        Ok(true)
+        Ok(changed)
     }
 
     /// Python's `close`: a flush.

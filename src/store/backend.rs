@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
@@ -20,7 +21,32 @@ use super::{Atlas, Error, Result, StoreConfig, StoreOptions};
 pub enum Location {
     Local(PathBuf),
     Memory,
-    Remote(url::Url),
+    Remote(url::Url, RemoteOptions),
+}
+
+/// How remote stores are reached; each field, when set, overrides the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteOptions {
+    /// Service endpoint (S3 compatibles, Azurite), e.g. `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    /// S3 region.
+    pub region: Option<String>,
+    /// Allow plain `http://` endpoints.
+    pub allow_http: bool,
+    /// Bound on one HTTP request, connect to last byte.
+    pub request_timeout: Duration,
+    /// Retries of transient failures (5xx, timeouts, connection resets), with
+    /// exponential backoff, all within `retry_timeout`.
+    pub retries: usize,
+    /// Bound on one operation including its retries: past it the caller gets an
+    /// error (EIO through the mount), never a hang.
+    pub retry_timeout: Duration,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions { endpoint: None, region: None, allow_http: false, request_timeout: Duration::from_secs(30), retries: 5, retry_timeout: Duration::from_secs(60) }
+    }
 }
 
 impl Location {
@@ -32,13 +58,31 @@ impl Location {
         match url.scheme() {
             "file" => url.to_file_path().map(Location::Local).map_err(|_| Error::Invalid(format!("store URL {s:?}: not an absolute file path"))),
             "memory" => Ok(Location::Memory),
-            "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" | "azure" => Ok(Location::Remote(url)),
+            "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" | "azure" => Ok(Location::Remote(url, RemoteOptions::default())),
             other => Err(Error::Invalid(format!("store URL {s:?}: unknown scheme {other:?} (use a path, file://, memory://, s3://, gs:// or az://)"))),
         }
     }
 
     pub fn is_remote(&self) -> bool {
-        matches!(self, Location::Remote(_))
+        matches!(self, Location::Remote(..))
+    }
+
+    /// The same location reached with `options` (no effect on local and memory stores).
+    pub fn with_remote(self, options: RemoteOptions) -> Location {
+        match self {
+            Location::Remote(url, _) => Location::Remote(url, options),
+            other => other,
+        }
+    }
+
+    /// The location for logs and messages: a URL without user info or query, which
+    /// is where credentials could hide.
+    pub fn redacted(&self) -> String {
+        match self {
+            Location::Local(p) => p.display().to_string(),
+            Location::Memory => "memory://".into(),
+            Location::Remote(url, _) => redact_url(url),
+        }
     }
 
     /// The object store and prefix for a URL location.
@@ -46,7 +90,7 @@ impl Location {
         match self {
             Location::Local(_) => unreachable!("local paths go through open_path"),
             Location::Memory => Ok((Arc::new(InMemory::new()), Path::default())),
-            Location::Remote(url) => remote(url),
+            Location::Remote(url, options) => remote(url, options),
         }
     }
 
@@ -71,24 +115,83 @@ impl Location {
     }
 }
 
+fn redact_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
 #[cfg(feature = "cloud")]
-fn remote(url: &url::Url) -> Result<(Arc<dyn ObjectStore>, Path)> {
-    use object_store::aws::AmazonS3Builder;
-    use object_store::azure::MicrosoftAzureBuilder;
-    use object_store::gcp::GoogleCloudStorageBuilder;
+fn remote(url: &url::Url, o: &RemoteOptions) -> Result<(Arc<dyn ObjectStore>, Path)> {
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as S3};
+    use object_store::azure::{AzureConfigKey as Az, MicrosoftAzureBuilder};
+    use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as Gcs};
+    use object_store::{BackoffConfig, ClientConfigKey as C, RetryConfig};
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::Invalid(format!("store URL {}: credentials in the URL are not accepted; use the environment (AWS_*, GOOGLE_*, AZURE_*)", redact_url(url))));
+    }
     let prefix = Path::from_url_path(url.path()).map_err(|e| Error::Invalid(format!("store URL path: {e}")))?;
     let bucket_url = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
+    let retry = RetryConfig {
+        backoff: BackoffConfig { init_backoff: Duration::from_millis(50), max_backoff: Duration::from_secs(5), base: 2.0 },
+        max_retries: o.retries,
+        retry_timeout: o.retry_timeout,
+    };
+    let timeout = format!("{}ms", o.request_timeout.as_millis());
+    let connect = format!("{}ms", o.request_timeout.min(Duration::from_secs(10)).as_millis());
     let store: Arc<dyn ObjectStore> = match url.scheme() {
-        "s3" | "s3a" => Arc::new(AmazonS3Builder::from_env().with_url(bucket_url).build()?),
-        "gs" => Arc::new(GoogleCloudStorageBuilder::from_env().with_url(bucket_url).build()?),
-        _ => Arc::new(MicrosoftAzureBuilder::from_env().with_url(bucket_url).build()?),
+        "s3" | "s3a" => {
+            let mut b = AmazonS3Builder::from_env()
+                .with_url(bucket_url)
+                .with_retry(retry)
+                .with_config(S3::Client(C::Timeout), &timeout)
+                .with_config(S3::Client(C::ConnectTimeout), &connect);
+            if let Some(e) = &o.endpoint {
+                b = b.with_endpoint(e);
+            }
+            if let Some(r) = &o.region {
+                b = b.with_region(r);
+            }
+            if o.allow_http {
+                b = b.with_allow_http(true);
+            }
+            Arc::new(b.build()?)
+        }
+        "gs" => {
+            let mut b = GoogleCloudStorageBuilder::from_env()
+                .with_url(bucket_url)
+                .with_retry(retry)
+                .with_config(Gcs::Client(C::Timeout), &timeout)
+                .with_config(Gcs::Client(C::ConnectTimeout), &connect);
+            if o.allow_http {
+                b = b.with_config(Gcs::Client(C::AllowHttp), "true");
+            }
+            Arc::new(b.build()?)
+        }
+        _ => {
+            let mut b = MicrosoftAzureBuilder::from_env()
+                .with_url(bucket_url)
+                .with_retry(retry)
+                .with_config(Az::Client(C::Timeout), &timeout)
+                .with_config(Az::Client(C::ConnectTimeout), &connect);
+            if let Some(e) = &o.endpoint {
+                b = b.with_endpoint(e.clone());
+            }
+            if o.allow_http {
+                b = b.with_allow_http(true);
+            }
+            Arc::new(b.build()?)
+        }
     };
     Ok((store, prefix))
 }
 
 #[cfg(not(feature = "cloud"))]
-fn remote(url: &url::Url) -> Result<(Arc<dyn ObjectStore>, Path)> {
-    Err(Error::Unsupported(format!("{url}: this build has no cloud backends (build with --features cloud)")))
+fn remote(url: &url::Url, _: &RemoteOptions) -> Result<(Arc<dyn ObjectStore>, Path)> {
+    Err(Error::Unsupported(format!("{}: this build has no cloud backends (build with --features cloud)", redact_url(url))))
 }
 
 #[cfg(test)]
@@ -102,5 +205,9 @@ mod tests {
         assert_eq!(Location::parse("memory://").unwrap(), Location::Memory);
         assert!(Location::parse("s3://bucket/pre/fix").unwrap().is_remote());
         assert!(Location::parse("ftp://x").is_err());
+        let l = Location::parse("s3://key:secret@bucket/p?sig=abc").unwrap();
+        assert!(!l.redacted().contains("secret") && !l.redacted().contains("sig") && !l.redacted().contains("key"), "{}", l.redacted());
+        let err = l.object_store().err().expect("credentials in the URL are refused").to_string();
+        assert!(!err.contains("secret"), "{err}");
     }
 }

@@ -98,16 +98,25 @@ pub struct StoreMeta {
     #[serde(default)]
     pub codec: Codec,
     pub datasets: IndexMap<String, DatasetMeta>,
+    /// Bumped by every metadata write from atlasfs, so that the file (and its ETag,
+    /// which other handles watch) changes with every flush, even one that only added
+    /// array data. atlas 0.10 ignores keys it does not know.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl StoreMeta {
     /// What `open` sees when there is no metadata file (version 0, empty).
     pub fn empty_default() -> Self {
-        StoreMeta { version: 0, codec: Codec::Zstd, datasets: IndexMap::new() }
+        StoreMeta { version: 0, codec: Codec::Zstd, datasets: IndexMap::new(), generation: 0 }
     }
 
     pub fn new(codec: Codec) -> Self {
-        StoreMeta { version: 1, codec, datasets: IndexMap::new() }
+        StoreMeta { version: 1, codec, datasets: IndexMap::new(), generation: 0 }
     }
 }
 
@@ -203,6 +212,11 @@ fn same(a: Option<&DatasetMeta>, b: Option<&DatasetMeta>) -> bool {
         (Some(a), Some(b)) => rmp_serde::to_vec_named(a).ok() == rmp_serde::to_vec_named(b).ok(),
         _ => false,
     }
+}
+
+/// Whether dataset `name` is the same (or absent) in both.
+pub fn same_dataset(a: &StoreMeta, b: &StoreMeta, name: &str) -> bool {
+    same(a.datasets.get(name), b.datasets.get(name))
 }
 
 /// Names of datasets whose metadata differs between `a` and `b`.

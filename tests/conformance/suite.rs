@@ -1083,10 +1083,10 @@ pub async fn two_writers_disjoint(make: Make) {
     // The second writer's handle now sees the first's dataset too (merged in at flush).
     assert!(h2.dataset_exists("p"), "merged metadata is visible to the writer that merged");
     // And the first writer catches up on refresh.
-    assert!(h1.refresh().await.unwrap(), "refresh notices the other writer's flush");
+    assert_eq!(h1.refresh().await.unwrap(), ["base", "q"], "refresh names what the other writer changed");
     assert!(h1.dataset_exists("q"));
     assert_reads(&ds(&h1, "q").await, "x", &arr(&[3], vec![20f32, 21., 22.]), "refreshed handle reads the other writer's sidecar").await;
-    assert!(!h1.refresh().await.unwrap(), "nothing changed since");
+    assert_eq!(h1.refresh().await.unwrap(), Vec::<String>::new(), "nothing changed since");
 }
 
 /// Two handles changing the same dataset: the second flush fails with a conflict,
@@ -1109,6 +1109,20 @@ pub async fn two_writers_conflict(make: Make) {
     // The loser has loaded the winner's layer; its own unflushed chunk stays on top.
     assert_reads(&ds(&h2, "d").await, "x", &arr(&[4], vec![10i32, 11, 30, 31]), "loser still holds its writes").await;
 
+    // The conflict is reported once: flushing again writes the loser's chunk over.
+    h2.flush().await.expect("a retried flush writes ours on top");
+    assert_reads(&ds(&loc.open().await, "d").await, "x", &arr(&[4], vec![10i32, 11, 30, 31]), "both writers' chunks after the retry").await;
+
+    // A refresh that loads the other writer's layer while ours is unflushed does not
+    // hide the conflict from the next flush.
+    let (h5, h6) = (loc.open().await, loc.open().await);
+    write(&ds(&h6, "d").await, "x", &[0], &arr(&[1], vec![60i32])).await;
+    write(&ds(&h5, "d").await, "x", &[0], &arr(&[1], vec![50i32])).await;
+    h5.flush().await.unwrap();
+    assert_eq!(h6.refresh().await.unwrap(), ["d"]);
+    matches_err(&h6.flush().await, "flush after a refresh that saw the other writer", |e| matches!(e, Error::Conflict(_)));
+    assert_reads(&ds(&loc.open().await, "d").await, "x", &arr(&[4], vec![50i32, 11, 30, 31]), "the first writer's value stands").await;
+
     // Same dataset's attributes on both sides: a metadata conflict.
     let (h3, h4) = (loc.open().await, loc.open().await);
     ds(&h3, "d").await.set_attribute("k", Attr::Int64(3)).unwrap();
@@ -1117,7 +1131,7 @@ pub async fn two_writers_conflict(make: Make) {
     matches_err(&h4.flush().await, "second attribute writer", |e| matches!(e, Error::Conflict(_)));
     let r = loc.open().await;
     assert_eq!(ds(&r, "d").await.get_attribute("k"), Some(Attr::Int64(3)));
-    assert_reads(&ds(&r, "d").await, "x", &arr(&[4], vec![10i32, 11, 3, 4]), "data unchanged by the failed flush").await;
+    assert_reads(&ds(&r, "d").await, "x", &arr(&[4], vec![50i32, 11, 30, 31]), "data unchanged by the failed flush").await;
     // The winner can keep writing.
     ds(&h3, "d").await.set_attribute("k", Attr::Int64(5)).unwrap();
     h3.flush().await.unwrap();
