@@ -29,7 +29,18 @@ exec .venv/bin/python -c '
 import logging, signal, sys, threading
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 from moto.server import ThreadedMotoServer
+from moto.s3.responses import S3Response
 import boto3
+
+# moto checks If-Match / If-None-Match and then writes, with other request threads
+# free to run in between; S3 does both atomically. One lock around PUT makes the
+# conditional writes the multi-writer tests rely on as atomic as S3 makes them.
+_put_lock = threading.Lock()
+_put_object = S3Response.put_object
+def _atomic_put_object(self, *args, **kwargs):
+    with _put_lock:
+        return _put_object(self, *args, **kwargs)
+S3Response.put_object = _atomic_put_object
 
 port, until_eof, buckets = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3:]
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

@@ -145,3 +145,52 @@ async fn read_only_refuses_every_change() {
     assert_eq!(ro.setxattr(d0.ino, "user.atlas.attr.k", b"1").await.unwrap_err().errno, libc::EROFS);
     assert!(ro.open(v.ino, libc::O_RDONLY).await.is_ok());
 }
+
+async fn read_all(fs: &AtlasFs, ds: &str, name: &str) -> Result<Vec<u8>, atlasfs::fs::FsError> {
+    let dir = fs.lookup(ROOT_INO, ds).await?.ino;
+    let f = fs.lookup(dir, name).await?;
+    let o = fs.open(f.ino, libc::O_RDONLY).await?;
+    let bytes = fs.read(o.fh, 0, f.size as u32).await?;
+    fs.release(o.fh).await?;
+    Ok(bytes)
+}
+
+/// Another writer's flushed changes reach the mount's view on refresh: a new
+/// dataset, new values in an array the view had read, and a removed array.
+#[tokio::test]
+async fn refresh_picks_up_another_writers_flush() {
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+    let a = Atlas::create(store.clone(), Path::default(), StoreConfig::default()).await.unwrap();
+    let d = a.create_dataset("d").await.unwrap();
+    for name in ["v", "gone"] {
+        d.define_array::<i32>(name, vec!["x".into()], vec![3], None, None).await.unwrap();
+        d.write_array(name, &[0], ArrayD::from_shape_vec(IxDyn(&[3]), vec![1, 2, 3]).unwrap().view()).await.unwrap();
+    }
+    a.flush().await.unwrap();
+    let fs = AtlasFs::new(Atlas::open(store.clone(), Path::default()).await.unwrap(), FsConfig::default());
+    let before = read_all(&fs, "d", "v.npy").await.unwrap();
+    assert!(fs.refresh().await.unwrap().is_empty(), "nothing changed yet");
+
+    // The other writer: new values, a new dataset, a deleted array.
+    let other = Atlas::open(store.clone(), Path::default()).await.unwrap();
+    let od = other.open_dataset("d").await.unwrap();
+    od.write_array("v", &[1], ArrayD::from_shape_vec(IxDyn(&[1]), vec![20]).unwrap().view()).await.unwrap();
+    od.delete_array("gone").await.unwrap();
+    let n = other.create_dataset("new").await.unwrap();
+    n.define_array::<f32>("w", vec!["x".into()], vec![2], None, None).await.unwrap();
+    n.write_array("w", &[0], ArrayD::from_shape_vec(IxDyn(&[2]), vec![5f32, 6.]).unwrap().view()).await.unwrap();
+    other.flush().await.unwrap();
+
+    assert_eq!(read_all(&fs, "d", "v.npy").await.unwrap(), before, "before a refresh the view is unchanged");
+    assert_eq!(fs.refresh().await.unwrap(), ["d", "new"]);
+    let after = read_all(&fs, "d", "v.npy").await.unwrap();
+    let h = after.len() - 12;
+    let vals: Vec<i32> = after[h..].chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(vals, [1, 20, 3], "the other writer's value");
+    let names: Vec<String> = fs.readdir(ROOT_INO).await.unwrap().into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&"new".to_string()), "new dataset listed: {names:?}");
+    assert_eq!(read_all(&fs, "new", "w.npy").await.unwrap(), full_npy(&[2], &[5., 6.]));
+    let gone = read_all(&fs, "d", "gone.npy").await.err().expect("the deleted array is gone");
+    assert_eq!(gone.errno, libc::ENOENT);
+    assert!(fs.stats_json().contains("\"refreshes\": 1"), "{}", fs.stats_json());
+}

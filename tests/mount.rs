@@ -20,6 +20,9 @@
 //! Run: `cargo test --release --test mount -- --test-threads=1`
 
 mod common;
+#[path = "conformance/moto.rs"]
+#[allow(dead_code)]
+mod moto;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -181,6 +184,11 @@ struct Mounted {
 
 impl Mounted {
     fn start(store: &Path, mp: &Path, extra: &[&str]) -> Mounted {
+        Self::start_with(store.as_os_str(), mp, extra, &[])
+    }
+
+    /// A mount of any STORE (a URL too), with extra environment for the daemon.
+    fn start_with(store: &std::ffi::OsStr, mp: &Path, extra: &[&str], env: &[(&str, &str)]) -> Mounted {
         let mp = mp.canonicalize().expect("mountpoint exists");
         let log = mp.parent().unwrap().join(format!("daemon-{}.log", LOG_SEQ.fetch_add(1, Ordering::Relaxed)));
         LOGS.with(|l| l.borrow_mut().push(log.clone()));
@@ -193,6 +201,7 @@ impl Mounted {
             .args(extra)
             .env("RUST_LOG", "atlasfs=debug")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -644,4 +653,128 @@ fn s7_background_mount_with_owner() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(std::fs::read_to_string(&log).unwrap().contains("mounted"), "the --log-file should hold the daemon's log");
+}
+
+// ------------------------------------------------------------------ scenario 8: two daemons, one bucket
+
+fn npy_i64(vals: &[i64]) -> Vec<u8> {
+    use atlasfs::store::{Cells, DType};
+    atlasfs::fs::npy::encode(&DType::Int64, &[vals.len()], &Cells::Fixed { elsize: 8, bytes: vals.iter().flat_map(|v| v.to_le_bytes()).collect() }).unwrap()
+}
+
+fn i64s_of(npy: &[u8], n: usize) -> Vec<i64> {
+    npy[npy.len() - 8 * n..].chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// Waits until `f` holds, or panics with `what` after `limit`.
+fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} (not within {limit:?})");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Two workstations on one S3 bucket (moto on 127.0.0.1): each daemon writes its own
+/// datasets concurrently; after both flush, each mount sees the other's within the
+/// metadata TTL and atlas-python reads both sets. Writing the same dataset from
+/// both: the second flush fails with EBUSY and a log line, the first writer's
+/// values stand.
+#[test]
+fn s8_two_daemons_on_one_bucket() {
+    let ctx = Ctx::new();
+    require_tools();
+    let server = moto::MotoServer::start("shared");
+    let endpoint = server.endpoint();
+    let url = "s3://shared/store";
+    let env = [("AWS_ACCESS_KEY_ID", moto::ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", moto::SECRET_KEY), ("AWS_REGION", moto::REGION)];
+    let cli = |args: &[&str]| {
+        let out = Command::new(bin()).args(args).args(["--endpoint", &endpoint]).envs(env).output().unwrap();
+        assert!(out.status.success(), "atlasfs {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    cli(&["create", url]);
+    let src = ctx.mkdir("src");
+    std::fs::write(src.join("x.npy"), npy_i64(&[0, 0, 0])).unwrap();
+    cli(&["put", url, "both/x", s(&src.join("x.npy"))]);
+
+    let extra = ["--endpoint", endpoint.as_str(), "--metadata-ttl", "0.3", "--ttl", "0.1"];
+    let a = Mounted::start_with(url.as_ref(), &ctx.mkdir("a"), &extra, &env);
+    let b = Mounted::start_with(url.as_ref(), &ctx.mkdir("b"), &extra, &env);
+
+    // Different datasets, written at the same time.
+    let writers: Vec<_> = [("a", a.mp().to_path_buf()), ("b", b.mp().to_path_buf())]
+        .into_iter()
+        .map(|(who, mp)| {
+            std::thread::spawn(move || {
+                for i in 0..5i64 {
+                    let ds = mp.join(format!("{who}{i}"));
+                    std::fs::create_dir(&ds).unwrap();
+                    std::fs::write(ds.join("v.npy"), npy_i64(&[i, i * 10, if who == "a" { 1 } else { 2 }])).unwrap();
+                }
+                std::fs::write(mp.join(".atlasfs/flush"), b"1").unwrap_or_else(|e| panic!("flush of mount {who}: {e}"));
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer thread");
+    }
+    let in_bucket = String::from_utf8(cli(&["ls", url])).unwrap();
+    for (mp, other) in [(a.mp(), "b"), (b.mp(), "a")] {
+        eventually(Duration::from_secs(10), &format!("{} lists the other daemon's datasets; the bucket has:\n{in_bucket}", mp.display()), || {
+            let names: Vec<String> = std::fs::read_dir(mp).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            (0..5).all(|i| names.contains(&format!("{other}{i}")))
+        });
+        for i in 0..5i64 {
+            let got = std::fs::read(mp.join(format!("{other}{i}/v.npy"))).unwrap();
+            assert_eq!(i64s_of(&got, 3), [i, i * 10, if other == "a" { 1 } else { 2 }], "{}: {other}{i}/v.npy", mp.display());
+        }
+    }
+
+    // The same dataset from both sides: first flush wins, the second gets EBUSY.
+    std::fs::write(a.mp().join("both/x.npy"), npy_i64(&[1, 1, 1])).unwrap();
+    std::fs::write(b.mp().join("both/x.npy"), npy_i64(&[2, 2, 2])).unwrap();
+    std::fs::write(a.mp().join(".atlasfs/flush"), b"1").expect("first writer's flush");
+    let e = std::fs::write(b.mp().join(".atlasfs/flush"), b"1").expect_err("the second writer of one dataset must be told");
+    assert_eq!(e.raw_os_error(), Some(libc::EBUSY), "flush of a conflicting change: {e}");
+    let got = cli(&["get", url, "both/x", "-o", s(&ctx.path("x_now.npy"))]);
+    assert!(got.is_empty());
+    assert_eq!(i64s_of(&std::fs::read(ctx.path("x_now.npy")).unwrap(), 3), [1, 1, 1], "the first writer's values stand");
+    assert!(log_text(&b).contains("conflict"), "the losing daemon logs the conflict:\n{}", log_text(&b));
+    a.unmount();
+    b.unmount();
+
+    // atlas-python 0.10 reads both sets: the bucket's objects, copied to a directory.
+    let copy = ctx.mkdir("bucket_copy");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use futures::TryStreamExt;
+        use object_store::ObjectStoreExt;
+        let store = server.store();
+        let prefix = object_store::path::Path::from("store");
+        let objects: Vec<_> = store.list(Some(&prefix)).try_collect().await.unwrap();
+        for o in objects {
+            let rel: Vec<String> = o.location.prefix_match(&prefix).unwrap().map(|p| p.as_ref().to_string()).collect();
+            let dest = rel.iter().fold(copy.clone(), |p, part| p.join(part));
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::write(&dest, store.get(&o.location).await.unwrap().bytes().await.unwrap()).unwrap();
+        }
+    });
+    let script = r#"
+import sys, atlas, numpy as np
+a = atlas.Atlas.open(sys.argv[1])
+for who, tag in (("a", 1), ("b", 2)):
+    for i in range(5):
+        got = a.open_dataset(f"{who}{i}").read_array("v")
+        assert got.dtype == np.int64 and list(got) == [i, i * 10, tag], (who, i, got)
+print(len(a.list_datasets()))
+"#;
+    let out = Command::new(common::python()).arg("-c").arg(script).arg(&copy).output().unwrap();
+    assert!(out.status.success(), "atlas-python on the bucket's objects: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "11", "datasets: a0..a4, b0..b4, both");
+    let listing = String::from_utf8(cli(&["ls", url])).unwrap();
+    for who in ["a", "b"] {
+        for i in 0..5 {
+            assert!(listing.lines().any(|l| l.trim() == format!("{who}{i}")), "ls {url} lacks {who}{i}:\n{listing}");
+        }
+    }
 }

@@ -46,6 +46,10 @@ pub struct Args {
     /// Seconds the kernel may cache names and attributes.
     #[arg(long, default_value_t = 1.0)]
     pub ttl: f64,
+    /// Seconds between checks for changes other writers flushed to the store (one
+    /// HEAD of the metadata file; more only when it changed). 0 turns it off.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub metadata_ttl: f64,
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
@@ -139,6 +143,20 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         cfg.gid = g;
     }
     let core = Arc::new(AtlasFs::new(atlas, cfg));
+    if a.metadata_ttl > 0.0 {
+        let (core, every) = (core.clone(), Duration::from_secs_f64(a.metadata_ttl));
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = core.refresh().await {
+                    tracing::warn!(error = %e, "checking the store for other writers' changes failed; will retry");
+                }
+            }
+        });
+    }
     let mcfg = MountConfig { read_only: a.read_only, allow_other: a.allow_other, threads: a.threads, fs_name: format!("atlasfs:{}", super::location(&a.store)?.redacted()) };
     let mut sess = session(core.clone(), rt.handle().clone(), &a.mountpoint, &mcfg).map_err(|e| CliError::File { path: a.mountpoint.display().to_string(), source: e })?;
     let mut unmounter = sess.unmount_callable();

@@ -281,6 +281,8 @@ pub struct FsCounters {
     pub commits: AtomicU64,
     pub flushes: AtomicU64,
     pub compactions: AtomicU64,
+    /// Refreshes that found another writer's changes.
+    pub refreshes: AtomicU64,
     pub last_flush_unix: AtomicU64,
     pub last_compaction_unix: AtomicU64,
 }
@@ -799,6 +801,31 @@ impl AtlasFs {
         Ok(())
     }
 
+    /// Picks up what other writers flushed to the store (see `Atlas::refresh`): the
+    /// arrays of every dataset that changed get a new generation, so the kernel drops
+    /// their cached pages and attributes. Returns the datasets that changed.
+    pub async fn refresh(&self) -> FsResult<Vec<String>> {
+        let changed = self.atlas.refresh().await?;
+        for ds in &changed {
+            let mut arrays: Vec<String> = self.atlas.dataset_meta(ds).map(|m| m.arrays.keys().cloned().collect()).unwrap_or_default();
+            // Arrays the other writer removed were known here by their generation.
+            arrays.extend(self.generations.lock().keys().filter(|(d, _)| d == ds).map(|(_, a)| a.clone()));
+            arrays.sort();
+            arrays.dedup();
+            for arr in arrays {
+                self.bump_generation(ds, &arr);
+                let (dir, file) = self.file_inodes(ds, &format!("{arr}.npy"));
+                self.invalidate(Invalidate::Inode(file));
+                self.invalidate(Invalidate::Inode(dir));
+            }
+        }
+        if !changed.is_empty() {
+            self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(datasets = changed.len(), "picked up changes flushed by another writer");
+        }
+        Ok(changed)
+    }
+
     /// The durability boundary.
     pub async fn flush_store(&self) -> FsResult<()> {
         if self.cfg.read_only {
@@ -1291,7 +1318,7 @@ impl AtlasFs {
             "writes": l(&c.writes), "bytes_written": l(&c.bytes_written),
             "arrays_committed": l(&c.commits),
             "files_being_written": self.staged.lock().len(),
-            "flushes": l(&c.flushes), "last_flush_unix": l(&c.last_flush_unix),
+            "flushes": l(&c.flushes), "refreshes": l(&c.refreshes), "last_flush_unix": l(&c.last_flush_unix),
             "compactions": l(&c.compactions), "last_compaction_unix": l(&c.last_compaction_unix),
         });
         let mut s = serde_json::to_string_pretty(&v).expect("json");

@@ -568,6 +568,7 @@ impl Atlas {
         let path = Path::from(self.inner.meta_file.file_name());
         let mut ours = snapshot.clone();
         ours.version = ours.version.max(1);
+        let mut merged = false;
         for _attempt in 0..16 {
             let version = self.inner.meta_version.lock().clone();
             ours.generation = ours.generation.max(self.inner.base.lock().generation) + 1;
@@ -579,17 +580,33 @@ impl Atlas {
             match self.inner.store.put_opts(&path, PutPayload::from(bytes), PutOptions::from(mode)).await {
                 Ok(r) => {
                     self.saved(&snapshot, ours, UpdateVersion { e_tag: r.e_tag, version: r.version });
+                    if merged {
+                        self.load_merged_layers().await;
+                    }
                     return Ok(());
                 }
                 Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => {
                     let (theirs, v) = read_meta(&*self.inner.store, self.inner.meta_file).await?;
                     ours = self.merge_or_absorb(&ours, theirs, v)?;
+                    merged = true;
                 }
                 Err(object_store::Error::NotImplemented { .. }) => return self.save_meta_locked(&snapshot, ours).await,
                 Err(e) => return Err(e.into()),
             }
         }
         Err(Error::Conflict(format!("{}: the metadata file kept changing under 16 attempts to update it", self.inner.location)))
+    }
+
+    /// After merging another writer's metadata: their datasets' entries live in
+    /// sidecars that our array files may have listed before they were written (they
+    /// write sidecars before metadata), so loaded files look again.
+    async fn load_merged_layers(&self) {
+        for f in self.loaded_files() {
+            if let Err(e) = f.write().await.refresh().await {
+                tracing::warn!(error = %e, "reloading layers after a metadata merge failed; the next refresh retries");
+                *self.inner.meta_version.lock() = None;
+            }
+        }
     }
 
     /// `ours` merged onto another writer's `theirs`, which becomes the new base. On a
@@ -611,21 +628,26 @@ impl Atlas {
     async fn save_meta_locked(&self, snapshot: &StoreMeta, mut ours: StoreMeta) -> Result<()> {
         let lock = MetaLock::acquire(self.inner.store.clone()).await?;
         let saved = async {
+            let mut merged = false;
             if let Ok((theirs, v)) = read_meta(&*self.inner.store, self.inner.meta_file).await {
                 let base = self.inner.base.lock().clone();
                 if !changed_datasets(&base, &theirs).is_empty() || base.codec != theirs.codec {
                     ours = self.merge_or_absorb(&ours, theirs, v)?;
+                    merged = true;
                 }
             }
             ours.generation = ours.generation.max(self.inner.base.lock().generation) + 1;
             let bytes = self.inner.meta_file.encode(&ours)?;
             let r = self.inner.store.put(&Path::from(self.inner.meta_file.file_name()), PutPayload::from(bytes)).await?;
             self.saved(snapshot, ours, UpdateVersion { e_tag: r.e_tag, version: r.version });
-            Ok(())
+            Ok::<bool, Error>(merged)
         }
         .await;
         lock.release().await;
-        saved
+        if saved? {
+            self.load_merged_layers().await;
+        }
+        Ok(())
     }
 
     /// After a successful save of `written` (which began as `snapshot`): it becomes
