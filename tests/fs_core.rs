@@ -194,3 +194,26 @@ async fn refresh_picks_up_another_writers_flush() {
     assert_eq!(gone.errno, libc::ENOENT);
     assert!(fs.stats_json().contains("\"refreshes\": 1"), "{}", fs.stats_json());
 }
+
+/// A directory read in pieces is listed once per pass: reads that continue a pass
+/// see the listing it started with; a read from offset 0 lists afresh.
+#[tokio::test]
+async fn directory_reads_continue_one_listing() {
+    let a = Atlas::create(Arc::new(InMemory::new()), Path::default(), StoreConfig::default()).await.unwrap();
+    for i in 0..250 {
+        a.create_dataset(&format!("ds{i:03}")).await.unwrap();
+    }
+    let fs = AtlasFs::new(a, FsConfig::default());
+    let fh = fs.opendir(ROOT_INO).unwrap();
+    let first = fs.readdir_handle(fh, ROOT_INO, 0).await.unwrap();
+    assert_eq!(first.len(), 251, "250 datasets and .atlasfs");
+    assert_eq!(first[1].0, "ds000");
+    fs.mkdir(ROOT_INO, "late").await.unwrap();
+    let cont = fs.readdir_handle(fh, ROOT_INO, 100).await.unwrap();
+    assert!(Arc::ptr_eq(&first, &cont), "a continued read uses the pass's listing");
+    let again = fs.readdir_handle(fh, ROOT_INO, 0).await.unwrap();
+    assert_eq!(again.len(), 252);
+    assert_eq!(again.last().unwrap().0, "late");
+    fs.releasedir(fh);
+    assert_eq!(fs.readdir_handle(fh, ROOT_INO, 0).await.err().map(|e| e.errno), Some(libc::EBADF));
+}

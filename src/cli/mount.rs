@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long)]
     pub create: bool,
     /// Seconds the kernel may cache names and attributes.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 10.0)]
     pub ttl: f64,
     /// Seconds between checks for changes other writers flushed to the store (one
     /// HEAD of the metadata file; more only when it changed). 0 turns it off.

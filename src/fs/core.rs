@@ -123,6 +123,8 @@ pub struct Opened {
     pub direct_io: bool,
     /// Cached pages of this file are still valid.
     pub keep_cache: bool,
+    /// Opened for reading only: its close has nothing to commit.
+    pub read_only: bool,
 }
 
 /// Bytes written to a new or truncated file, held until close.
@@ -181,8 +183,13 @@ enum Handle {
     },
     /// Read-only bytes fixed at open.
     Bytes(Vec<u8>),
-    Dir,
+    /// An open directory: its listing, taken at the first read from offset 0 and
+    /// served from here for the reads that continue it (a 10,000-entry directory
+    /// takes ~100 reads; listing it afresh for each would be quadratic).
+    Dir(Mutex<Option<Listing>>),
 }
+
+pub type Listing = Arc<Vec<(String, NodeAttr)>>;
 
 /// A `.npy` rendering of a string array, computed once per store version.
 struct StringNpy {
@@ -573,7 +580,7 @@ impl AtlasFs {
 
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         match self.key(ino)? {
-            NodeKey::Root | NodeKey::ControlDir | NodeKey::StackedDir | NodeKey::Dataset(_) => Ok(self.new_handle(Handle::Dir)),
+            NodeKey::Root | NodeKey::ControlDir | NodeKey::StackedDir | NodeKey::Dataset(_) => Ok(self.new_handle(Handle::Dir(Mutex::new(None)))),
             _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
         }
     }
@@ -593,18 +600,18 @@ impl AtlasFs {
                     return Err(FsError::new(libc::EACCES, "stats is read-only"));
                 }
                 let snapshot = if c == ControlFile::Stats { self.stats_json().into_bytes() } else { vec![] };
-                Ok(Opened { fh: self.new_handle(Handle::Control { file: c, snapshot }), direct_io: true, keep_cache: false })
+                Ok(Opened { fh: self.new_handle(Handle::Control { file: c, snapshot }), direct_io: true, keep_cache: false, read_only: !write })
             }
             NodeKey::StackedNpy(_) | NodeKey::StackedList(_) if write => Err(FsError::new(libc::EACCES, "the stacked view is read-only")),
             NodeKey::StackedNpy(a) => {
                 let stack = self.stack(&a).ok_or_else(|| FsError::noent(format!("stacked/{a}.npy")))?;
                 let version = self.atlas.version();
                 let keep_cache = self.cached_gen.lock().insert(ino, version) == Some(version);
-                Ok(Opened { fh: self.new_handle(Handle::Stacked { array: a, stack }), direct_io: false, keep_cache })
+                Ok(Opened { fh: self.new_handle(Handle::Stacked { array: a, stack }), direct_io: false, keep_cache, read_only: !write })
             }
             NodeKey::StackedList(a) => {
                 let stack = self.stack(&a).ok_or_else(|| FsError::noent(format!("stacked/{a}.datasets")))?;
-                Ok(Opened { fh: self.new_handle(Handle::Bytes(stack.listing().into_bytes())), direct_io: true, keep_cache: false })
+                Ok(Opened { fh: self.new_handle(Handle::Bytes(stack.listing().into_bytes())), direct_io: true, keep_cache: false, read_only: !write })
             }
             NodeKey::File(ds, name) => {
                 if let Some(s) = self.staged_entry(&ds, &name) {
@@ -614,7 +621,7 @@ impl AtlasFs {
                         s.len = 0;
                         s.dirty = true;
                     }
-                    return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: write }), direct_io: false, keep_cache: false });
+                    return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: write }), direct_io: false, keep_cache: false, read_only: !write });
                 }
                 let arr = array_of(&name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?.to_string();
                 if self.schema(&ds, &arr).is_none() {
@@ -622,23 +629,23 @@ impl AtlasFs {
                     // with O_TRUNC: the kernel strips O_CREAT, but this is a create.
                     if write && trunc && self.atlas.dataset_exists(&ds) {
                         self.stage(&ds, &name)?;
-                        return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: true }), direct_io: false, keep_cache: false });
+                        return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: true }), direct_io: false, keep_cache: false, read_only: false });
                     }
                     return Err(FsError::noent(format!("{ds}/{name}")));
                 }
                 if write && trunc {
                     self.stage(&ds, &name)?;
                     self.cached_gen.lock().remove(&ino);
-                    return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: true }), direct_io: false, keep_cache: false });
+                    return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: true }), direct_io: false, keep_cache: false, read_only: false });
                 }
                 if write {
                     let overlay = Overlay { file: tempfile::tempfile()?, ranges: vec![] };
-                    return Ok(Opened { fh: self.new_handle(Handle::Update { ds, arr, overlay: Mutex::new(overlay) }), direct_io: false, keep_cache: false });
+                    return Ok(Opened { fh: self.new_handle(Handle::Update { ds, arr, overlay: Mutex::new(overlay) }), direct_io: false, keep_cache: false, read_only: false });
                 }
                 // Cached pages stay valid while the array has not changed through this mount.
                 let generation = self.generations.lock().get(&(ds.clone(), arr.clone())).copied().unwrap_or(0);
                 let keep_cache = self.cached_gen.lock().insert(ino, generation) == Some(generation);
-                Ok(Opened { fh: self.new_handle(Handle::Array { ds, arr }), direct_io: false, keep_cache })
+                Ok(Opened { fh: self.new_handle(Handle::Array { ds, arr }), direct_io: false, keep_cache, read_only: !write })
             }
             _ => Err(FsError::new(libc::EISDIR, "is a directory")),
         }
@@ -671,7 +678,7 @@ impl AtlasFs {
         let ino = self.inodes.lock().ino(key);
         self.cached_gen.lock().remove(&ino);
         let fh = self.new_handle(Handle::Staged { ds, name, writable: true });
-        Ok((self.attr(ino, Kind::File, 0, SystemTime::now()), Opened { fh, direct_io: false, keep_cache: false }))
+        Ok((self.attr(ino, Kind::File, 0, SystemTime::now()), Opened { fh, direct_io: false, keep_cache: false, read_only: false }))
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
@@ -705,7 +712,7 @@ impl AtlasFs {
                 snapshot[start..end].to_vec()
             }
             Handle::Stacked { array, stack } => stack.read(&self.atlas, array, offset, size as u64, self.atlas.read_concurrency()).await?,
-            Handle::Dir => return Err(FsError::new(libc::EISDIR, "is a directory")),
+            Handle::Dir(_) => return Err(FsError::new(libc::EISDIR, "is a directory")),
         };
         self.counters.bytes_read.fetch_add(out.len() as u64, Ordering::Relaxed);
         Ok(out)
@@ -785,7 +792,7 @@ impl AtlasFs {
             Handle::Control { file: ControlFile::Flush, .. } => {
                 self.flush_store().await?;
             }
-            Handle::Control { .. } | Handle::Array { .. } | Handle::Stacked { .. } | Handle::Bytes(_) | Handle::Dir => {
+            Handle::Control { .. } | Handle::Array { .. } | Handle::Stacked { .. } | Handle::Bytes(_) | Handle::Dir(_) => {
                 return Err(FsError::new(libc::EBADF, "file not open for writing"));
             }
         }
@@ -814,10 +821,14 @@ impl AtlasFs {
             arrays.dedup();
             for arr in arrays {
                 self.bump_generation(ds, &arr);
-                let (dir, file) = self.file_inodes(ds, &format!("{arr}.npy"));
+                let name = format!("{arr}.npy");
+                let (dir, file) = self.file_inodes(ds, &name);
                 self.invalidate(Invalidate::Inode(file));
+                self.invalidate(Invalidate::Entry { parent: dir, name });
                 self.invalidate(Invalidate::Inode(dir));
             }
+            // A new dataset may sit in the kernel's cache as a negative entry.
+            self.invalidate(Invalidate::Entry { parent: ROOT_INO, name: ds.clone() });
         }
         if !changed.is_empty() {
             self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
@@ -1022,6 +1033,21 @@ impl AtlasFs {
             Some(h) => self.commit_handle(&h).await,
             None => Ok(()),
         }
+    }
+
+    /// The listing of directory `ino` for a read at `offset` through handle `fh`:
+    /// fresh at offset 0 (a rewinddir sees changes), the handle's copy after that.
+    pub async fn readdir_handle(&self, fh: u64, ino: u64, offset: u64) -> FsResult<Listing> {
+        let h = self.handle(fh)?;
+        let Handle::Dir(cached) = &*h else { return Err(FsError::new(libc::ENOTDIR, "not a directory handle")) };
+        if offset > 0
+            && let Some(l) = cached.lock().clone()
+        {
+            return Ok(l);
+        }
+        let listing: Listing = Arc::new(self.readdir(ino).await?);
+        *cached.lock() = Some(listing.clone());
+        Ok(listing)
     }
 
     pub fn releasedir(&self, fh: u64) {

@@ -62,6 +62,10 @@ fn to_attr(a: &NodeAttr) -> FileAttr {
 
 fn fopen(o: &Opened) -> FopenFlags {
     let mut f = FopenFlags::empty();
+    if o.read_only {
+        // Nothing to commit on close(2): spare the kernel a FLUSH round trip per close.
+        f |= FopenFlags::FOPEN_NOFLUSH;
+    }
     if o.direct_io {
         f |= FopenFlags::FOPEN_DIRECT_IO;
     }
@@ -248,13 +252,13 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let entries = match self.run(op_span!(req, "readdir", ino = ino.0, offset = offset), self.core.readdir(ino.0)) {
+    fn readdir(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let entries = match self.run(op_span!(req, "readdir", ino = ino.0, offset = offset), self.core.readdir_handle(fh.0, ino.0, offset)) {
             Ok(v) => v,
             Err(e) => return reply.error(errno(&e, "readdir")),
         };
-        let dots = [(".".to_string(), ino.0, FileType::Directory), ("..".to_string(), 1, FileType::Directory)];
-        let all = dots.into_iter().chain(entries.into_iter().map(|(n, a)| (n, a.ino, if a.kind == Kind::Dir { FileType::Directory } else { FileType::RegularFile })));
+        let dots = [(".", ino.0, FileType::Directory), ("..", 1, FileType::Directory)];
+        let all = dots.into_iter().chain(entries.iter().map(|(n, a)| (n.as_str(), a.ino, if a.kind == Kind::Dir { FileType::Directory } else { FileType::RegularFile })));
         for (i, (name, ino, kind)) in all.enumerate().skip(offset as usize) {
             if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
                 break;
@@ -263,23 +267,30 @@ impl Filesystem for FuseFs {
         reply.ok()
     }
 
-    fn readdirplus(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let entries = match self.run(op_span!(req, "readdirplus", ino = ino.0, offset = offset), async {
             let me = self.core.getattr(ino.0).await?;
             let parent = self.core.getattr(1).await?;
-            Ok::<_, FsError>((me, parent, self.core.readdir(ino.0).await?))
+            Ok::<_, FsError>((me, parent, self.core.readdir_handle(fh.0, ino.0, offset).await?))
         }) {
             Ok(v) => v,
             Err(e) => return reply.error(errno(&e, "readdirplus")),
         };
         let (me, parent, entries) = entries;
-        let all = [(".".to_string(), me), ("..".to_string(), parent)].into_iter().chain(entries);
+        let dots = [(".", me), ("..", parent)];
+        let all = dots.iter().map(|(n, a)| (*n, a)).chain(entries.iter().map(|(n, a)| (n.as_str(), a)));
         for (i, (name, a)) in all.enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(a.ino), (i + 1) as u64, name, &self.ttl, &to_attr(&a), Generation(0)) {
+            if reply.add(INodeNo(a.ino), (i + 1) as u64, name, &self.ttl, &to_attr(a), Generation(0)) {
                 break;
             }
         }
         reply.ok()
+    }
+
+    /// No ioctl is supported; ENOTTY (what a regular file answers, e.g. to the TCGETS
+    /// that isatty sends) rather than fuser's ENOSYS and a warning per call.
+    fn ioctl(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: fuser::IoctlFlags, _cmd: u32, _in: &[u8], _out: u32, reply: fuser::ReplyIoctl) {
+        reply.error(Errno::ENOTTY);
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
