@@ -217,3 +217,37 @@ async fn directory_reads_continue_one_listing() {
     fs.releasedir(fh);
     assert_eq!(fs.readdir_handle(fh, ROOT_INO, 0).await.err().map(|e| e.errno), Some(libc::EBADF));
 }
+
+/// A sequential reader gets read-ahead: after two consecutive reads at the start of
+/// a two-block array, the second block is decoded too, before anyone asked for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_reads_decode_the_next_blocks_ahead() {
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+    let a = Atlas::create(store.clone(), Path::default(), StoreConfig::default()).await.unwrap();
+    let d = a.create_dataset("d").await.unwrap();
+    let (rows, cols) = (2048usize, 2048usize); // 16 MiB of f32: two 8 MiB blocks
+    d.define_array::<f32>("big", vec!["r".into(), "c".into()], vec![rows, cols], Some(vec![256, cols]), None).await.unwrap();
+    let vals: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+    d.write_array("big", &[0, 0], ArrayD::from_shape_vec(IxDyn(&[rows, cols]), vals).unwrap().view()).await.unwrap();
+    a.flush().await.unwrap();
+    let fs = AtlasFs::new(Atlas::open(store, Path::default()).await.unwrap(), FsConfig::default());
+    let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    let f = fs.lookup(dir, "big.npy").await.unwrap();
+    let o = fs.open(f.ino, libc::O_RDONLY).await.unwrap();
+    let decoded = |fs: &AtlasFs| fs.atlas().block_cache().counters.bytes_decoded.load(std::sync::atomic::Ordering::Relaxed);
+    let first = fs.read(o.fh, 0, 128 << 10).await.unwrap();
+    let one_block = decoded(&fs);
+    assert!(one_block > 0 && one_block <= 8 << 20, "the first read decodes one block ({one_block} bytes)");
+    let second = fs.read(o.fh, first.len() as u64, 128 << 10).await.unwrap();
+    assert_eq!(second.len(), 128 << 10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while decoded(&fs) < 16 << 20 {
+        assert!(std::time::Instant::now() < deadline, "read-ahead did not decode the second block ({} bytes decoded)", decoded(&fs));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // The data read ahead is what a later read returns.
+    let far = fs.read(o.fh, f.size - 4, 4).await.unwrap();
+    assert_eq!(f32::from_le_bytes(far.try_into().unwrap()), (rows * cols - 1) as f32);
+    assert!(decoded(&fs) <= 16 << 20, "nothing decoded twice: {}", decoded(&fs));
+    fs.release(o.fh).await.unwrap();
+}

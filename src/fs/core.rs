@@ -161,6 +161,8 @@ enum Handle {
     Array {
         ds: String,
         arr: String,
+        /// Where the last read ended: a read that starts there is sequential.
+        next: AtomicU64,
     },
     Staged {
         ds: String,
@@ -190,6 +192,10 @@ enum Handle {
 }
 
 pub type Listing = Arc<Vec<(String, NodeAttr)>>;
+
+/// How far ahead of a sequential reader blocks are decoded: two of atlas's 8 MiB
+/// blocks, so both cores can decode while the reader consumes the current one.
+const READ_AHEAD_BYTES: u64 = 16 << 20;
 
 /// A `.npy` rendering of a string array, computed once per store version.
 struct StringNpy {
@@ -645,7 +651,7 @@ impl AtlasFs {
                 // Cached pages stay valid while the array has not changed through this mount.
                 let generation = self.generations.lock().get(&(ds.clone(), arr.clone())).copied().unwrap_or(0);
                 let keep_cache = self.cached_gen.lock().insert(ino, generation) == Some(generation);
-                Ok(Opened { fh: self.new_handle(Handle::Array { ds, arr }), direct_io: false, keep_cache, read_only: !write })
+                Ok(Opened { fh: self.new_handle(Handle::Array { ds, arr, next: AtomicU64::new(0) }), direct_io: false, keep_cache, read_only: !write })
             }
             _ => Err(FsError::new(libc::EISDIR, "is a directory")),
         }
@@ -685,7 +691,14 @@ impl AtlasFs {
         let h = self.handle(fh)?;
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
         let out = match &*h {
-            Handle::Array { ds, arr } => self.read_array_bytes(ds, arr, offset, size as u64).await?,
+            Handle::Array { ds, arr, next } => {
+                let out = self.read_array_bytes(ds, arr, offset, size as u64).await?;
+                let end = offset + out.len() as u64;
+                if next.swap(end, Ordering::Relaxed) == offset && !out.is_empty() {
+                    self.read_ahead(ds, arr, end).await;
+                }
+                out
+            }
             Handle::Staged { ds, name, .. } => {
                 let s = self.staged_entry(ds, name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?;
                 let s = s.lock();
@@ -719,6 +732,24 @@ impl AtlasFs {
     }
 
     /// Bytes `[offset, offset+len)` of an array's `.npy` form.
+    /// A sequential reader of `ds/arr.npy` has reached byte `from`: start decoding the
+    /// blocks of the next `READ_AHEAD_BYTES` so they are ready when it gets there.
+    async fn read_ahead(&self, ds: &str, arr: &str, from: u64) {
+        let Some(schema) = self.schema(ds, arr) else { return };
+        let Ok((header, el, size)) = self.npy_layout(&schema) else { return };
+        let h = header.len() as u64;
+        let (d0, d1) = (from.max(h) - h, (from + READ_AHEAD_BYTES).min(size).saturating_sub(h));
+        if d0 >= d1 {
+            return;
+        }
+        let boxes = element_range_boxes(&schema.shape, (d0 / el as u64) as usize, d1.div_ceil(el as u64) as usize);
+        if let Ok(view) = self.atlas.open_dataset(ds).await
+            && let Err(e) = view.prefetch(arr, &boxes).await
+        {
+            tracing::debug!(dataset = ds, array = arr, error = %e, "read-ahead failed");
+        }
+    }
+
     pub async fn read_array_bytes(&self, ds: &str, arr: &str, offset: u64, len: u64) -> FsResult<Vec<u8>> {
         let schema = self.schema(ds, arr).ok_or_else(|| FsError::noent(format!("{ds}/{arr}.npy")))?;
         if schema.dtype.is_variable_length() {

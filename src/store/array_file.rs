@@ -423,6 +423,38 @@ impl ArrayFile {
         Ok(out)
     }
 
+    /// Starts loading into the decoded cache the committed blocks under the box
+    /// `start .. start+extent` (clamped to the entry), without waiting: read-ahead
+    /// for sequential readers, so the next blocks decode on other cores while this
+    /// one is served. Returns how many block loads were started.
+    pub fn prefetch(&self, name: &str, start: &[usize], extent: &[usize]) -> usize {
+        let Some(r) = self.resolve(name) else { return 0 };
+        if start.len() != r.spec.shape.len() || extent.len() != r.spec.shape.len() {
+            return 0;
+        }
+        let lo: Vec<usize> = start.iter().zip(&r.spec.shape).map(|(&s, &n)| s.min(n)).collect();
+        let ext: Vec<usize> = (0..lo.len()).map(|i| extent[i].min(r.spec.shape[i] - lo[i])).collect();
+        if ext.contains(&0) && !ext.is_empty() {
+            return 0;
+        }
+        let mut started = HashSet::new();
+        for coord in r.spec.grid().overlapping(&lo, &ext) {
+            let ChunkLoc::Layer(layer, addr) = self.locate(&r, name, &coord) else { continue };
+            if !started.insert((layer.id, addr.block_id.0)) {
+                continue;
+            }
+            let b = layer.block(addr.block_id.0).expect("addresses were validated when the layer was indexed").clone();
+            let (cache, store) = (self.cache.clone(), self.store.clone());
+            tokio::spawn(async move {
+                let what = layer.path.to_string();
+                if let Err(e) = cache.block((layer.id, b.id.0), &b.codec, b.uncompressed_size, &what, layer.fetch_block(&*store, &b)).await {
+                    tracing::debug!(error = %e, "read-ahead of a block failed; the read itself will retry it");
+                }
+            });
+        }
+        started.len()
+    }
+
     /// Remembers an entry's pending state, to undo a failed multi-step change.
     pub fn checkpoint(&self, name: &str) -> Checkpoint {
         Checkpoint { pending: self.pending.entries.get(name).cloned(), stats: self.stats.get(name).cloned(), stats_dirty: self.stats_dirty }

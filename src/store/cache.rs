@@ -51,8 +51,12 @@ fn weigh(_k: &(u64, u32), v: &Bytes) -> u32 {
 
 impl BlockCache {
     pub fn new(decoded_bytes: u64, raw_bytes: u64) -> Self {
-        let decoded = moka::future::Cache::builder().max_capacity(decoded_bytes).weigher(weigh).build();
-        let raw = (raw_bytes > 0).then(|| moka::future::Cache::builder().max_capacity(raw_bytes).weigher(weigh).build());
+        // LRU, not moka's default TinyLFU: a scan's freshly decoded block has been seen
+        // once, and TinyLFU would refuse to admit it in favour of older, hotter blocks,
+        // so the scan would decode it again for each of its chunks.
+        let lru = moka::policy::EvictionPolicy::lru;
+        let decoded = moka::future::Cache::builder().max_capacity(decoded_bytes).weigher(weigh).eviction_policy(lru()).build();
+        let raw = (raw_bytes > 0).then(|| moka::future::Cache::builder().max_capacity(raw_bytes).weigher(weigh).eviction_policy(lru()).build());
         BlockCache { decoded, raw, counters: CacheCounters::default() }
     }
 

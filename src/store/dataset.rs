@@ -302,6 +302,15 @@ impl DatasetView {
         Ok(Some((extent, cells)))
     }
 
+    /// Read-ahead: starts loading the blocks under these boxes into the shared cache
+    /// and returns without waiting for them (see `ArrayFile::prefetch`).
+    pub async fn prefetch(&self, array: &str, boxes: &[(Vec<usize>, Vec<usize>)]) -> Result<usize> {
+        self.declared(array)?;
+        let file = self.atlas.file(array).await?;
+        let f = file.read().await;
+        Ok(boxes.iter().map(|(start, extent)| f.prefetch(&self.name, start, extent)).sum())
+    }
+
     /// Reads an exact region (no clamping); errors if it leaves the array.
     pub async fn read_region_exact(&self, array: &str, start: &[usize], extent: &[usize]) -> Result<Cells> {
         let schema = self.declared(array)?;
