@@ -169,6 +169,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
             r
         })
         .map_err(|e| CliError::File { path: "fuse session thread".into(), source: e })?;
+    atlasfs::fuse::raise_readahead(&a.mountpoint, 16 << 10);
     tracing::info!(store = %super::location(&a.store)?.redacted(), mountpoint = %a.mountpoint.display(), "mounted");
     let signalled = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");

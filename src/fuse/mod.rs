@@ -368,6 +368,32 @@ impl Filesystem for FuseFs {
 
 /// Mounts `core` at `mountpoint`. The returned session serves requests when run;
 /// dropping or unmounting it unmounts.
+/// Raises the kernel's read-ahead for this mount to `kb` KiB. FUSE caps it at 128 KiB
+/// (the default of the mount's backing device), so a 1 GiB `np.load` arrives as 8,192
+/// 128 KiB READs; with a larger window the kernel sends up to 1 MiB per READ, several at
+/// once. Call once the session serves requests: INIT resets the value. Needs root (or
+/// write access to sysfs); without it reads work as before, and a log line says so.
+pub fn raise_readahead(mountpoint: &Path, kb: u32) {
+    // The mountpoint answering means INIT is done.
+    if let Err(e) = std::fs::metadata(mountpoint) {
+        tracing::debug!(error = %e, "mountpoint not answering; read-ahead left at the default");
+        return;
+    }
+    let Ok(canon) = mountpoint.canonicalize() else { return };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let dev = info.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let fstype = f.iter().position(|&x| x == "-").and_then(|i| f.get(i + 1)).copied().unwrap_or("");
+        (f.get(4).map(|m| m.replace("\\040", " ")) == Some(canon.display().to_string()) && fstype.starts_with("fuse")).then(|| f[2].to_string())
+    });
+    let Some(dev) = dev else { return };
+    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    match std::fs::write(&knob, kb.to_string()) {
+        Ok(()) => tracing::debug!(%knob, kb, "raised the kernel's read-ahead"),
+        Err(e) => tracing::info!(%knob, error = %e, "could not raise the kernel's read-ahead (needs root); large sequential reads use 128 KiB requests"),
+    }
+}
+
 pub fn session(core: Arc<AtlasFs>, rt: tokio::runtime::Handle, mountpoint: &Path, cfg: &MountConfig) -> io::Result<Session<FuseFs>> {
     let mut opts = vec![
         MountOption::FSName(cfg.fs_name.clone()),
