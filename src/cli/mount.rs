@@ -94,9 +94,11 @@ pub fn is_mounted(mountpoint: &Path) -> bool {
     })
 }
 
-/// A mount whose daemon died answers every call with ENOTCONN; clear it.
+/// A mount whose daemon died answers every request with ENOTCONN; clear it. The probe
+/// is a directory read, which always reaches the daemon: a `stat` may still be served
+/// from the kernel's attribute cache (`--ttl`) after the daemon is gone.
 fn clean_stale(mountpoint: &Path) {
-    if let Err(e) = std::fs::metadata(mountpoint)
+    if let Err(e) = std::fs::read_dir(mountpoint)
         && e.raw_os_error() == Some(libc::ENOTCONN)
     {
         tracing::warn!(mountpoint = %mountpoint.display(), "clearing a stale mount left by a daemon that died");
