@@ -185,6 +185,18 @@ pub struct FileInfo {
     pub pending_entries: usize,
 }
 
+/// Reads and indexes the footers of `(overlay number, path)` layers, a few at once, in order.
+async fn load_layers(store: &Arc<dyn ObjectStore>, to_load: Vec<(u32, Path)>) -> Result<Vec<Arc<Layer>>> {
+    futures::stream::iter(to_load)
+        .map(|(n, p)| {
+            let store = store.clone();
+            async move { Layer::load(&*store, p, n).await.map(Arc::new) }
+        })
+        .buffered(8)
+        .try_collect()
+        .await
+}
+
 pub struct ArrayFile {
     pub array: String,
     dir: Path,
@@ -231,14 +243,7 @@ impl ArrayFile {
         numbered.sort_by_key(|(n, _)| *n);
         let base_exists = base.is_some();
         let to_load: Vec<(u32, Path)> = base.map(|p| (0, p)).into_iter().chain(numbered).collect();
-        let layers: Vec<Arc<Layer>> = futures::stream::iter(to_load)
-            .map(|(n, p)| {
-                let store = store.clone();
-                async move { Layer::load(&*store, p, n).await.map(Arc::new) }
-            })
-            .buffered(8)
-            .try_collect()
-            .await?;
+        let layers = load_layers(&store, to_load).await?;
         let (stats, stats_error) = match stats_path {
             None => (IndexMap::new(), None),
             Some(p) => match async { Ok::<_, Error>(store.get(&p).await?.bytes().await?) }.await {
@@ -590,15 +595,7 @@ impl ArrayFile {
         if to_load.is_empty() {
             return Ok(vec![]);
         }
-        let store = self.store.clone();
-        let loaded: Vec<Arc<Layer>> = futures::stream::iter(to_load)
-            .map(|(n, p)| {
-                let store = store.clone();
-                async move { Layer::load(&*store, p, n).await.map(Arc::new) }
-            })
-            .buffered(8)
-            .try_collect()
-            .await?;
+        let loaded = load_layers(&self.store, to_load).await?;
         let mut seen: Vec<String> = loaded.iter().filter(|l| rewritten || l.overlay > 0).flat_map(|l| l.footer.entries.iter().map(|e| e.name.clone())).collect();
         seen.sort();
         seen.dedup();
