@@ -1,0 +1,255 @@
+//! A remote store as the daemon sees it: a real FUSE mount, served in this process,
+//! over a real S3-compatible server (moto on 127.0.0.1) behind a wrapper that counts
+//! requests, adds latency and injects failures.
+//!
+//! - one array read across 1,000 datasets costs GETs in proportion to the array's
+//!   blocks and layers, not to the datasets (the counts are printed);
+//! - with 20 ms added to every request it still completes, with the same bytes;
+//! - a failing block read gives EIO for the file it belongs to only, within a bounded
+//!   time, and the mount keeps serving the other files.
+
+mod common;
+#[path = "conformance/moto.rs"]
+#[allow(dead_code)]
+mod moto;
+
+use std::fmt;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use atlasfs::fs::{AtlasFs, FsConfig};
+use atlasfs::fuse::MountConfig;
+use atlasfs::{Atlas, StoreConfig};
+use futures::stream::BoxStream;
+use ndarray::{ArrayD, IxDyn};
+use object_store::path::Path;
+use object_store::{CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result};
+
+/// Counts and delays requests; fails GETs of paths containing `fail_on`.
+#[derive(Debug, Default)]
+struct Wire {
+    gets: AtomicU64,
+    heads: AtomicU64,
+    lists: AtomicU64,
+    puts: AtomicU64,
+    latency_ms: AtomicU64,
+    fail_on: parking_lot::Mutex<Option<String>>,
+}
+
+#[derive(Debug)]
+struct WiredStore {
+    inner: Arc<dyn ObjectStore>,
+    wire: Arc<Wire>,
+}
+
+impl fmt::Display for WiredStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Wired({})", self.inner)
+    }
+}
+
+impl Wire {
+    async fn delay(&self) {
+        let ms = self.latency_ms.load(Ordering::Relaxed);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+
+    fn reset(&self) {
+        for c in [&self.gets, &self.heads, &self.lists, &self.puts] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn counts(&self) -> String {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!("GET {} HEAD {} LIST {} PUT {}", l(&self.gets), l(&self.heads), l(&self.lists), l(&self.puts))
+    }
+}
+
+#[async_trait]
+impl ObjectStore for WiredStore {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        self.wire.puts.fetch_add(1, Ordering::Relaxed);
+        self.wire.delay().await;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        self.wire.puts.fetch_add(1, Ordering::Relaxed);
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        if options.head {
+            self.wire.heads.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.wire.gets.fetch_add(1, Ordering::Relaxed);
+        }
+        self.wire.delay().await;
+        if let Some(f) = self.wire.fail_on.lock().clone()
+            && location.as_ref().contains(&f)
+        {
+            return Err(object_store::Error::Generic { store: "Wired", source: format!("injected failure reading {location}").into() });
+        }
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.wire.lists.fetch_add(1, Ordering::Relaxed);
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.wire.lists.fetch_add(1, Ordering::Relaxed);
+        self.wire.delay().await;
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.wire.puts.fetch_add(1, Ordering::Relaxed);
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// A FUSE mount of `atlas`, served by this process until dropped.
+struct InProcessMount {
+    mp: tempfile::TempDir,
+    unmounter: Option<fuser::SessionUnmounter>,
+    serve: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl InProcessMount {
+    fn start(atlas: Atlas, rt: &tokio::runtime::Runtime) -> InProcessMount {
+        let mp = tempfile::Builder::new().prefix("atlasfs-wire-mnt").tempdir().unwrap();
+        let core = Arc::new(AtlasFs::new(atlas, FsConfig::default()));
+        let cfg = MountConfig { read_only: true, allow_other: false, threads: 4, fs_name: "atlasfs:wired".into() };
+        let mut sess = atlasfs::fuse::session(core, rt.handle().clone(), mp.path(), &cfg).expect("mount (needs /dev/fuse and fusermount3: run scripts/setup-test-env.sh)");
+        let unmounter = sess.unmount_callable();
+        let serve = std::thread::spawn(move || sess.run());
+        std::fs::read_dir(mp.path()).expect("the in-process mount answers");
+        InProcessMount { mp, unmounter: Some(unmounter), serve: Some(serve) }
+    }
+
+    fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.mp.path().join(rel)
+    }
+}
+
+impl Drop for InProcessMount {
+    fn drop(&mut self) {
+        if let Some(mut u) = self.unmounter.take()
+            && u.unmount().is_err()
+        {
+            let _ = std::process::Command::new("fusermount3").arg("-uz").arg(self.mp.path()).status();
+        }
+        if let Some(t) = self.serve.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const N: usize = 1000;
+
+fn values(i: usize) -> Vec<f32> {
+    (0..24).map(|k| (i * 100 + k) as f32).collect()
+}
+
+fn npy_f32(bytes: &[u8], n: usize) -> Vec<f32> {
+    bytes[bytes.len() - 4 * n..].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// Reads every dataset's `v.npy`, checking values; returns how long it took.
+fn read_all(m: &InProcessMount) -> Duration {
+    let t = Instant::now();
+    for i in 0..N {
+        let got = std::fs::read(m.path(&format!("d{i:04}/v.npy"))).unwrap_or_else(|e| panic!("read d{i:04}/v.npy: {e}"));
+        assert_eq!(npy_f32(&got, 24), values(i), "d{i:04}/v.npy");
+    }
+    t.elapsed()
+}
+
+#[test]
+fn one_array_across_1000_datasets_over_a_counted_slow_failing_wire() {
+    assert!(FsPath::new("/dev/fuse").exists(), "/dev/fuse is missing: this test mounts a real FUSE filesystem");
+    let server = moto::MotoServer::start("wire");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    let wire = Arc::new(Wire::default());
+    let store: Arc<dyn ObjectStore> = Arc::new(WiredStore { inner: server.store(), wire: wire.clone() });
+    let prefix = Path::from("store");
+
+    // 1,000 datasets sharing `v` (f32 (24,)), written in two flushes (two layers);
+    // dataset d0000 also has `w`, which the failure case breaks.
+    rt.block_on(async {
+        let a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
+        for i in 0..N {
+            let d = a.create_dataset(&format!("d{i:04}")).await.unwrap();
+            d.define_array::<f32>("v", vec!["t".into()], vec![24], None, None).await.unwrap();
+            d.write_array("v", &[0], ArrayD::from_shape_vec(IxDyn(&[24]), values(i)).unwrap().view()).await.unwrap();
+            if i == N / 2 {
+                a.flush().await.unwrap();
+            }
+        }
+        let d = a.open_dataset("d0000").await.unwrap();
+        d.define_array::<f32>("w", vec!["t".into()], vec![3], None, None).await.unwrap();
+        d.write_array("w", &[0], ArrayD::from_shape_vec(IxDyn(&[3]), vec![7f32, 8., 9.]).unwrap().view()).await.unwrap();
+        a.flush().await.unwrap();
+    });
+
+    // Reading every copy of `v`: requests in proportion to layers and blocks.
+    wire.reset();
+    let atlas = rt.block_on(Atlas::open(store.clone(), prefix.clone())).unwrap();
+    let open_counts = wire.counts();
+    assert_eq!(wire.gets.load(Ordering::Relaxed), 1, "opening a store is one metadata GET: {open_counts}");
+    assert_eq!(wire.lists.load(Ordering::Relaxed), 1, "and one listing: {open_counts}");
+    let m = InProcessMount::start(atlas, &rt);
+    let took = read_all(&m);
+    let per_file = wire.counts();
+    let gets = wire.gets.load(Ordering::Relaxed);
+    // 1 metadata GET; for `v`: a footer GET per layer (3: the empty base and two
+    // sidecars, plus a second ranged GET where a footer passes 64 KiB), the stats
+    // file, and one GET per block (one per layer here).
+    assert!(gets <= 12, "1,000 files of one array cost {per_file} — GETs must follow blocks, not datasets");
+    let stacked = std::fs::read(m.path(".atlasfs/stacked/v.npy")).unwrap();
+    let all: Vec<f32> = npy_f32(&stacked, N * 24);
+    assert_eq!(&all[..24], &values(0)[..]);
+    assert_eq!(&all[(N - 1) * 24..], &values(N - 1)[..]);
+    assert_eq!(wire.gets.load(Ordering::Relaxed), gets, "the stacked view is served from the blocks already fetched");
+    println!("one array across {N} datasets over S3: open {open_counts}; then {N} files in {took:?}: {per_file}");
+    drop(m);
+
+    // 20 ms on every request: slower, same bytes.
+    wire.reset();
+    wire.latency_ms.store(20, Ordering::Relaxed);
+    let t = Instant::now();
+    let atlas = rt.block_on(Atlas::open(store.clone(), prefix.clone())).unwrap();
+    let m = InProcessMount::start(atlas, &rt);
+    let took = read_all(&m);
+    println!("with 20 ms per request: open + {N} files in {:?} ({took:?} reading): {}", t.elapsed(), wire.counts());
+    assert!(t.elapsed() < Duration::from_secs(60), "1,000 files with 20 ms latency took {:?}", t.elapsed());
+    drop(m);
+
+    // A block that cannot be read: EIO for that file only; the mount keeps serving.
+    wire.latency_ms.store(0, Ordering::Relaxed);
+    let atlas = rt.block_on(Atlas::open(store.clone(), prefix.clone())).unwrap();
+    let m = InProcessMount::start(atlas, &rt);
+    *wire.fail_on.lock() = Some("store/w/".into());
+    let t = Instant::now();
+    let e = std::fs::read(m.path("d0000/w.npy")).expect_err("a read whose blocks cannot be fetched must fail");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "failed block read: {e}");
+    assert!(t.elapsed() < Duration::from_secs(30), "the failure took {:?} to surface", t.elapsed());
+    assert_eq!(npy_f32(&std::fs::read(m.path("d0000/v.npy")).unwrap(), 24), values(0), "other files still read");
+    assert!(std::fs::metadata(m.path("d0000/w.npy")).is_ok(), "stat needs no data and still works");
+    // Once the store answers again, so does the file.
+    *wire.fail_on.lock() = None;
+    assert_eq!(npy_f32(&std::fs::read(m.path("d0000/w.npy")).unwrap(), 3), [7., 8., 9.], "the file reads once the store does");
+    drop(m);
+}
