@@ -794,3 +794,27 @@ print(len(a.list_datasets()))
         }
     }
 }
+
+// ------------------------------------------------------------------ scenario 9: --no-xattrs
+
+/// `--no-xattrs`: every xattr call is refused as unsupported (the kernel stops asking
+/// after the first ENOSYS), while listing and reading work as before.
+#[test]
+fn s9_mount_without_xattrs() {
+    let ctx = Ctx::new();
+    let store = ctx.path("store");
+    let src = ctx.path("a.npy");
+    std::fs::write(&src, npy_i64(&[4, 5, 6])).unwrap();
+    run(Command::new(bin()).arg("create").arg(&store));
+    run(Command::new(bin()).arg("put").arg(&store).arg("ds/a").arg(&src));
+    let m = Mounted::start(&store, &ctx.mkdir("mnt"), &["--no-xattrs"]);
+    let f = m.mp().join("ds/a.npy");
+    assert!(run(Command::new("ls").arg("-l").arg(m.mp().join("ds"))).contains("a.npy"), "ls -l lists the array");
+    assert_eq!(i64s_of(&std::fs::read(&f).unwrap(), 3), [4, 5, 6]);
+    for _ in 0..2 {
+        let out = Command::new("getfattr").arg("-n").arg("user.atlas.dtype").arg(&f).output().unwrap();
+        assert!(!out.status.success(), "getfattr must fail on a --no-xattrs mount");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not supported"), "getfattr: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    m.unmount();
+}

@@ -131,7 +131,7 @@ impl InProcessMount {
     fn start(atlas: Atlas, rt: &tokio::runtime::Runtime) -> InProcessMount {
         let mp = tempfile::Builder::new().prefix("atlasfs-wire-mnt").tempdir().unwrap();
         let core = Arc::new(AtlasFs::new(atlas, FsConfig::default()));
-        let cfg = MountConfig { read_only: true, allow_other: false, threads: 4, fs_name: "atlasfs:wired".into() };
+        let cfg = MountConfig { read_only: true, allow_other: false, threads: 4, fs_name: "atlasfs:wired".into(), xattrs: true };
         let mut sess = atlasfs::fuse::session(core, rt.handle().clone(), mp.path(), &cfg).expect("mount (needs /dev/fuse and fusermount3: run scripts/setup-test-env.sh)");
         let unmounter = sess.unmount_callable();
         let serve = std::thread::spawn(move || sess.run());

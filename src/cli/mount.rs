@@ -50,6 +50,10 @@ pub struct Args {
     /// HEAD of the metadata file; more only when it changed). 0 turns it off.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     pub metadata_ttl: f64,
+    /// Serve no extended attributes (no `user.atlas.*`), so that `ls -l` makes no
+    /// request per entry for SELinux labels and ACLs.
+    #[arg(long)]
+    pub no_xattrs: bool,
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
@@ -159,7 +163,13 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
             }
         });
     }
-    let mcfg = MountConfig { read_only: a.read_only, allow_other: a.allow_other, threads: a.threads, fs_name: format!("atlasfs:{}", super::location(&a.store)?.redacted()) };
+    let mcfg = MountConfig {
+        read_only: a.read_only,
+        allow_other: a.allow_other,
+        threads: a.threads,
+        xattrs: !a.no_xattrs,
+        fs_name: format!("atlasfs:{}", super::location(&a.store)?.redacted()),
+    };
     let mut sess = session(core.clone(), rt.handle().clone(), &a.mountpoint, &mcfg).map_err(|e| CliError::File { path: a.mountpoint.display().to_string(), source: e })?;
     let mut unmounter = sess.unmount_callable();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();

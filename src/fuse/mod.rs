@@ -29,12 +29,17 @@ pub struct MountConfig {
     pub threads: usize,
     /// Shown as the source in `mount` / `/proc/mounts`.
     pub fs_name: String,
+    /// Serve extended attributes (`user.atlas.*`). Off, every xattr call answers
+    /// ENOSYS, which makes the kernel stop asking for the life of the mount: `ls -l`
+    /// then costs no round trip per entry for `security.selinux` and the ACL names.
+    pub xattrs: bool,
 }
 
 pub struct FuseFs {
     core: Arc<AtlasFs>,
     rt: tokio::runtime::Handle,
     ttl: Duration,
+    xattrs: bool,
 }
 
 fn to_attr(a: &NodeAttr) -> FileAttr {
@@ -89,9 +94,9 @@ fn name_str<'a>(name: &'a OsStr) -> Result<&'a str, Errno> {
 }
 
 impl FuseFs {
-    pub fn new(core: Arc<AtlasFs>, rt: tokio::runtime::Handle) -> Self {
+    pub fn new(core: Arc<AtlasFs>, rt: tokio::runtime::Handle, xattrs: bool) -> Self {
         let ttl = core.config().ttl;
-        FuseFs { core, rt, ttl }
+        FuseFs { core, rt, ttl, xattrs }
     }
 
     /// Runs one core operation on the runtime inside the request's span.
@@ -312,6 +317,9 @@ impl Filesystem for FuseFs {
     }
 
     fn setxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], _flags: i32, _position: u32, reply: ReplyEmpty) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         let Ok(n) = name_str(name) else { return reply.error(Errno::EINVAL) };
         match self.run(op_span!(req, "setxattr", ino = ino.0, name = n), self.core.setxattr(ino.0, n, value)) {
             Ok(()) => reply.ok(),
@@ -320,6 +328,9 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         let Ok(n) = name_str(name) else { return reply.error(Errno::ENODATA) };
         match self.run(op_span!(req, "getxattr", ino = ino.0, name = n), self.core.getxattr(ino.0, n)) {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
@@ -330,6 +341,9 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         match self.run(op_span!(req, "listxattr", ino = ino.0), self.core.listxattr(ino.0)) {
             Ok(names) => {
                 let mut buf = vec![];
@@ -350,6 +364,9 @@ impl Filesystem for FuseFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         let Ok(n) = name_str(name) else { return reply.error(Errno::ENODATA) };
         match self.run(op_span!(req, "removexattr", ino = ino.0, name = n), self.core.removexattr(ino.0, n)) {
             Ok(()) => reply.ok(),
@@ -409,7 +426,7 @@ pub fn session(core: Arc<AtlasFs>, rt: tokio::runtime::Handle, mountpoint: &Path
     config.acl = if cfg.allow_other { SessionACL::All } else { SessionACL::Owner };
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = cfg.threads > 1;
-    let session = Session::new(FuseFs::new(core.clone(), rt), mountpoint, &config)?;
+    let session = Session::new(FuseFs::new(core.clone(), rt, cfg.xattrs), mountpoint, &config)?;
     // Notifications go out from their own thread: sent from inside a request
     // handler for the same inode they could deadlock against the kernel.
     let notifier = session.notifier();
