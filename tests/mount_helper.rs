@@ -62,7 +62,12 @@ fn helper_translates_fstab_options() {
     std::fs::create_dir(&mp).unwrap();
     make_store(&store);
     let out = Command::new(helper())
-        .args([store.to_str().unwrap(), mp.to_str().unwrap(), "-o", "ro,_netdev,nofail,noauto,x-systemd.automount,defaults,allow_other,uid=1234,gid=2345,noatime"])
+        .args([
+            store.to_str().unwrap(),
+            mp.to_str().unwrap(),
+            "-o",
+            "ro,_netdev,nofail,noauto,x-systemd.automount,defaults,allow_other,uid=1234,gid=2345,noatime,noxattrs,metadata_ttl=2",
+        ])
         .env("ATLASFS_BIN", bin())
         .output()
         .unwrap();
@@ -73,6 +78,8 @@ fn helper_translates_fstab_options() {
     assert_eq!((meta.uid(), meta.gid(), meta.len()), (1234, 2345, 128 + 24));
     let err = std::fs::create_dir(mp.join("new")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "ro must give EROFS");
+    let x = Command::new("getfattr").arg("-n").arg("user.atlas.dtype").arg(mp.join("ds/a.npy")).output().unwrap();
+    assert!(!x.status.success() && String::from_utf8_lossy(&x.stderr).contains("Operation not supported"), "noxattrs must turn xattrs off: {}", String::from_utf8_lossy(&x.stderr));
 }
 
 #[test]
