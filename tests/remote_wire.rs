@@ -8,7 +8,6 @@
 //! - a failing block read gives EIO for the file it belongs to only, within a bounded
 //!   time, and the mount keeps serving the other files.
 
-mod common;
 #[path = "conformance/moto.rs"]
 #[allow(dead_code)]
 mod moto;

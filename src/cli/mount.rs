@@ -131,9 +131,11 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         return daemonize(&a);
     }
     let options = StoreOptions { block_cache_bytes: a.cache_size, ..StoreOptions::default() };
+    let location = super::location(&a.store)?;
+    let shown = location.redacted();
     let atlas = rt.block_on(async {
         if a.create {
-            match super::location(&a.store)?.create(StoreConfig::default(), options.clone()).await {
+            match location.create(StoreConfig::default(), options.clone()).await {
                 Ok(atlas) => return Ok::<_, CliError>(atlas),
                 Err(atlasfs::Error::StoreAlreadyExists(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -163,13 +165,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
             }
         });
     }
-    let mcfg = MountConfig {
-        read_only: a.read_only,
-        allow_other: a.allow_other,
-        threads: a.threads,
-        xattrs: !a.no_xattrs,
-        fs_name: format!("atlasfs:{}", super::location(&a.store)?.redacted()),
-    };
+    let mcfg = MountConfig { read_only: a.read_only, allow_other: a.allow_other, threads: a.threads, xattrs: !a.no_xattrs, fs_name: format!("atlasfs:{shown}") };
     let mut sess = session(core.clone(), rt.handle().clone(), &a.mountpoint, &mcfg).map_err(|e| CliError::File { path: a.mountpoint.display().to_string(), source: e })?;
     let mut unmounter = sess.unmount_callable();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -182,7 +178,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         })
         .map_err(|e| CliError::File { path: "fuse session thread".into(), source: e })?;
     atlasfs::fuse::raise_readahead(&a.mountpoint, 16 << 10);
-    tracing::info!(store = %super::location(&a.store)?.redacted(), mountpoint = %a.mountpoint.display(), "mounted");
+    tracing::info!(store = %shown, mountpoint = %a.mountpoint.display(), "mounted");
     let signalled = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
