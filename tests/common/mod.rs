@@ -1,5 +1,8 @@
-//! Helpers shared by the integration tests: the Python oracle, temp dirs.
+//! Helpers shared by the integration tests: the Python oracle, temp dirs, and
+//! [`mount`]: a real FUSE mount of the `atlasfs` binary that cleans up after itself.
 #![allow(dead_code)]
+
+pub mod mount;
 
 use std::path::PathBuf;
 use std::process::Command;
