@@ -251,3 +251,50 @@ async fn sequential_reads_decode_the_next_blocks_ahead() {
     assert!(decoded(&fs) <= 16 << 20, "nothing decoded twice: {}", decoded(&fs));
     fs.release(o.fh).await.unwrap();
 }
+
+/// Two truncating opens of one name each stage their own bytes: both writes succeed
+/// and the last close wins, whole (they once shared one temp file: ENOENT, garbage).
+#[tokio::test]
+async fn two_truncating_writers_of_one_file_each_commit_whole() {
+    let (fs, _) = fs_with_data().await;
+    let d = fs.lookup(ROOT_INO, "d1").await.unwrap().ino;
+    let f = fs.lookup(d, "v.npy").await.unwrap().ino;
+    let (a, b) = (full_npy(&[4], &[1., 1., 1., 1.]), full_npy(&[2], &[2., 2.]));
+    let oa = fs.open(f, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    let ob = fs.open(f, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    fs.write(oa.fh, 0, &a[..50]).await.unwrap();
+    fs.write(ob.fh, 0, &b).await.unwrap();
+    fs.write(oa.fh, 50, &a[50..]).await.unwrap();
+    fs.flush(ob.fh).await.unwrap();
+    fs.release(ob.fh).await.unwrap();
+    assert_eq!(read_all(&fs, "d1", "v.npy").await.unwrap(), b, "the first close committed its own bytes");
+    fs.flush(oa.fh).await.unwrap();
+    fs.release(oa.fh).await.unwrap();
+    assert_eq!(read_all(&fs, "d1", "v.npy").await.unwrap(), a, "the last close wins");
+}
+
+/// rename(2) of a temp file over an array: a descriptor opened before goes on reading
+/// the version it opened (and fstat gives that version's size); the replaced inode is
+/// stale (ESTALE makes the kernel look the name up again); the name shows the new one.
+#[tokio::test]
+async fn a_descriptor_keeps_its_version_across_a_rename_over_it() {
+    let (fs, want) = fs_with_data().await;
+    let d = fs.lookup(ROOT_INO, "d2").await.unwrap().ino;
+    let old = fs.lookup(d, "v.npy").await.unwrap();
+    let before = full_npy(&[5, 6], &want[2]);
+    let r = fs.open(old.ino, libc::O_RDONLY).await.unwrap();
+    assert_eq!(fs.read(r.fh, 0, 100).await.unwrap(), &before[..100]);
+    let new = full_npy(&[3], &[7., 8., 9.]);
+    let (t, w) = fs.create(d, ".v.npy.tmp1", libc::O_WRONLY).await.unwrap();
+    fs.write(w.fh, 0, &new).await.unwrap();
+    fs.release(w.fh).await.unwrap();
+    fs.rename(d, ".v.npy.tmp1", d, "v.npy").await.unwrap();
+    assert_eq!(fs.read(r.fh, 100, 4096).await.unwrap(), &before[100..], "the rest of the version this descriptor opened");
+    assert_eq!(fs.getattr(old.ino).await.unwrap().size, before.len() as u64, "fstat of the open descriptor");
+    assert_eq!(fs.open(old.ino, libc::O_RDONLY).await.err().map(|e| e.errno), Some(libc::ESTALE), "a new open of the replaced inode");
+    let now = fs.lookup(d, "v.npy").await.unwrap();
+    assert_eq!((now.ino, now.size), (t.ino, new.len() as u64), "the name is the temp file's inode, with its size");
+    assert_eq!(read_all(&fs, "d2", "v.npy").await.unwrap(), new);
+    fs.release(r.fh).await.unwrap();
+    assert_eq!(fs.getattr(old.ino).await.err().map(|e| e.errno), Some(libc::ESTALE), "once closed, the old inode is gone");
+}

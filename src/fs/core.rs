@@ -133,7 +133,25 @@ struct Staged {
     len: u64,
     mtime: SystemTime,
     dirty: bool,
+    /// Unlinked while open: its descriptors' closes commit nothing.
+    dropped: bool,
 }
+
+/// The bytes an open descriptor of an array read before the array was replaced
+/// (renamed over) or deleted under it: it goes on reading them, as on a local
+/// filesystem, instead of a mix of two versions.
+enum Frozen {
+    Bytes {
+        file: File,
+        len: u64,
+    },
+    /// Too large to copy ([`FREEZE_MAX_BYTES`]) or unreadable: reads fail with ESTALE.
+    Gone,
+}
+
+/// The largest array whose old version is copied for descriptors that still read it
+/// when it is replaced; past this they get ESTALE instead.
+const FREEZE_MAX_BYTES: u64 = 1 << 30;
 
 /// Writes to an existing array opened without truncation.
 struct Overlay {
@@ -163,11 +181,19 @@ enum Handle {
         arr: String,
         /// Where the last read ended: a read that starts there is sequential.
         next: AtomicU64,
+        /// Set when the array is replaced or deleted while this descriptor is open.
+        frozen: Mutex<Option<Arc<Frozen>>>,
+        /// The inode opened, which `fstat` asks about after a rename over it.
+        ino: u64,
     },
+    /// A file being written. Each truncating open or create stages its own bytes
+    /// (two writers of one name must not write into one temp file: the last close
+    /// wins, whole); other opens share the name's current staged file.
     Staged {
         ds: String,
         name: String,
         writable: bool,
+        staged: Arc<Mutex<Staged>>,
     },
     Update {
         ds: String,
@@ -317,6 +343,14 @@ pub struct AtlasFs {
     started: SystemTime,
     stacks: Mutex<HashMap<String, (u64, Option<Arc<Stack>>)>>,
     invalidator: std::sync::OnceLock<Invalidator>,
+    /// Serializes replacements by rename, so each runs its steps (name to the new
+    /// inode, freeze open readers, commit) without another one in between.
+    replacing: tokio::sync::Mutex<()>,
+    /// A sequence count of those renames' moves of a name to its new inode: odd while
+    /// one is under way. Lookups, attributes, listings and opens that saw it change
+    /// are done again, so none pairs an inode with the other version's size or bytes
+    /// (see [`AtlasFs::stable`]).
+    swaps: AtomicU64,
 }
 
 /// `<array>.npy` → `<array>`.
@@ -327,6 +361,19 @@ fn array_of(file_name: &str) -> Option<&str> {
 /// Hidden names are tools' temp files (rsync's `.name.XXXXXX`, editors' swap files).
 fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.len() > 1 && name != ".."
+}
+
+/// A read from the frozen version of an array (see [`Frozen`]).
+fn read_frozen(f: &Frozen, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    match f {
+        Frozen::Bytes { file, len } => {
+            let end = (offset + size as u64).min(*len);
+            let mut buf = vec![0u8; end.saturating_sub(offset) as usize];
+            file.read_exact_at(&mut buf, offset)?;
+            Ok(buf)
+        }
+        Frozen::Gone => Err(FsError::new(libc::ESTALE, "the array was replaced or deleted since this descriptor opened it")),
+    }
 }
 
 fn unix_now() -> u64 {
@@ -350,6 +397,8 @@ impl AtlasFs {
             started: SystemTime::now(),
             stacks: Mutex::new(HashMap::new()),
             invalidator: std::sync::OnceLock::new(),
+            replacing: tokio::sync::Mutex::new(()),
+            swaps: AtomicU64::new(0),
         }
     }
 
@@ -378,7 +427,10 @@ impl AtlasFs {
     }
 
     fn key(&self, ino: u64) -> FsResult<NodeKey> {
-        self.inodes.lock().key(ino).ok_or_else(|| FsError::noent(format!("inode {ino}")))
+        // An inode forgotten by a rename over it or an unlink: ESTALE makes the kernel
+        // look the name up again (open(2) and stat(2) retry once) instead of failing
+        // with ENOENT a path that exists under a new inode.
+        self.inodes.lock().key(ino).ok_or_else(|| FsError::new(libc::ESTALE, format!("inode {ino} was replaced or removed")))
     }
 
     fn writable(&self) -> FsResult<()> {
@@ -455,10 +507,101 @@ impl AtlasFs {
         self.staged.lock().get(&(ds.to_string(), name.to_string())).cloned()
     }
 
+    /// Forgets `name`'s staged file if it is still `s` (not a newer writer's).
+    fn unstage(&self, ds: &str, name: &str, s: &Arc<Mutex<Staged>>) {
+        let mut staged = self.staged.lock();
+        let key = (ds.to_string(), name.to_string());
+        if staged.get(&key).is_some_and(|t| Arc::ptr_eq(t, s)) {
+            staged.remove(&key);
+        }
+    }
+
+    /// Before `ds/arr` is replaced or deleted: descriptors that read it now get a copy
+    /// of its current bytes to go on reading (one copy shared by all of them).
+    async fn freeze_readers(&self, ds: &str, arr: &str) {
+        let open: Vec<Arc<Handle>> = self
+            .handles
+            .lock()
+            .values()
+            .filter(|h| matches!(&***h, Handle::Array { ds: d, arr: a, frozen, .. } if d == ds && a == arr && frozen.lock().is_none()))
+            .cloned()
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        let frozen = match self.copy_out(ds, arr).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(dataset = ds, array = arr, error = %e, "cannot keep the old version for descriptors still reading it; their reads fail with ESTALE");
+                Frozen::Gone
+            }
+        };
+        let frozen = Arc::new(frozen);
+        for h in open {
+            if let Handle::Array { frozen: f, .. } = &*h {
+                f.lock().get_or_insert_with(|| frozen.clone());
+            }
+        }
+    }
+
+    /// The whole `.npy` of `ds/arr` as it is now, in a temp file.
+    async fn copy_out(&self, ds: &str, arr: &str) -> FsResult<Frozen> {
+        let schema = self.schema(ds, arr).ok_or_else(|| FsError::noent(format!("{ds}/{arr}.npy")))?;
+        let len = self.npy_size(ds, arr, &schema).await?;
+        if len > FREEZE_MAX_BYTES {
+            return Err(FsError::new(libc::EFBIG, format!("{ds}/{arr}.npy is {len} bytes, over the {FREEZE_MAX_BYTES} kept aside")));
+        }
+        let file = tempfile::tempfile()?;
+        let mut off = 0u64;
+        while off < len {
+            let part = self.read_array_bytes(ds, arr, off, (len - off).min(8 << 20)).await?;
+            if part.is_empty() {
+                break;
+            }
+            file.write_all_at(&part, off)?;
+            off += part.len() as u64;
+        }
+        Ok(Frozen::Bytes { file, len: off })
+    }
+
     /// Attributes of a node, or ENOENT if it no longer exists.
     pub async fn getattr(&self, ino: u64) -> FsResult<NodeAttr> {
-        let key = self.key(ino)?;
-        self.attr_of(ino, &key).await
+        self.getattr_fh(ino, None).await
+    }
+
+    /// `getattr`, also of an inode a rename or unlink made the kernel forget while a
+    /// descriptor still reads it (`fstat` asks by inode): the size of the version that
+    /// descriptor reads. `fh` is the kernel's descriptor when it names one.
+    pub async fn getattr_fh(&self, ino: u64, fh: Option<u64>) -> FsResult<NodeAttr> {
+        self.stable(|| self.getattr_once(ino, fh)).await
+    }
+
+    async fn getattr_once(&self, ino: u64, fh: Option<u64>) -> FsResult<NodeAttr> {
+        let err = match self.key(ino) {
+            Ok(key) => return self.attr_of(ino, &key).await,
+            Err(e) => e,
+        };
+        let by_fh = fh.and_then(|f| self.handle(f).ok()).filter(|h| matches!(&**h, Handle::Array { ino: i, .. } if *i == ino));
+        let open = by_fh.or_else(|| self.handles.lock().values().find(|h| matches!(&***h, Handle::Array { ino: i, .. } if *i == ino)).cloned());
+        if let Some(h) = open
+            && let Handle::Array { ds, arr, frozen, .. } = &*h
+        {
+            let size = match frozen.lock().clone().as_deref() {
+                Some(Frozen::Bytes { len, .. }) => Some(*len),
+                Some(Frozen::Gone) => None,
+                // Not frozen yet: the store still holds the version it reads (a
+                // replacement freezes its readers before it commits).
+                None => match self.schema(ds, arr) {
+                    Some(schema) => Some(self.npy_size(ds, arr, &schema).await?),
+                    None => None,
+                },
+            };
+            if let Some(size) = size {
+                let mtime = self.mtimes.lock().get(&(ds.clone(), arr.clone())).copied().unwrap_or(self.started);
+                return Ok(self.attr(ino, Kind::File, size, mtime));
+            }
+        }
+        Err(err)
     }
 
     async fn attr_of(&self, ino: u64, key: &NodeKey) -> FsResult<NodeAttr> {
@@ -510,13 +653,35 @@ impl AtlasFs {
     }
 
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<NodeAttr> {
-        let key = self.child_key(parent, name)?;
-        let ino = self.inodes.lock().ino(key.clone());
-        self.attr_of(ino, &key).await
+        self.stable(|| async {
+            let key = self.child_key(parent, name)?;
+            let ino = self.inodes.lock().ino(key.clone());
+            self.attr_of(ino, &key).await
+        })
+        .await
+    }
+
+    /// Runs `f` until no rename moved a name to a new inode while it ran (see `swaps`).
+    async fn stable<T, F: std::future::Future<Output = FsResult<T>>>(&self, mut f: impl FnMut() -> F) -> FsResult<T> {
+        loop {
+            let seq = self.swaps.load(Ordering::Acquire);
+            if seq % 2 == 1 {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let res = f().await;
+            if self.swaps.load(Ordering::Acquire) == seq {
+                return res;
+            }
+        }
     }
 
     /// Entries of a directory with their attributes, `.` and `..` excluded.
     pub async fn readdir(&self, ino: u64) -> FsResult<Vec<(String, NodeAttr)>> {
+        self.stable(|| self.readdir_once(ino)).await
+    }
+
+    async fn readdir_once(&self, ino: u64) -> FsResult<Vec<(String, NodeAttr)>> {
         let mut out = vec![];
         match self.key(ino)? {
             NodeKey::Root => {
@@ -593,6 +758,25 @@ impl AtlasFs {
 
     /// Opens a file. `flags` are the open(2) flags.
     pub async fn open(&self, ino: u64, flags: i32) -> FsResult<Opened> {
+        loop {
+            let seq = self.swaps.load(Ordering::Acquire);
+            if seq % 2 == 1 {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let res = self.open_once(ino, flags).await;
+            if self.swaps.load(Ordering::Acquire) == seq {
+                return res;
+            }
+            // A rename moved a name meanwhile: this descriptor may pair the inode with
+            // the other version. Open again (a replaced inode then gets ESTALE).
+            if let Ok(o) = res {
+                self.handles.lock().remove(&o.fh);
+            }
+        }
+    }
+
+    async fn open_once(&self, ino: u64, flags: i32) -> FsResult<Opened> {
         let key = self.key(ino)?;
         let acc = flags & libc::O_ACCMODE;
         let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
@@ -621,28 +805,24 @@ impl AtlasFs {
             }
             NodeKey::File(ds, name) => {
                 if let Some(s) = self.staged_entry(&ds, &name) {
-                    if write && trunc {
-                        let mut s = s.lock();
-                        s.file.set_len(0)?;
-                        s.len = 0;
-                        s.dirty = true;
-                    }
-                    return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: write }), direct_io: false, keep_cache: false, read_only: !write });
+                    // A truncating open starts its own staged file (see Handle::Staged).
+                    let staged = if write && trunc { self.stage(&ds, &name)? } else { s };
+                    return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: write, staged }), direct_io: false, keep_cache: false, read_only: !write });
                 }
                 let arr = array_of(&name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?.to_string();
                 if self.schema(&ds, &arr).is_none() {
                     // A name the kernel still caches (e.g. after a rejected write) opened
                     // with O_TRUNC: the kernel strips O_CREAT, but this is a create.
                     if write && trunc && self.atlas.dataset_exists(&ds) {
-                        self.stage(&ds, &name)?;
-                        return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: true }), direct_io: false, keep_cache: false, read_only: false });
+                        let staged = self.stage(&ds, &name)?;
+                        return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: true, staged }), direct_io: false, keep_cache: false, read_only: false });
                     }
                     return Err(FsError::noent(format!("{ds}/{name}")));
                 }
                 if write && trunc {
-                    self.stage(&ds, &name)?;
+                    let staged = self.stage(&ds, &name)?;
                     self.cached_gen.lock().remove(&ino);
-                    return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: true }), direct_io: false, keep_cache: false, read_only: false });
+                    return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: true, staged }), direct_io: false, keep_cache: false, read_only: false });
                 }
                 if write {
                     let overlay = Overlay { file: tempfile::tempfile()?, ranges: vec![] };
@@ -651,14 +831,19 @@ impl AtlasFs {
                 // Cached pages stay valid while the array has not changed through this mount.
                 let generation = self.generations.lock().get(&(ds.clone(), arr.clone())).copied().unwrap_or(0);
                 let keep_cache = self.cached_gen.lock().insert(ino, generation) == Some(generation);
-                Ok(Opened { fh: self.new_handle(Handle::Array { ds, arr, next: AtomicU64::new(0) }), direct_io: false, keep_cache, read_only: !write })
+                Ok(Opened {
+                    fh: self.new_handle(Handle::Array { ds, arr, next: AtomicU64::new(0), frozen: Mutex::new(None), ino }),
+                    direct_io: false,
+                    keep_cache,
+                    read_only: !write,
+                })
             }
             _ => Err(FsError::new(libc::EISDIR, "is a directory")),
         }
     }
 
     fn stage(&self, ds: &str, name: &str) -> FsResult<Arc<Mutex<Staged>>> {
-        let s = Arc::new(Mutex::new(Staged { file: tempfile::tempfile()?, len: 0, mtime: SystemTime::now(), dirty: true }));
+        let s = Arc::new(Mutex::new(Staged { file: tempfile::tempfile()?, len: 0, mtime: SystemTime::now(), dirty: true, dropped: false }));
         self.staged.lock().insert((ds.to_string(), name.to_string()), s.clone());
         Ok(s)
     }
@@ -680,10 +865,10 @@ impl AtlasFs {
         if exists && flags & libc::O_EXCL != 0 {
             return Err(FsError::new(libc::EEXIST, format!("{ds}/{name} exists")));
         }
-        self.stage(&ds, &name)?;
+        let staged = self.stage(&ds, &name)?;
         let ino = self.inodes.lock().ino(key);
         self.cached_gen.lock().remove(&ino);
-        let fh = self.new_handle(Handle::Staged { ds, name, writable: true });
+        let fh = self.new_handle(Handle::Staged { ds, name, writable: true, staged });
         Ok((self.attr(ino, Kind::File, 0, SystemTime::now()), Opened { fh, direct_io: false, keep_cache: false, read_only: false }))
     }
 
@@ -691,17 +876,24 @@ impl AtlasFs {
         let h = self.handle(fh)?;
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
         let out = match &*h {
-            Handle::Array { ds, arr, next } => {
+            Handle::Array { ds, arr, next, frozen, .. } => {
+                if let Some(f) = frozen.lock().clone() {
+                    return read_frozen(&f, offset, size);
+                }
                 let out = self.read_array_bytes(ds, arr, offset, size as u64).await?;
+                // A replacement freezes open descriptors before it commits: if this one
+                // was frozen meanwhile, the bytes just read may be the new version's.
+                if let Some(f) = frozen.lock().clone() {
+                    return read_frozen(&f, offset, size);
+                }
                 let end = offset + out.len() as u64;
                 if next.swap(end, Ordering::Relaxed) == offset && !out.is_empty() {
                     self.read_ahead(ds, arr, end).await;
                 }
                 out
             }
-            Handle::Staged { ds, name, .. } => {
-                let s = self.staged_entry(ds, name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?;
-                let s = s.lock();
+            Handle::Staged { staged, .. } => {
+                let s = staged.lock();
                 let end = (offset + size as u64).min(s.len);
                 let mut buf = vec![0u8; end.saturating_sub(offset) as usize];
                 s.file.read_exact_at(&mut buf, offset)?;
@@ -793,12 +985,14 @@ impl AtlasFs {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         self.counters.bytes_written.fetch_add(data.len() as u64, Ordering::Relaxed);
         match &*h {
-            Handle::Staged { ds, name, writable } => {
+            Handle::Staged { ds, name, writable, staged } => {
                 if !writable {
                     return Err(FsError::new(libc::EBADF, "file not open for writing"));
                 }
-                let s = self.staged_entry(ds, name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?;
-                let mut s = s.lock();
+                let mut s = staged.lock();
+                if s.dropped {
+                    return Err(FsError::noent(format!("{ds}/{name}")));
+                }
                 s.file.write_all_at(data, offset)?;
                 s.len = s.len.max(offset + data.len() as u64);
                 s.dirty = true;
@@ -885,8 +1079,8 @@ impl AtlasFs {
         // Shells open, dup2 and close the original descriptor before writing: a
         // flush of a still-empty staged file is that, not the end of the writing.
         // (The last close, `release`, commits it regardless.)
-        if let Handle::Staged { ds, name, .. } = &*h
-            && self.staged_entry(ds, name).is_some_and(|s| s.lock().len == 0)
+        if let Handle::Staged { staged, .. } = &*h
+            && staged.lock().len == 0
         {
             return Ok(());
         }
@@ -895,16 +1089,17 @@ impl AtlasFs {
 
     async fn commit_handle(&self, h: &Handle) -> FsResult<()> {
         match h {
-            Handle::Staged { ds, name, writable: true } => {
+            Handle::Staged { ds, name, writable: true, staged } => {
                 let Some(arr) = array_of(name) else { return Ok(()) }; // temp files wait for rename
-                let Some(s) = self.staged_entry(ds, name) else { return Ok(()) };
-                if !s.lock().dirty {
+                let s = staged;
+                if !s.lock().dirty || s.lock().dropped {
                     return Ok(());
                 }
-                let res = self.commit_staged(ds, arr, &s).await;
+                let res = self.commit_staged(ds, arr, s).await;
                 // Success or not, the staged bytes are done with: the array is either
-                // replaced or, on error, left exactly as it was.
-                self.staged.lock().remove(&(ds.clone(), name.clone()));
+                // replaced or, on error, left exactly as it was. (A later truncating
+                // open of the name has its own staged file, which stays.)
+                self.unstage(ds, name, s);
                 let (dir, file) = self.file_inodes(ds, name);
                 match &res {
                     Ok(()) => self.invalidate(Invalidate::Inode(file)),
@@ -1130,7 +1325,8 @@ impl AtlasFs {
         self.writable()?;
         match self.child_key(parent, name)? {
             NodeKey::File(ds, name) => {
-                if self.staged.lock().remove(&(ds.clone(), name.clone())).is_some() {
+                if let Some(s) = self.staged.lock().remove(&(ds.clone(), name.clone())) {
+                    s.lock().dropped = true;
                     self.inodes.lock().remove(&NodeKey::File(ds, name));
                     return Ok(());
                 }
@@ -1138,9 +1334,12 @@ impl AtlasFs {
                 if self.schema(&ds, arr).is_none() {
                     return Err(FsError::noent(format!("{ds}/{name}")));
                 }
+                // Descriptors still open keep reading what they opened, as on a local
+                // filesystem; new opens of the old inode get ESTALE, then ENOENT.
+                self.inodes.lock().remove(&NodeKey::File(ds.clone(), name.clone()));
+                self.freeze_readers(&ds, arr).await;
                 self.atlas.open_dataset(&ds).await?.delete_array(arr).await?;
                 self.bump_generation(&ds, arr);
-                self.inodes.lock().remove(&NodeKey::File(ds, name.clone()));
                 Ok(())
             }
             NodeKey::Control(_) | NodeKey::StackedNpy(_) | NodeKey::StackedList(_) => Err(FsError::new(libc::EPERM, "control files cannot be removed")),
@@ -1177,12 +1376,36 @@ impl AtlasFs {
                     return Err(FsError::noent(&nds));
                 }
                 if let Some(s) = self.staged_entry(&ds, &name) {
-                    // A staged file (typically a tool's temp file) moves into place.
-                    self.staged.lock().remove(&(ds.clone(), name.clone()));
-                    self.inodes.lock().rename(&NodeKey::File(ds.clone(), name.clone()), NodeKey::File(nds.clone(), nname.clone()));
+                    // A staged file (typically a tool's temp file) moves into place. A
+                    // replacement of an array under readers, step by step (one at a time):
+                    // 1. the name goes to the temp file's inode, which shows the staged
+                    //    bytes (its size is theirs) until the commit is in; the replaced
+                    //    inode is forgotten, so opens through it get ESTALE and look again;
+                    // 2. descriptors still reading the old version are frozen on it;
+                    // 3. the staged bytes are committed.
+                    // So every descriptor reads one version whole, as with rename(2) on a
+                    // local filesystem.
+                    if ds == nds && name == nname {
+                        return Ok(());
+                    }
+                    let _one_at_a_time = self.replacing.lock().await;
+                    let Some(s) = self.staged_entry(&ds, &name).filter(|t| Arc::ptr_eq(t, &s)) else { return Err(FsError::noent(format!("{ds}/{name}"))) };
+                    {
+                        // The new name, its staged bytes and its inode change together.
+                        let mut inodes = self.inodes.lock();
+                        self.swaps.fetch_add(1, Ordering::AcqRel);
+                        if array_of(&nname).is_some() {
+                            self.staged.lock().insert((nds.clone(), nname.clone()), s.clone());
+                        }
+                        inodes.rename(&NodeKey::File(ds.clone(), name.clone()), NodeKey::File(nds.clone(), nname.clone()));
+                        self.swaps.fetch_add(1, Ordering::AcqRel);
+                    }
+                    self.unstage(&ds, &name, &s);
                     match array_of(&nname) {
                         Some(arr) => {
+                            self.freeze_readers(&nds, arr).await;
                             let res = self.commit_staged(&nds, arr, &s).await;
+                            self.unstage(&nds, &nname, &s);
                             if let Err(e) = &res {
                                 tracing::warn!(dataset = %nds, file = %nname, error = %e, "rejected a .npy renamed into place; the store is unchanged");
                             }
@@ -1203,6 +1426,8 @@ impl AtlasFs {
                 if ds == nds && src == dst {
                     return Ok(());
                 }
+                self.freeze_readers(&nds, &dst).await;
+                self.freeze_readers(&ds, &src).await;
                 self.copy_array(&ds, &src, &nds, &dst).await?;
                 self.atlas.open_dataset(&ds).await?.delete_array(&src).await?;
                 self.bump_generation(&ds, &src);

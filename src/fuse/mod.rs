@@ -136,8 +136,8 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.run(op_span!(req, "getattr", ino = ino.0), self.core.getattr(ino.0)) {
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.run(op_span!(req, "getattr", ino = ino.0), self.core.getattr_fh(ino.0, fh.map(|f| f.0))) {
             Ok(a) => reply.attr(&self.ttl, &to_attr(&a)),
             Err(e) => reply.error(errno(&e, "getattr")),
         }
