@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs, idempotently:
-#   - Debian packages: fuse3 (fusermount3), rsync, attr (getfattr)
+#   - Debian packages: fuse3 (fusermount3), rsync, attr (getfattr), libacl1-dev and
+#     acl (for pjdfstest), util-linux (setpriv)
+#   - pjdfstest (cargo install), the POSIX conformance suite
 #   - a Python venv at .venv with numpy, atlas-python 0.10.0 (the compatibility
 #     oracle) and moto[server] (a real S3-compatible server for object-store tests)
 set -euo pipefail
@@ -10,6 +12,10 @@ need_apt=()
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 command -v rsync >/dev/null || need_apt+=(rsync)
 command -v getfattr >/dev/null || need_apt+=(attr)
+# pjdfstest (tests/pjdfstest.rs) links libacl; setpriv (tests/permissions.rs) is util-linux
+dpkg -s libacl1-dev >/dev/null 2>&1 || need_apt+=(libacl1-dev)
+command -v setfacl >/dev/null || need_apt+=(acl)
+command -v setpriv >/dev/null || need_apt+=(util-linux)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -22,5 +28,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! .venv/bin/python -c 'import numpy, atlas, moto; assert atlas.__version__ == "0.10.0"' 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check numpy "atlas-python==0.10.0" "moto[server]"
+fi
+# pjdfstest, the POSIX conformance suite (its Rust rewrite), for tests/pjdfstest.rs
+if ! command -v pjdfstest >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/pjdfstest" ]; then
+  cargo install pjdfstest --locked
 fi
 echo "test environment ready: $(.venv/bin/python -c 'import atlas, numpy; print("atlas", atlas.__version__, "numpy", numpy.__version__)')"
