@@ -5,6 +5,10 @@
 //! - `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`
 //!   (also `abfs://`, `azure://`): credentials, region and endpoint from the
 //!   usual environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
+//!
+//! Remote stores retry transient failures (`RemoteOptions`) inside object_store, and
+//! [`RetryLostPuts`] adds the one retry object_store leaves out: a conditional PUT
+//! whose answer was lost.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -142,7 +146,7 @@ fn remote(url: &url::Url, o: &RemoteOptions) -> Result<(Arc<dyn ObjectStore>, Pa
     };
     let timeout = format!("{}ms", o.request_timeout.as_millis());
     let connect = format!("{}ms", o.request_timeout.min(Duration::from_secs(10)).as_millis());
-    let store: Arc<dyn ObjectStore> = match url.scheme() {
+    let inner: Arc<dyn ObjectStore> = match url.scheme() {
         "s3" | "s3a" => {
             let mut b = AmazonS3Builder::from_env()
                 .with_url(bucket_url)
@@ -186,7 +190,117 @@ fn remote(url: &url::Url, o: &RemoteOptions) -> Result<(Arc<dyn ObjectStore>, Pa
             Arc::new(b.build()?)
         }
     };
+    let store = Arc::new(RetryLostPuts { inner, retries: o.retries, retry_timeout: o.retry_timeout });
     Ok((store, prefix))
+}
+
+/// Retries conditional PUTs after a transport error.
+///
+/// New sidecars are written create-if-absent and the metadata file update-if-match.
+/// object_store retries those after a 5xx, but not after a reset or a timeout once
+/// the request is sent (they are not idempotent: the write may have happened and only
+/// the answer been lost), so a single dropped connection failed a flush (`fsync`:
+/// EIO). Here such a PUT is sent again, within `--retries` and `--retry-timeout`;
+/// when the retry is refused because the object now exists or has changed, the object
+/// is read back, and if it holds exactly the bytes sent, the lost attempt landed and
+/// the PUT succeeded. Anything else is the caller's error as before.
+#[cfg(feature = "cloud")]
+#[derive(Debug)]
+struct RetryLostPuts {
+    inner: Arc<dyn ObjectStore>,
+    retries: usize,
+    retry_timeout: Duration,
+}
+
+#[cfg(feature = "cloud")]
+impl RetryLostPuts {
+    /// Whether `e` failed below HTTP (connect, reset, timeout), not with a status.
+    fn is_transport(e: &object_store::Error) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(c) = cause {
+            if c.downcast_ref::<object_store::client::HttpError>().is_some() {
+                return true;
+            }
+            cause = c.source();
+        }
+        false
+    }
+}
+
+#[cfg(feature = "cloud")]
+impl std::fmt::Display for RetryLostPuts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+#[cfg(feature = "cloud")]
+#[async_trait::async_trait]
+impl ObjectStore for RetryLostPuts {
+    async fn put_opts(&self, location: &Path, payload: object_store::PutPayload, opts: object_store::PutOptions) -> object_store::Result<object_store::PutResult> {
+        use object_store::{Error as E, ObjectStoreExt, PutMode};
+        if matches!(opts.mode, PutMode::Overwrite) {
+            return self.inner.put_opts(location, payload, opts).await; // idempotent: object_store retries it
+        }
+        let start = std::time::Instant::now();
+        let mut lost = 0;
+        loop {
+            match self.inner.put_opts(location, payload.clone(), opts.clone()).await {
+                Err(e) if lost < self.retries.max(1) && start.elapsed() < self.retry_timeout && Self::is_transport(&e) => {
+                    lost += 1;
+                    tracing::info!(%location, error = %e, "a conditional PUT got no answer; sending it again");
+                }
+                Err(e @ (E::AlreadyExists { .. } | E::Precondition { .. })) if lost > 0 => {
+                    let sent = bytes::Bytes::from(payload);
+                    if let Ok(r) = self.inner.get(location).await {
+                        let meta = r.meta.clone();
+                        if r.bytes().await.is_ok_and(|b| b == sent) {
+                            tracing::info!(%location, "the PUT that got no answer had landed");
+                            return Ok(object_store::PutResult { e_tag: meta.e_tag, version: meta.version });
+                        }
+                    }
+                    return Err(e);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn put_multipart_opts(&self, location: &Path, opts: object_store::PutMultipartOptions) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: object_store::GetOptions) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[std::ops::Range<u64>]) -> object_store::Result<Vec<bytes::Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: object_store::RenameOptions) -> object_store::Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+
+    fn delete_stream(&self, locations: futures::stream::BoxStream<'static, object_store::Result<Path>>) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: object_store::CopyOptions) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
 }
 
 #[cfg(not(feature = "cloud"))]
