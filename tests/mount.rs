@@ -13,6 +13,11 @@
 //! 5. compaction through `.atlasfs/compact` while files are held open; stats;
 //! 6. durability: fsync / `.atlasfs/flush` survive kill -9; SIGTERM flushes.
 //!
+//! Scenarios 1–6 run twice: with the store in a local directory (`s1_…`) and in a
+//! bucket of a real S3-compatible server (moto on 127.0.0.1, `s1_…_on_s3`), where
+//! atlas-python 0.10 writes and checks the store through obstore and the daemon and
+//! the CLI reach it with `--endpoint`. The bodies are shared (see [`Backend`]).
+//!
 //! Needs /dev/fuse, fusermount3, rsync, getfattr and the venv of
 //! `scripts/setup-test-env.sh`; a missing tool fails the test, it does not skip.
 //! The tests take one global lock: each mounts a daemon and they are heavy on 2 cores.
@@ -116,23 +121,115 @@ fn s(p: &Path) -> &str {
 
 /// Runs a tests/python script with the venv interpreter; panics with its output on failure.
 fn py(script: &str, args: &[&str]) -> String {
-    common::run_python_checked_once(script, args)
+    py_env(None, &[], script, args)
 }
 
-/// Like [`py`], but the script's check failures (see `fail_if` in mount_common.py) are
-/// returned instead of failing at once, so a scenario can go on and report them all.
-fn py_soft(problems: &mut Vec<String>, script: &str, args: &[&str]) -> String {
+/// Runs a tests/python script with extra environment. With `problems`, the script's
+/// check failures (see `fail_if` in mount_common.py) are returned there instead of
+/// failing at once, so a scenario can go on and report them all.
+fn py_env(problems: Option<&mut Vec<String>>, env: &[(&str, String)], script: &str, args: &[&str]) -> String {
     static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     let python = PY.get_or_init(common::python);
     let file = std::env::temp_dir().join(format!("atlasfs-mount-problems-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&file);
-    let out = Command::new(python).arg(common::repo().join("tests/python").join(script)).args(args).env("MOUNT_CHECK_PROBLEMS", &file).output().expect("spawn python");
+    let mut cmd = Command::new(python);
+    cmd.arg(common::repo().join("tests/python").join(script)).args(args).env("PYTHONDONTWRITEBYTECODE", "1").envs(env.iter().map(|(k, v)| (k, v)));
+    if problems.is_some() {
+        cmd.env("MOUNT_CHECK_PROBLEMS", &file);
+    }
+    let out = cmd.output().expect("spawn python");
     assert!(out.status.success(), "python {script} {args:?} failed:\n--- stdout\n{}\n--- stderr\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if let Ok(text) = std::fs::read_to_string(&file) {
+    if let Some(problems) = problems
+        && let Ok(text) = std::fs::read_to_string(&file)
+    {
         problems.extend(text.lines().map(|l| serde_json::from_str::<String>(l).unwrap()));
         let _ = std::fs::remove_file(&file);
     }
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Where a scenario keeps its store: a local directory, or a prefix of a bucket on a
+/// moto server on 127.0.0.1, which the daemon and the CLI reach with `--endpoint` and
+/// the AWS_* environment, and atlas-python 0.10 through obstore (mount_common.source).
+struct Backend {
+    s3: Option<moto::MotoServer>,
+}
+
+const BUCKET: &str = "mount";
+
+impl Backend {
+    fn local() -> Backend {
+        Backend { s3: None }
+    }
+
+    fn s3() -> Backend {
+        Backend { s3: Some(moto::MotoServer::start(BUCKET)) }
+    }
+
+    /// The STORE argument for a store named `name`: `DIR/name` or `s3://mount/name`.
+    fn store(&self, ctx: &Ctx, name: &str) -> String {
+        match &self.s3 {
+            None => s(&ctx.path(name)).to_string(),
+            Some(_) => format!("s3://{BUCKET}/{name}"),
+        }
+    }
+
+    /// The AWS_* environment for the daemon, the CLI and atlas-python (none for a local store).
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let Some(server) = &self.s3 else { return vec![] };
+        vec![
+            ("AWS_ACCESS_KEY_ID", moto::ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", moto::SECRET_KEY.into()),
+            ("AWS_REGION", moto::REGION.into()),
+            ("AWS_ENDPOINT_URL", server.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ]
+    }
+
+    /// `atlasfs` with the environment; for S3 also `--endpoint` (a global flag, so it
+    /// goes first and the caller adds the subcommand).
+    fn cli(&self) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.envs(self.env());
+        if let Some(server) = &self.s3 {
+            cmd.args(["--endpoint", &server.endpoint()]);
+        }
+        cmd
+    }
+
+    fn mount(&self, store: &str, mp: &Path, extra: &[&str]) -> Mounted {
+        let endpoint = self.s3.as_ref().map(|s| s.endpoint());
+        let mut args: Vec<&str> = endpoint.iter().flat_map(|e| ["--endpoint", e.as_str()]).collect();
+        args.extend_from_slice(extra);
+        let env = self.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Mounted::start_with(store.as_ref(), mp, &args, &env)
+    }
+
+    fn py(&self, script: &str, args: &[&str]) -> String {
+        py_env(None, &self.env(), script, args)
+    }
+
+    fn py_soft(&self, problems: &mut Vec<String>, script: &str, args: &[&str]) -> String {
+        py_env(Some(problems), &self.env(), script, args)
+    }
+}
+
+/// `#[test] fn LOCAL` runs `body` on a local store, `#[test] fn ON_S3` on a moto bucket.
+macro_rules! local_and_s3 {
+    ($body:ident => $local:ident, $on_s3:ident) => {
+        #[test]
+        fn $local() {
+            let ctx = Ctx::new();
+            $body(&ctx, &Backend::local());
+        }
+
+        #[test]
+        fn $on_s3() {
+            let ctx = Ctx::new();
+            $body(&ctx, &Backend::s3());
+        }
+    };
 }
 
 /// Runs a command; it must succeed. Returns stdout.
@@ -322,14 +419,14 @@ fn log_text(m: &Mounted) -> String {
 
 // ------------------------------------------------------------------ scenario 1: reading
 
-#[test]
-fn s1_read_store_written_by_atlas_python() {
-    let ctx = Ctx::new();
-    let store = ctx.path("store");
+local_and_s3!(read_store_written_by_atlas_python => s1_read_store_written_by_atlas_python, s1_read_store_written_by_atlas_python_on_s3);
+
+fn read_store_written_by_atlas_python(ctx: &Ctx, b: &Backend) {
+    let store = b.store(ctx, "store");
     let oracle = ctx.path("oracle.pkl");
     let mp = ctx.mkdir("mnt");
-    py("mount_store.py", &["full", s(&store), s(&oracle)]);
-    let m = Mounted::start(&store, &mp, &[]);
+    b.py("mount_store.py", &["full", &store, s(&oracle)]);
+    let m = b.mount(&store, &mp, &[]);
     let mp = m.mp().to_path_buf();
 
     // numpy (plain and mmap), exact bytes, st_size, preads; cold cache
@@ -414,14 +511,14 @@ fn s1_read_store_written_by_atlas_python() {
 
 // ------------------------------------------------------------------ scenario 2: writing
 
-#[test]
-fn s2_write_with_numpy_cp_rsync_cat() {
-    let ctx = Ctx::new();
-    let store = ctx.path("store"); // made by mount --create
+local_and_s3!(write_with_numpy_cp_rsync_cat => s2_write_with_numpy_cp_rsync_cat, s2_write_with_numpy_cp_rsync_cat_on_s3);
+
+fn write_with_numpy_cp_rsync_cat(ctx: &Ctx, b: &Backend) {
+    let store = b.store(ctx, "store"); // made by mount --create
     let src = ctx.mkdir("src");
     let oracle = ctx.path("written.pkl");
     let mp = ctx.mkdir("mnt");
-    let m = Mounted::start(&store, &mp, &["--create"]);
+    let m = b.mount(&store, &mp, &["--create"]);
     let mp = m.mp().to_path_buf();
 
     py("mount_check.py", &["write", s(&mp), s(&src), s(&oracle)]);
@@ -462,12 +559,12 @@ fn s2_write_with_numpy_cp_rsync_cat() {
     let mut names: Vec<String> = std::fs::read_dir(mp.join("rsyncds")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["r1.npy", "r2.npy", "r3.npy"], "rsync's temp files must be gone, its files in place");
-    py_soft(&mut problems, "mount_check.py", &["readback", s(&mp), s(&oracle)]);
+    b.py_soft(&mut problems, "mount_check.py", &["readback", s(&mp), s(&oracle)]);
     m.unmount();
 
     // atlas-python 0.10 reads what was written (it cannot read bool arrays: flag is checked by the remount)
-    py("mount_check.py", &["store", s(&store), s(&oracle), "--skip", "wds/flag"]);
-    let m = Mounted::start(&store, &mp, &[]);
+    b.py("mount_check.py", &["store", &store, s(&oracle), "--skip", "wds/flag"]);
+    let m = b.mount(&store, &mp, &[]);
     py("mount_check.py", &["readback", s(m.mp()), s(&oracle)]);
     m.unmount();
     assert!(problems.is_empty(), "writing through the mount:\n  {}", problems.join("\n  "));
@@ -475,37 +572,37 @@ fn s2_write_with_numpy_cp_rsync_cat() {
 
 // ------------------------------------------------------------------ scenario 3: in-place edits
 
-#[test]
-fn s3_edit_in_place_with_mmap() {
-    let ctx = Ctx::new();
-    let store = ctx.path("store");
+local_and_s3!(edit_in_place_with_mmap => s3_edit_in_place_with_mmap, s3_edit_in_place_with_mmap_on_s3);
+
+fn edit_in_place_with_mmap(ctx: &Ctx, b: &Backend) {
+    let store = b.store(ctx, "store");
     let oracle = ctx.path("oracle.pkl");
     let edited = ctx.path("edited.pkl");
     let mp = ctx.mkdir("mnt");
-    py("mount_store.py", &["small", s(&store), s(&oracle)]);
-    let m = Mounted::start(&store, &mp, &[]);
+    b.py("mount_store.py", &["small", &store, s(&oracle)]);
+    let m = b.mount(&store, &mp, &[]);
     py("mount_check.py", &["edit", s(m.mp()), s(&oracle), s(&edited)]);
     m.unmount();
-    py("mount_check.py", &["store", s(&store), s(&edited)]);
-    let m = Mounted::start(&store, &mp, &[]);
+    b.py("mount_check.py", &["store", &store, s(&edited)]);
+    let m = b.mount(&store, &mp, &[]);
     py("mount_check.py", &["read", s(m.mp()), s(&edited)]);
     m.unmount();
 }
 
 // ------------------------------------------------------------------ scenario 4: semantics
 
-#[test]
-fn s4_semantics_errors_xattrs_read_only() {
-    let ctx = Ctx::new();
-    let store = ctx.path("store");
+local_and_s3!(semantics_errors_xattrs_read_only => s4_semantics_errors_xattrs_read_only, s4_semantics_errors_xattrs_read_only_on_s3);
+
+fn semantics_errors_xattrs_read_only(ctx: &Ctx, b: &Backend) {
+    let store = b.store(ctx, "store");
     let oracle = ctx.path("oracle.pkl");
     let after = ctx.path("after.pkl");
     let mp = ctx.mkdir("mnt");
-    py("mount_store.py", &["small", s(&store), s(&oracle)]);
-    let m = Mounted::start(&store, &mp, &[]);
+    b.py("mount_store.py", &["small", &store, s(&oracle)]);
+    let m = b.mount(&store, &mp, &[]);
     let mpp = m.mp().to_path_buf();
     let mut problems = vec![];
-    py_soft(&mut problems, "mount_check.py", &["semantics", s(&mpp), s(&oracle), s(&after)]);
+    b.py_soft(&mut problems, "mount_check.py", &["semantics", s(&mpp), s(&oracle), s(&after)]);
     // the same xattrs through getfattr
     let out = run(Command::new("getfattr").args(["-n", "user.atlas.dtype", "--only-values"]).arg(mpp.join("ds/temp.npy")));
     assert_eq!(out, "\"float64\"");
@@ -517,78 +614,80 @@ fn s4_semantics_errors_xattrs_read_only() {
     m.unmount();
 
     let attrs = ["--attr", "ds.month=3", "--attr", "ds.count=42", "--attr", "ds.station=\"De Bilt\"", "--attr", "ds.ratio=0.5", "--attr", "ds.flag=true"];
-    let mut args = vec!["store", s(&store), s(&after)];
+    let mut args = vec!["store", &store, s(&after)];
     args.extend(attrs);
-    py("mount_check.py", &args);
+    b.py("mount_check.py", &args);
 
     // read-only: every change is EROFS, reads work, and the store is untouched
-    let m = Mounted::start(&store, &mp, &["--read-only"]);
+    let m = b.mount(&store, &mp, &["--read-only"]);
     py("mount_check.py", &["readonly", s(m.mp()), s(&after)]);
     let st = Command::new("mkdir").arg(m.mp().join("nope")).stderr(Stdio::null()).status().unwrap();
     assert!(!st.success(), "mkdir on a read-only mount must fail");
     m.unmount();
-    py("mount_check.py", &args);
+    b.py("mount_check.py", &args);
     assert!(problems.is_empty(), "filesystem semantics:\n  {}", problems.join("\n  "));
 }
 
 // ------------------------------------------------------------------ scenario 5: compaction
 
-#[test]
-fn s5_compaction_with_open_readers() {
-    let ctx = Ctx::new();
-    let store = ctx.path("store");
+local_and_s3!(compaction_with_open_readers => s5_compaction_with_open_readers, s5_compaction_with_open_readers_on_s3);
+
+fn compaction_with_open_readers(ctx: &Ctx, b: &Backend) {
+    let store = b.store(ctx, "store");
     let oracle = ctx.path("oracle.pkl");
     let after = ctx.path("after.pkl");
     let mp = ctx.mkdir("mnt");
-    py("mount_store.py", &["full", s(&store), s(&oracle)]);
-    let m = Mounted::start(&store, &mp, &[]);
+    b.py("mount_store.py", &["full", &store, s(&oracle)]);
+    let m = b.mount(&store, &mp, &[]);
     py("mount_check.py", &["compact", s(m.mp()), s(&oracle), s(&after)]);
     let stats = std::fs::read_to_string(m.mp().join(".atlasfs/stats")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&stats).unwrap_or_else(|e| panic!("cat .atlasfs/stats is not JSON ({e}):\n{stats}"));
     assert_eq!(v["compactions"], 2, "stats: {stats}");
     assert!(v["last_compaction_unix"].as_u64().unwrap_or(0) > 1_600_000_000, "stats: {stats}");
     m.unmount();
-    let m = Mounted::start(&store, &mp, &[]);
+    let m = b.mount(&store, &mp, &[]);
     py("mount_check.py", &["read", s(m.mp()), s(&after)]);
     m.unmount();
-    py("mount_check.py", &["store", s(&store), s(&after)]);
+    b.py("mount_check.py", &["store", &store, s(&after)]);
 }
 
 // ------------------------------------------------------------------ scenario 6: durability
 
-#[test]
-fn s6_durability_kill9_after_fsync_and_sigterm() {
-    let ctx = Ctx::new();
+local_and_s3!(durability_kill9_after_fsync_and_sigterm => s6_durability_kill9_after_fsync_and_sigterm, s6_durability_kill9_after_fsync_and_sigterm_on_s3);
+
+fn durability_kill9_after_fsync_and_sigterm(ctx: &Ctx, b: &Backend) {
     let mp = ctx.mkdir("mnt");
 
     // fsync and .atlasfs/flush are the durability boundary: kill -9 loses nothing before them
-    let store = ctx.path("store_kill");
+    let store = b.store(ctx, "store_kill");
     let oracle = ctx.path("kill.pkl");
-    let m = Mounted::start(&store, &mp, &["--create"]);
+    let m = b.mount(&store, &mp, &["--create"]);
     py("mount_check.py", &["durable", s(m.mp()), s(&oracle), "fsync"]);
     m.kill9();
-    let m = Mounted::start(&store, &mp, &[]);
+    // atlas-python finds everything fsynced before the kill in the store itself
+    b.py("mount_check.py", &["store", &store, s(&oracle)]);
+    let m = b.mount(&store, &mp, &[]);
     py("mount_check.py", &["read", s(m.mp()), s(&oracle)]);
     // A stale mount left by a killed daemon is cleared by the next mount, not a reason to fail.
     m.kill9_leaving_stale();
-    run(Command::new(bin()).arg("mount").arg(&store).arg(&mp).arg("--log-file").arg(ctx.path("remount.log")));
+    run(b.cli().arg("mount").arg(&store).arg(&mp).arg("--log-file").arg(ctx.path("remount.log")));
     py("mount_check.py", &["read", s(&mp), s(&oracle)]);
     run(Command::new(bin()).arg("unmount").arg(&mp));
     assert!(!is_fuse_mount(&mp));
 
     // SIGTERM flushes and unmounts by itself
-    let store = ctx.path("store_term");
+    let store = b.store(ctx, "store_term");
     let oracle = ctx.path("term.pkl");
-    let m = Mounted::start(&store, &mp, &["--create"]);
+    let m = b.mount(&store, &mp, &["--create"]);
     py("mount_check.py", &["durable", s(m.mp()), s(&oracle), "plain"]);
     let log = m.log.clone();
     m.terminate();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("signal received"), "the daemon should log the signal:\n{text}");
-    let m = Mounted::start(&store, &mp, &[]);
+    let m = b.mount(&store, &mp, &[]);
     py("mount_check.py", &["read", s(m.mp()), s(&oracle)]);
     m.unmount();
-    py("mount_check.py", &["store", s(&store), s(&oracle)]);
+    b.py("mount_check.py", &["store", &store, s(&oracle)]);
 }
 
 // ------------------------------------------------------------------ background mode, owner options

@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from mount_common import (as_store_dtype, cat_array, check_dir_against, cp_set, diff, fail_if, kind_of,
-                          load_pickle, npy_files, rsync_set, save_pickle, write_set)
+                          load_pickle, npy_files, rsync_set, save_pickle, source, write_set)
 
 
 def expected_bytes(want):
@@ -253,7 +253,7 @@ def cmd_store(store, oracle_path, opts):
     o = load_pickle(oracle_path)
     oracle = o["arrays"]
     errs = []
-    a = atlas.Atlas.open(store)
+    a = atlas.Atlas.open(source(store))
     if sorted(a.list_datasets()) != sorted(oracle):
         errs.append(f"atlas-python list_datasets {sorted(a.list_datasets())}, expected {sorted(oracle)}")
     for ds, arrays in oracle.items():

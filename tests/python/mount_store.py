@@ -1,6 +1,6 @@
 """Writes a store with atlas-python 0.10 and pickles what atlas-python reads back.
 
-usage: mount_store.py full|small STORE ORACLE_PICKLE
+usage: mount_store.py full|small STORE ORACLE_PICKLE   (STORE: a path, or s3://bucket/prefix, see mount_common.source)
 
 full:  every dtype (u8..u64, i8..i64, f32, f64, timestamp_nanoseconds, string),
        chunked with edge chunks and unchunked, 0-D, fill values with unwritten
@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 import atlas
-from mount_common import read_store, save_pickle, store_meta
+from mount_common import read_store, save_pickle, source, store_meta
 
 mode, store, out = sys.argv[1:4]
 assert atlas.__version__ == "0.10.0", atlas.__version__
@@ -56,7 +56,7 @@ def gen(dtype, shape, salt):
     return v.reshape(shape)
 
 
-a = atlas.Atlas.create(store)
+a = atlas.Atlas.create(source(store))
 
 if mode == "full":
     obs = a.create_dataset("obs")
