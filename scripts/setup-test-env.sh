@@ -3,6 +3,7 @@
 #   - Debian packages: fuse3 (fusermount3), rsync, attr (getfattr), libacl1-dev and
 #     acl (for pjdfstest), util-linux (setpriv)
 #   - pjdfstest (cargo install), the POSIX conformance suite
+#   - cargo-fuzz (cargo install), for the fuzz targets in fuzz/ (scripts/fuzz.sh)
 #   - a Python venv at .venv with numpy, atlas-python 0.10.0 (the compatibility
 #     oracle) with its cloud extra (obstore, so that it reads and writes S3 too) and
 #     moto[server] (a real S3-compatible server for object-store tests)
@@ -33,5 +34,10 @@ fi
 # pjdfstest, the POSIX conformance suite (its Rust rewrite), for tests/pjdfstest.rs
 if ! command -v pjdfstest >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/pjdfstest" ]; then
   cargo install pjdfstest --locked
+fi
+# cargo-fuzz (libFuzzer), for scripts/fuzz.sh; it builds with `cargo +nightly` when
+# that toolchain is installed and otherwise with stable and RUSTC_BOOTSTRAP=1.
+if ! command -v cargo-fuzz >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-fuzz" ]; then
+  cargo install cargo-fuzz --locked
 fi
 echo "test environment ready: $(.venv/bin/python -c 'import atlas, numpy; print("atlas", atlas.__version__, "numpy", numpy.__version__)')"
