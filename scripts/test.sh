@@ -12,5 +12,10 @@ cargo build --release --locked 2>&1 | tail -n 3
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --release --locked -- --test-threads=2 2>&1 | tee "$log"
+# A short libFuzzer run of every fuzz target (fuzz/); a crash or an unbounded
+# allocation fails the run. It prints one `test result:` line counting the targets.
+fuzz_rc=0
+bash scripts/fuzz.sh --smoke 2>&1 | tee -a "$log" || fuzz_rc=$?
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "atlasfs suite: %d passed, %d failed\n", p, f }' "$log"
+exit "$fuzz_rc"

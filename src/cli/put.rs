@@ -84,6 +84,11 @@ fn read_npy(file: &Path, path: &str, one_chunk: bool) -> Result<npy::NpyArray> {
 pub async fn run(args: Args) -> Result<()> {
     let (dataset, array) = split_target(&args.target, true)?;
     let array = array.expect("required above");
+    // The mount's rule for new names (control characters, 255 bytes for the dataset
+    // directory and for `<array>.npy`), so that what `put` stores can be mounted.
+    for name in [dataset.clone(), format!("{array}.npy")] {
+        atlasfs::fs::names::check_new_name(&name).map_err(|e| CliError::Usage(e.msg))?;
+    }
     let path = args.file.display().to_string();
     let data = read_npy(&args.file, &path, args.chunks.is_none())?;
     let (chunks, dims) = geometry(&data.shape, args.chunks, args.dims)?;

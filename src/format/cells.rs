@@ -41,7 +41,7 @@ impl Cells {
     pub fn decode(dtype: &DType, raw: &[u8], n: usize) -> Result<Cells, FormatError> {
         match dtype.element_size() {
             Some(elsize) => {
-                if raw.len() != n * elsize {
+                if n.checked_mul(elsize) != Some(raw.len()) {
                     return Err(FormatError::CorruptChunk(format!("chunk has {} bytes, expected {n} elements of {elsize} bytes", raw.len())));
                 }
                 Ok(Cells::Fixed { elsize, bytes: raw.to_vec() })
@@ -74,8 +74,9 @@ pub fn encode_var(items: &[Vec<u8>]) -> Vec<u8> {
 }
 
 pub fn decode_var(raw: &[u8], n: usize) -> Result<Vec<Vec<u8>>, FormatError> {
-    let head = 4 * (n + 1);
     let bad = |why: &str| FormatError::CorruptChunk(format!("string chunk of {} bytes for {n} elements: {why}", raw.len()));
+    // `n` comes from a chunk's shape, which a corrupt file can make anything.
+    let Some(head) = n.checked_add(1).and_then(|m| m.checked_mul(4)) else { return Err(bad("the element count overflows")) };
     if raw.len() < head {
         return Err(bad("shorter than its offset table"));
     }
@@ -131,6 +132,15 @@ mod tests {
         assert_eq!(decode_var(&raw, 3).unwrap(), items);
         assert!(decode_var(&raw, 2).is_err());
         assert!(decode_var(&raw[..raw.len() - 1], 3).is_err());
+    }
+
+    /// Element counts from a corrupt layout must not overflow into a small offset table.
+    #[test]
+    fn huge_element_counts_are_errors() {
+        for n in [usize::MAX, usize::MAX / 4, usize::MAX / 2 + 1] {
+            assert!(decode_var(&[0u8; 16], n).is_err(), "{n}");
+            assert!(Cells::decode(&DType::Float64, &[0u8; 16], n).is_err(), "{n}");
+        }
     }
 
     #[test]

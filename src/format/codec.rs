@@ -18,6 +18,48 @@ pub enum Codec {
 /// zstd level for array blocks (atlas 0.10 uses 3).
 const BLOCK_ZSTD_LEVEL: i32 = 3;
 
+/// Largest block a footer may declare: a chunk is addressed by a u32 offset and a
+/// u32 size inside its block, so nothing honest is larger.
+pub const MAX_BLOCK_BYTES: u64 = 2 * u32::MAX as u64;
+/// Largest metadata file accepted after decompression (10,000 datasets take ~10 MB).
+pub const MAX_META_BYTES: usize = 1 << 30;
+
+/// Most bytes `compressed` bytes of zstd can expand to: a block is at most 128 KiB
+/// and takes at least 4 bytes (an RLE block), so sizes read from a footer or frame
+/// header that claim more are lies, refused before anything is allocated.
+fn zstd_bound(compressed: usize) -> u64 {
+    (compressed as u64 / 4 + 1).saturating_mul(128 << 10)
+}
+
+/// The same for lz4 blocks: one input byte encodes at most 255 bytes of match.
+fn lz4_bound(compressed: usize) -> u64 {
+    (compressed as u64).saturating_mul(255).saturating_add(64)
+}
+
+/// zstd decoding that allocates only as output appears, and at most `limit` bytes.
+fn zstd_stream_limited(data: &[u8], limit: u64) -> Result<Vec<u8>, FormatError> {
+    use std::io::Read;
+    let dec = zstd::stream::Decoder::new(data).map_err(|e| FormatError::Codec(format!("zstd: {e}")))?;
+    let mut out = Vec::new();
+    dec.take(limit.saturating_add(1)).read_to_end(&mut out).map_err(|e| FormatError::Codec(format!("zstd: {e}")))?;
+    if out.len() as u64 > limit {
+        return Err(FormatError::Codec(format!("zstd data expands past the {limit}-byte limit")));
+    }
+    Ok(out)
+}
+
+/// lz4 with a u32 LE size prefix, refusing sizes the input cannot hold or above `limit`.
+fn lz4_prepended_limited(data: &[u8], limit: u64) -> Result<Vec<u8>, FormatError> {
+    if data.len() < 4 {
+        return Err(FormatError::Codec("lz4 data shorter than its size prefix".into()));
+    }
+    let declared = u32::from_le_bytes(data[..4].try_into().unwrap()) as u64;
+    if declared > limit || declared > lz4_bound(data.len() - 4) {
+        return Err(FormatError::Codec(format!("lz4 data claims {declared} bytes, more than its {} bytes can hold", data.len())));
+    }
+    lz4_flex::decompress_size_prepended(data).map_err(|e| FormatError::Codec(format!("lz4: {e}")))
+}
+
 impl Codec {
     pub fn id(self) -> CodecId {
         match self {
@@ -47,8 +89,8 @@ impl Codec {
 
     pub fn decompress_meta(self, data: &[u8]) -> Result<Vec<u8>, FormatError> {
         match self {
-            Codec::Zstd => zstd::stream::decode_all(data).map_err(|e| FormatError::Codec(format!("zstd: {e}"))),
-            Codec::Lz4 => lz4_flex::decompress_size_prepended(data).map_err(|e| FormatError::Codec(format!("lz4: {e}"))),
+            Codec::Zstd => zstd_stream_limited(data, MAX_META_BYTES as u64),
+            Codec::Lz4 => lz4_prepended_limited(data, MAX_META_BYTES as u64),
             Codec::Uncompressed => Ok(data.to_vec()),
         }
     }
@@ -64,10 +106,25 @@ impl Codec {
 }
 
 /// Decompresses one block by the codec recorded in its `BlockMeta`, checking the size.
+/// The size comes from a footer, so it is checked against what the compressed bytes
+/// can hold before it is used to allocate.
 pub fn decompress_block(codec: &CodecId, data: &[u8], uncompressed_size: usize) -> Result<Vec<u8>, FormatError> {
+    if uncompressed_size as u64 > MAX_BLOCK_BYTES {
+        return Err(FormatError::Codec(format!("block claims {uncompressed_size} bytes, more than the {MAX_BLOCK_BYTES}-byte limit")));
+    }
     let out = match codec {
         CodecId::None => data.to_vec(),
-        CodecId::Named(n) if n == "zstd" => zstd::bulk::decompress(data, uncompressed_size).map_err(|e| FormatError::Codec(format!("zstd block: {e}")))?,
+        CodecId::Named(n) if n == "zstd" => {
+            if uncompressed_size as u64 > zstd_bound(data.len()) {
+                return Err(FormatError::Codec(format!("zstd block of {} bytes cannot hold the {uncompressed_size} bytes the footer says", data.len())));
+            }
+            match zstd::zstd_safe::get_frame_content_size(data) {
+                Ok(Some(n)) if n != uncompressed_size as u64 => return Err(FormatError::Codec(format!("zstd block says {n} bytes, footer says {uncompressed_size}"))),
+                Ok(Some(_)) => zstd::bulk::decompress(data, uncompressed_size).map_err(|e| FormatError::Codec(format!("zstd block: {e}")))?,
+                // No size in the frame header: decode without trusting one.
+                _ => zstd_stream_limited(data, uncompressed_size as u64).map_err(|e| FormatError::Codec(format!("block: {e}")))?,
+            }
+        }
         CodecId::Named(n) if n == "lz4" => {
             if data.len() < 4 {
                 return Err(FormatError::Codec("lz4 block shorter than its size prefix".into()));
@@ -76,7 +133,7 @@ pub fn decompress_block(codec: &CodecId, data: &[u8], uncompressed_size: usize) 
             if declared != uncompressed_size {
                 return Err(FormatError::Codec(format!("lz4 block says {declared} bytes, footer says {uncompressed_size}")));
             }
-            lz4_flex::decompress_size_prepended(data).map_err(|e| FormatError::Codec(format!("lz4 block: {e}")))?
+            lz4_prepended_limited(data, MAX_BLOCK_BYTES).map_err(|e| FormatError::Codec(format!("block: {e}")))?
         }
         CodecId::Named(n) => return Err(FormatError::Codec(format!("unknown block codec {n:?}"))),
     };
@@ -108,5 +165,39 @@ mod tests {
         assert!(decompress_block(&Codec::Lz4.id(), &[1, 2], 10).is_err());
         assert!(decompress_block(&CodecId::Named("brotli".into()), &z, raw.len()).is_err());
         assert!(decompress_block(&CodecId::None, &raw, 5).is_err());
+    }
+
+    /// Found by fuzz/block: a footer's size went straight into an allocation
+    /// (`capacity overflow` panic for 0x9292929292929292, an abort for 4 GiB).
+    #[test]
+    fn sizes_from_footers_are_bounded_before_allocating() {
+        let z = Codec::Zstd.compress_block(&[7u8; 4096]);
+        for size in [0x9292_9292_9292_9292usize, usize::MAX, 1 << 40, 1 << 31] {
+            let e = decompress_block(&Codec::Zstd.id(), &z, size).unwrap_err();
+            assert!(e.to_string().contains("bytes"), "{e}");
+        }
+        // a frame header whose content size disagrees with the footer
+        assert!(decompress_block(&Codec::Zstd.id(), &z, 4095).unwrap_err().to_string().contains("footer says 4095"));
+        // an lz4 prefix of 4 GiB over 10 bytes of data
+        let mut l = u32::MAX.to_le_bytes().to_vec();
+        l.extend_from_slice(&[0u8; 10]);
+        assert!(decompress_block(&Codec::Lz4.id(), &l, u32::MAX as usize).is_err());
+        // a zstd frame without a content size still decodes (streamed, bounded)
+        let mut framed = vec![];
+        let mut enc = zstd::stream::Encoder::new(&mut framed, 3).unwrap();
+        std::io::Write::write_all(&mut enc, &[9u8; 1000]).unwrap();
+        enc.finish().unwrap();
+        assert_eq!(decompress_block(&Codec::Zstd.id(), &framed, 1000).unwrap(), vec![9u8; 1000]);
+        assert!(decompress_block(&Codec::Zstd.id(), &framed, 999).is_err());
+    }
+
+    /// Found by fuzz/meta: `atlas.json.lz4` whose 4-byte prefix says ~4 GiB made
+    /// lz4_flex allocate it; zstd metadata could expand without limit.
+    #[test]
+    fn metadata_decompression_is_bounded() {
+        assert!(Codec::Lz4.decompress_meta(&[0xed, 0x23, 0xdd, 0xec]).is_err());
+        let bomb = zstd::bulk::compress(&vec![b' '; 8 << 20], 19).unwrap();
+        assert_eq!(Codec::Zstd.decompress_meta(&bomb).unwrap().len(), 8 << 20);
+        assert!(zstd_stream_limited(&bomb, 1 << 20).unwrap_err().to_string().contains("limit"));
     }
 }

@@ -851,6 +851,7 @@ impl AtlasFs {
     /// Creates a file in a dataset directory and opens it for writing.
     pub async fn create(&self, parent: u64, name: &str, flags: i32) -> FsResult<(NodeAttr, Opened)> {
         self.writable()?;
+        super::names::check_new_name(name)?;
         let key = self.child_key(parent, name)?;
         let NodeKey::File(ds, name) = key.clone() else {
             return Err(FsError::new(libc::EPERM, format!("files can only be created inside a dataset directory, not here ({name})")));
@@ -1173,7 +1174,8 @@ impl AtlasFs {
         // and bools fixed per slab); Fortran order and strings are decoded whole.
         let streamable = !header.fortran_order && et.is_fixed_width() && !shape.is_empty();
         if streamable {
-            let row: usize = shape[1..].iter().product::<usize>() * et.itemsize;
+            // Checked: with a zero first axis the header's data length (0) bounds nothing.
+            let row = shape[1..].iter().try_fold(et.itemsize, |r, &d| r.checked_mul(d)).ok_or_else(|| bad(npy::NpyError::ShapeOverflow(shape.clone())))?;
             let rows_per = (SLAB_BYTES / row.max(1)).max(1);
             let file = &file;
             let n0 = shape[0];
@@ -1292,6 +1294,7 @@ impl AtlasFs {
 
     pub async fn mkdir(&self, parent: u64, name: &str) -> FsResult<NodeAttr> {
         self.writable()?;
+        super::names::check_new_name(name)?;
         match self.child_key(parent, name)? {
             NodeKey::Dataset(ds) => {
                 self.atlas.create_dataset(&ds).await?;
@@ -1368,6 +1371,7 @@ impl AtlasFs {
 
     pub async fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> FsResult<()> {
         self.writable()?;
+        super::names::check_new_name(new_name)?;
         let from = self.child_key(parent, name)?;
         let to = self.child_key(new_parent, new_name)?;
         match (from, to) {

@@ -2,6 +2,7 @@
 //!
 //! Owns: the NumPy `.npy` mapping of arrays ([`npy`]), the byte-range → array-box
 //! mapping ([`layout`]), the cross-dataset stack view ([`stacked`]), and the
+//! rules for names it creates ([`names`]), and the
 //! filesystem operations themselves ([`core`]):
 //! inodes, open files, write staging, control files, extended attributes.
 //! Errors leave as [`FsError`], which carries the errno.
@@ -10,6 +11,7 @@
 pub mod core;
 pub mod error;
 pub mod layout;
+pub mod names;
 pub mod npy;
 pub mod stacked;
 

@@ -24,9 +24,10 @@ const ALIGN: usize = 64;
 const GROWTH_AXIS_MAX_DIGITS: usize = 21;
 /// Longest header [`parse`] accepts (numpy's own safe-load limit is 10,000).
 pub const MAX_HEADER_LEN: usize = 1 << 20;
-/// Most elements accepted for zero-width string dtypes (`|S0`), which have no data
-/// to bound the element count.
-const MAX_EMPTY_ELEMENTS: usize = 1 << 28;
+/// Most elements accepted for zero-width string dtypes (`|S0`, `<U0`), which have no
+/// data to bound the element count: each becomes an empty string of 24 bytes in
+/// memory, so a 128-byte file must not be able to ask for gigabytes (1 << 28 did).
+pub const MAX_EMPTY_ELEMENTS: usize = 1 << 20;
 
 /// Why a `.npy` file cannot be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -922,6 +923,10 @@ mod tests {
         assert!(matches!(e, NpyError::ShapeOverflow(_)), "{e}");
         let e = decode(file("{'descr': '|S0', 'fortran_order': False, 'shape': (1000000000000,), }", &[])).unwrap_err();
         assert!(matches!(e, NpyError::ShapeOverflow(_)), "{e}");
+        // 2**28 empty strings from a 128-byte file were 6 GiB of Vec headers.
+        let e = decode(file("{'descr': '|S0', 'fortran_order': False, 'shape': (268435456,), }", &[])).unwrap_err();
+        assert!(matches!(e, NpyError::ShapeOverflow(_)), "{e}");
+        assert_eq!(decode(file("{'descr': '<U0', 'fortran_order': False, 'shape': (1024, 1024), }", &[])).unwrap().cells.len(), MAX_EMPTY_ELEMENTS);
         let e = decode(file("{'descr': '<i2', 'fortran_order': False, 'shape': (3,), }", &[1, 0, 2, 0])).unwrap_err();
         assert!(matches!(e, NpyError::ShortPayload { expected: 6, actual: 4 }), "{e}");
         // A header length beyond the limit is refused before anything is allocated.

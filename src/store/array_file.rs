@@ -241,6 +241,15 @@ impl ArrayFile {
             }
         }
         numbered.sort_by_key(|(n, _)| *n);
+        // Every writer (atlas 0.10 too) creates the base before the first sidecar, and
+        // compaction replaces it in one PUT, so sidecars without a base mean it was
+        // lost, with whatever data it held: refuse rather than read older values.
+        if base.is_none()
+            && let Some((_, first)) = numbered.first()
+        {
+            let msg = format!("the base layer is missing while sidecar {first} exists; restore data.af from a backup");
+            return Err(Error::Corrupt { path: dir.clone().join(BASE_NAME).to_string(), source: crate::format::FormatError::Invalid(msg) });
+        }
         let base_exists = base.is_some();
         let to_load: Vec<(u32, Path)> = base.map(|p| (0, p)).into_iter().chain(numbered).collect();
         let layers = load_layers(&store, to_load).await?;
