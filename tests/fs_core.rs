@@ -274,8 +274,9 @@ async fn two_truncating_writers_of_one_file_each_commit_whole() {
 }
 
 /// rename(2) of a temp file over an array: a descriptor opened before goes on reading
-/// the version it opened (and fstat gives that version's size); the replaced inode is
-/// stale (ESTALE makes the kernel look the name up again); the name shows the new one.
+/// the version it opened (and fstat gives that version's size), and so does an open
+/// that raced the rename; after that the replaced inode is stale (ESTALE makes the
+/// kernel look the name up again); the name shows the new one.
 #[tokio::test]
 async fn a_descriptor_keeps_its_version_across_a_rename_over_it() {
     let (fs, want) = fs_with_data().await;
@@ -291,10 +292,16 @@ async fn a_descriptor_keeps_its_version_across_a_rename_over_it() {
     fs.rename(d, ".v.npy.tmp1", d, "v.npy").await.unwrap();
     assert_eq!(fs.read(r.fh, 100, 4096).await.unwrap(), &before[100..], "the rest of the version this descriptor opened");
     assert_eq!(fs.getattr(old.ino).await.unwrap().size, before.len() as u64, "fstat of the open descriptor");
-    assert_eq!(fs.open(old.ino, libc::O_RDONLY).await.err().map(|e| e.errno), Some(libc::ESTALE), "a new open of the replaced inode");
+    // an open whose path walk found the old inode just before the rename: the old file
+    let late = fs.open(old.ino, libc::O_RDONLY).await.expect("a late open of the replaced inode");
+    assert_eq!(fs.read(late.fh, 0, 4096).await.unwrap(), before, "a late open reads the old version");
+    fs.release(late.fh).await.unwrap();
+    assert_eq!(fs.open(old.ino, libc::O_WRONLY).await.err().map(|e| e.errno), Some(libc::ESTALE), "a write open of the replaced inode");
     let now = fs.lookup(d, "v.npy").await.unwrap();
     assert_eq!((now.ino, now.size), (t.ino, new.len() as u64), "the name is the temp file's inode, with its size");
     assert_eq!(read_all(&fs, "d2", "v.npy").await.unwrap(), new);
     fs.release(r.fh).await.unwrap();
-    assert_eq!(fs.getattr(old.ino).await.err().map(|e| e.errno), Some(libc::ESTALE), "once closed, the old inode is gone");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await; // the old version is kept 2 s for late opens
+    assert_eq!(fs.getattr(old.ino).await.err().map(|e| e.errno), Some(libc::ESTALE), "once closed and past 2 s, the old inode is gone");
+    assert_eq!(fs.open(old.ino, libc::O_RDONLY).await.err().map(|e| e.errno), Some(libc::ESTALE), "and opens of it are stale");
 }

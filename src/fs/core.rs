@@ -153,6 +153,23 @@ enum Frozen {
 /// when it is replaced; past this they get ESTALE instead.
 const FREEZE_MAX_BYTES: u64 = 1 << 30;
 
+/// A path walk that found an inode just before a rename replaced it still opens that
+/// inode (FUSE_OPEN comes after the walk); on a local filesystem that open succeeds
+/// with the old file. So when an array that was opened in the last [`TOMBSTONE_SECS`]
+/// is renamed over, its old version (up to [`TOMBSTONE_MAX_BYTES`]) is kept that long
+/// for such opens, which would otherwise get ESTALE twice in a row (the kernel retries
+/// once) when two renames come back to back.
+const TOMBSTONE_SECS: u64 = 2;
+const TOMBSTONE_MAX_BYTES: u64 = 64 << 20;
+
+/// The old version of a renamed-over array, for late opens of its inode.
+struct Tombstone {
+    ds: String,
+    arr: String,
+    frozen: Arc<Frozen>,
+    at: std::time::Instant,
+}
+
 /// Writes to an existing array opened without truncation.
 struct Overlay {
     file: File,
@@ -351,6 +368,10 @@ pub struct AtlasFs {
     /// are done again, so none pairs an inode with the other version's size or bytes
     /// (see [`AtlasFs::stable`]).
     swaps: AtomicU64,
+    /// Replaced inodes that may still be opened (see [`Tombstone`]).
+    tombstones: Mutex<HashMap<u64, Tombstone>>,
+    /// When each array was last opened for reading.
+    opened: Mutex<HashMap<(String, String), std::time::Instant>>,
 }
 
 /// `<array>.npy` → `<array>`.
@@ -399,6 +420,8 @@ impl AtlasFs {
             invalidator: std::sync::OnceLock::new(),
             replacing: tokio::sync::Mutex::new(()),
             swaps: AtomicU64::new(0),
+            tombstones: Mutex::new(HashMap::new()),
+            opened: Mutex::new(HashMap::new()),
         }
     }
 
@@ -519,6 +542,17 @@ impl AtlasFs {
     /// Before `ds/arr` is replaced or deleted: descriptors that read it now get a copy
     /// of its current bytes to go on reading (one copy shared by all of them).
     async fn freeze_readers(&self, ds: &str, arr: &str) {
+        self.freeze_readers_keeping(ds, arr, None).await
+    }
+
+    /// [`Self::freeze_readers`], and when `replaced` (an inode just renamed over) was
+    /// opened lately, keep the old version for late opens of it too ([`Tombstone`]).
+    async fn freeze_readers_keeping(&self, ds: &str, arr: &str, replaced: Option<u64>) {
+        let now = std::time::Instant::now();
+        let keep = Duration::from_secs(TOMBSTONE_SECS);
+        self.tombstones.lock().retain(|_, t| now.duration_since(t.at) < keep);
+        let recent = self.opened.lock().get(&(ds.to_string(), arr.to_string())).is_some_and(|t| now.duration_since(*t) < keep);
+        let tomb = replaced.filter(|_| recent);
         let open: Vec<Arc<Handle>> = self
             .handles
             .lock()
@@ -527,7 +561,13 @@ impl AtlasFs {
             .cloned()
             .collect();
         if open.is_empty() {
-            return;
+            let small = match self.schema(ds, arr) {
+                Some(schema) => self.npy_size(ds, arr, &schema).await.is_ok_and(|n| n <= TOMBSTONE_MAX_BYTES),
+                None => false,
+            };
+            if tomb.is_none() || !small {
+                return;
+            }
         }
         let frozen = match self.copy_out(ds, arr).await {
             Ok(f) => f,
@@ -541,6 +581,9 @@ impl AtlasFs {
             if let Handle::Array { frozen: f, .. } = &*h {
                 f.lock().get_or_insert_with(|| frozen.clone());
             }
+        }
+        if let Some(ino) = tomb {
+            self.tombstones.lock().insert(ino, Tombstone { ds: ds.to_string(), arr: arr.to_string(), frozen, at: now });
         }
     }
 
@@ -583,6 +626,12 @@ impl AtlasFs {
         };
         let by_fh = fh.and_then(|f| self.handle(f).ok()).filter(|h| matches!(&**h, Handle::Array { ino: i, .. } if *i == ino));
         let open = by_fh.or_else(|| self.handles.lock().values().find(|h| matches!(&***h, Handle::Array { ino: i, .. } if *i == ino)).cloned());
+        if let Some(t) = self.tombstones.lock().get(&ino)
+            && t.at.elapsed() < Duration::from_secs(TOMBSTONE_SECS)
+            && let Frozen::Bytes { len, .. } = &*t.frozen
+        {
+            return Ok(self.attr(ino, Kind::File, *len, self.started));
+        }
         if let Some(h) = open
             && let Handle::Array { ds, arr, frozen, .. } = &*h
         {
@@ -777,7 +826,10 @@ impl AtlasFs {
     }
 
     async fn open_once(&self, ino: u64, flags: i32) -> FsResult<Opened> {
-        let key = self.key(ino)?;
+        let key = match self.key(ino) {
+            Ok(k) => k,
+            Err(e) => return self.open_tombstone(ino, flags).ok_or(e),
+        };
         let acc = flags & libc::O_ACCMODE;
         let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
         let trunc = flags & libc::O_TRUNC != 0;
@@ -831,6 +883,7 @@ impl AtlasFs {
                 // Cached pages stay valid while the array has not changed through this mount.
                 let generation = self.generations.lock().get(&(ds.clone(), arr.clone())).copied().unwrap_or(0);
                 let keep_cache = self.cached_gen.lock().insert(ino, generation) == Some(generation);
+                self.opened.lock().insert((ds.clone(), arr.clone()), std::time::Instant::now());
                 Ok(Opened {
                     fh: self.new_handle(Handle::Array { ds, arr, next: AtomicU64::new(0), frozen: Mutex::new(None), ino }),
                     direct_io: false,
@@ -840,6 +893,17 @@ impl AtlasFs {
             }
             _ => Err(FsError::new(libc::EISDIR, "is a directory")),
         }
+    }
+
+    /// A read-only open of an inode renamed over a moment ago: its old version.
+    fn open_tombstone(&self, ino: u64, flags: i32) -> Option<Opened> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            return None;
+        }
+        let t = self.tombstones.lock();
+        let t = t.get(&ino).filter(|t| t.at.elapsed() < Duration::from_secs(TOMBSTONE_SECS))?;
+        let h = Handle::Array { ds: t.ds.clone(), arr: t.arr.clone(), next: AtomicU64::new(0), frozen: Mutex::new(Some(t.frozen.clone())), ino };
+        Some(Opened { fh: self.new_handle(h), direct_io: false, keep_cache: false, read_only: true })
     }
 
     fn stage(&self, ds: &str, name: &str) -> FsResult<Arc<Mutex<Staged>>> {
@@ -1394,9 +1458,11 @@ impl AtlasFs {
                     }
                     let _one_at_a_time = self.replacing.lock().await;
                     let Some(s) = self.staged_entry(&ds, &name).filter(|t| Arc::ptr_eq(t, &s)) else { return Err(FsError::noent(format!("{ds}/{name}"))) };
+                    let replaced;
                     {
                         // The new name, its staged bytes and its inode change together.
                         let mut inodes = self.inodes.lock();
+                        replaced = inodes.by_key.get(&NodeKey::File(nds.clone(), nname.clone())).copied();
                         self.swaps.fetch_add(1, Ordering::AcqRel);
                         if array_of(&nname).is_some() {
                             self.staged.lock().insert((nds.clone(), nname.clone()), s.clone());
@@ -1407,7 +1473,7 @@ impl AtlasFs {
                     self.unstage(&ds, &name, &s);
                     match array_of(&nname) {
                         Some(arr) => {
-                            self.freeze_readers(&nds, arr).await;
+                            self.freeze_readers_keeping(&nds, arr, replaced).await;
                             let res = self.commit_staged(&nds, arr, &s).await;
                             self.unstage(&nds, &nname, &s);
                             if let Err(e) = &res {
