@@ -698,6 +698,7 @@ fn write_faults_during_fsync() {
     write("m", &values(6, 30)).expect("fsync with a metadata PUT whose answer was lost must succeed");
     assert_eq!(w.proxy.faulted(), 1, "{:?}", w.proxy.seen());
     assert_eq!(w.proxy.count(|s| s.method == "PUT" && s.path.ends_with("/atlas.json")), 2, "{:?}", w.proxy.seen());
+    println!("fsync with the metadata PUT's answer lost: sent twice (the retry's If-Match fails on our own write), read back; fsync succeeded");
 
     // Permanent: every PUT answered 503 → fsync fails, with a log line.
     w.proxy.add(Rule::new("PUT", "/faults/store/", Fault::Status(503), None));
