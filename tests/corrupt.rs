@@ -20,9 +20,11 @@
 
 mod common;
 
+use common::mount::{Mounted, bin, is_fuse_mount, require_fuse};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use atlasfs::format::cells::Cells;
@@ -32,22 +34,11 @@ use atlasfs::store::{Codec, DType, MetaFormat};
 use atlasfs::{Atlas, StoreConfig};
 use ndarray::{ArrayD, IxDyn};
 
-const MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest any single read or command through a mount may take before it counts as a hang.
 const OP_TIMEOUT: &str = "30";
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_atlasfs")
-}
-
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-fn require_fuse() {
-    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: these tests need FUSE (a container needs --device /dev/fuse --cap-add SYS_ADMIN)");
-    let ok = Command::new("fusermount3").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
-    assert!(ok, "fusermount3 is not installed (Debian package fuse3): run scripts/setup-test-env.sh");
 }
 
 // ------------------------------------------------------------------ the store
@@ -192,7 +183,7 @@ fn check_unopenable(case: &Case) {
     assert!(!out.status.success(), "atlasfs mount succeeded on a store with a damaged {}", case.file);
     assert!(t0.elapsed() < Duration::from_secs(15), "atlasfs mount took {:?} to fail", t0.elapsed());
     assert!(err.contains(case.file) && err.contains(case.says), "atlasfs mount must name {} and say {:?}:\n{err}", case.file, case.says);
-    assert!(!is_fuse_mount(&mp), "a failed mount left {} mounted", mp.display());
+    assert!(!is_fuse_mount(&mp.canonicalize().unwrap()), "a failed mount left {} mounted", mp.display());
     // nothing was repaired or rewritten behind the user's back
     let before = std::fs::read(store.join(case.file)).unwrap();
     let _ = run_cli(&[os("ls"), store.as_os_str()]);
@@ -273,9 +264,9 @@ fn check_array_file(case: &Case) {
     // (c) a real mount
     let mp = dir.path().join("mnt");
     std::fs::create_dir(&mp).unwrap();
-    let mut m = Mounted::start(&store, &mp, &["--read-only"]);
+    let m = Mounted::start(&store, &mp, &["--read-only"]);
     for ds in ["a", "b"] {
-        let p = m.mp.join(ds).join("t.npy");
+        let p = m.mp().join(ds).join("t.npy");
         let o = timed(Command::new("cat").arg(&p));
         assert!(!o.status.success(), "cat {} succeeded despite a damaged {file}", p.display());
         let err = String::from_utf8_lossy(&o.stderr);
@@ -284,13 +275,13 @@ fn check_array_file(case: &Case) {
         assert_eq!(std::fs::metadata(&p).unwrap().len(), expected_npy(ds, "t").len() as u64);
     }
     for (ds, arr) in [("a", "u"), ("b", "s")] {
-        let o = timed(Command::new("cat").arg(m.mp.join(ds).join(format!("{arr}.npy"))));
+        let o = timed(Command::new("cat").arg(m.mp().join(ds).join(format!("{arr}.npy"))));
         assert!(o.status.success(), "cat {ds}/{arr}.npy (not damaged) failed: {}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(o.stdout, expected_npy(ds, arr), "{ds}/{arr}.npy through the mount");
     }
-    let o = timed(Command::new("ls").arg(m.mp.join("b")));
+    let o = timed(Command::new("ls").arg(m.mp().join("b")));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "s.npy\nt.npy\n");
-    m.assert_alive();
+    assert_alive(&m);
     let log = m.log_text();
     assert!(
         log.lines().any(|l| l.contains("WARN") && l.contains(file) && l.contains(case.says)),
@@ -315,6 +306,20 @@ fn footer_version_5(p: &Path) {
     rewrite(p, |b| {
         let mut f = decode_footer(&b).unwrap();
         f.version = 5;
+        let data_end = b.len() - TRAILER_LEN - archive_len(&b);
+        let mut out = b[..data_end].to_vec();
+        out.extend_from_slice(&encode_footer(&f));
+        out
+    });
+}
+
+fn zero_chunk_shape(p: &Path) {
+    // A footer that validates, whose layouts would divide every read by zero.
+    rewrite(p, |b| {
+        let mut f = decode_footer(&b).unwrap();
+        for e in &mut f.entries {
+            e.layout.storage.chunk_shape[0] = 0;
+        }
         let data_end = b.len() - TRAILER_LEN - archive_len(&b);
         let mut out = b[..data_end].to_vec();
         out.extend_from_slice(&encode_footer(&f));
@@ -361,6 +366,11 @@ fn corrupt_layer_bad_magic() {
 #[test]
 fn corrupt_layer_footer_version() {
     check_array_file(&Case { file: "t/data.af", damage: footer_version_5, says: "unsupported footer version 5", config: json(), compact: true, info_fails: true });
+}
+
+#[test]
+fn corrupt_layer_zero_chunk_shape() {
+    check_array_file(&Case { file: "t/data.af", damage: zero_chunk_shape, says: "chunk shape [0, 6]", config: json(), compact: true, info_fails: true });
 }
 
 #[test]
@@ -413,15 +423,15 @@ fn corrupt_stats_file() {
 
     let mp = dir.path().join("mnt");
     std::fs::create_dir(&mp).unwrap();
-    let mut m = Mounted::start(&store, &mp, &["--read-only"]);
-    let p = m.mp.join("a/t.npy");
+    let m = Mounted::start(&store, &mp, &["--read-only"]);
+    let p = m.mp().join("a/t.npy");
     let o = timed(Command::new("getfattr").args(["-n", "user.atlas.stats", "--only-values"]).arg(&p));
     assert!(!o.status.success(), "getfattr user.atlas.stats succeeded with a damaged {file}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("Input/output error"), "getfattr: {}", String::from_utf8_lossy(&o.stderr));
-    let o = timed(Command::new("getfattr").args(["-n", "user.atlas.stats", "--only-values"]).arg(m.mp.join("a/u.npy")));
+    let o = timed(Command::new("getfattr").args(["-n", "user.atlas.stats", "--only-values"]).arg(m.mp().join("a/u.npy")));
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("row_count"), "u's stats: {}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&p).unwrap(), expected_npy("a", "t"), "a/t.npy with damaged stats");
-    m.assert_alive();
+    assert_alive(&m);
     assert!(m.log_text().lines().any(|l| l.contains("WARN") && l.contains(file)), "the daemon log must name {file}:\n{}", m.log_text());
     m.unmount();
 }
@@ -553,14 +563,14 @@ fn hostile_npy_files_through_the_mount() {
     let files = hostile_files(dir.path());
     let mp = dir.path().join("mnt");
     std::fs::create_dir(&mp).unwrap();
-    let mut m = Mounted::start(&store, &mp, &[]);
+    let m = Mounted::start(&store, &mp, &[]);
     let mut problems = vec![];
     for (i, (what, bytes, reason)) in files.iter().enumerate() {
         let src = dir.path().join(format!("hostile-{i}.npy"));
         std::fs::write(&src, bytes).unwrap();
         // as a new array, and over an existing one
         for target in [format!("new{i}.npy"), "keep.npy".to_string()] {
-            let dst = m.mp.join("ds").join(&target);
+            let dst = m.mp().join("ds").join(&target);
             let log_before = m.log_text().len();
             let o = timed(Command::new("cp").arg(&src).arg(&dst));
             let err = String::from_utf8_lossy(&o.stderr);
@@ -573,14 +583,14 @@ fn hostile_npy_files_through_the_mount() {
                 problems.push(format!("{what} -> ds/{target}: no log line 'rejected a written .npy' saying {reason:?}:\n{new_lines}"));
             }
         }
-        let keep = timed(Command::new("cat").arg(m.mp.join("ds/keep.npy")));
+        let keep = timed(Command::new("cat").arg(m.mp().join("ds/keep.npy")));
         if keep.stdout != keep_npy() {
             problems.push(format!("{what}: ds/keep.npy changed after a rejected overwrite"));
         }
     }
-    let names = timed(Command::new("ls").arg(m.mp.join("ds")));
+    let names = timed(Command::new("ls").arg(m.mp().join("ds")));
     assert_eq!(String::from_utf8_lossy(&names.stdout), "keep.npy\n", "ds after the rejected files");
-    m.assert_alive();
+    assert_alive(&m);
     m.unmount();
     assert!(problems.is_empty(), "{} problems:\n  {}", problems.len(), problems.join("\n  "));
     // the store, by the library and by atlas-python
@@ -632,9 +642,9 @@ fn hostile_but_valid_npy_files_are_converted() {
     for (name, bytes, want) in &cases {
         let src = dir.path().join(name);
         std::fs::write(&src, bytes).unwrap();
-        let o = timed(Command::new("cp").arg(&src).arg(m.mp.join("ds").join(name)));
+        let o = timed(Command::new("cp").arg(&src).arg(m.mp().join("ds").join(name)));
         assert!(o.status.success(), "cp {name}: {}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(&std::fs::read(m.mp.join("ds").join(name)).unwrap(), want, "{name} read back (little-endian, C order, <U at its widest)");
+        assert_eq!(&std::fs::read(m.mp().join("ds").join(name)).unwrap(), want, "{name} read back (little-endian, C order, <U at its widest)");
     }
     m.unmount();
     let py = python_view(&store);
@@ -660,7 +670,7 @@ fn names_refused_by_the_mount() {
     let mp = dir.path().join("mnt");
     std::fs::create_dir(&mp).unwrap();
     let m = Mounted::start(&store, &mp, &[]);
-    let root = m.mp.clone();
+    let root = m.mp().to_path_buf();
     let listed: Vec<String> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(listed.contains(&"odd\x01set".to_string()), "readdir: {listed:?}");
     let odd = std::fs::read(root.join("odd\x01set/line\nbreak.npy")).unwrap();
@@ -744,7 +754,7 @@ fn names_refused_by_the_cli() {
     assert!(o.status.success(), "put of 255-byte names: {}", String::from_utf8_lossy(&o.stderr));
 }
 
-// ------------------------------------------------------------------ mount harness
+// ------------------------------------------------------------------ helpers
 
 /// Runs a command with the operation timeout; a hang fails the test.
 fn timed(cmd: &mut Command) -> Output {
@@ -755,104 +765,11 @@ fn timed(cmd: &mut Command) -> Output {
     out
 }
 
-fn is_fuse_mount(mp: &Path) -> bool {
-    let Ok(mp) = mp.canonicalize() else { return false };
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines().any(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        let fstype = f.iter().position(|&x| x == "-").and_then(|i| f.get(i + 1)).copied().unwrap_or("");
-        f.get(4).copied() == mp.to_str() && fstype.starts_with("fuse")
-    })
-}
-
-/// `atlasfs mount --foreground` with a debug log; dropping it always unmounts.
-struct Mounted {
-    child: Option<Child>,
-    mp: PathBuf,
-    log: PathBuf,
-}
-
-impl Mounted {
-    fn start(store: &Path, mp: &Path, extra: &[&str]) -> Mounted {
-        let mp = mp.canonicalize().unwrap();
-        let log = mp.parent().unwrap().join("daemon.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(bin())
-            .arg("mount")
-            .arg(store)
-            .arg(&mp)
-            .arg("--foreground")
-            .args(extra)
-            .env("RUST_LOG", "atlasfs=debug")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("spawn atlasfs mount");
-        let mut m = Mounted { child: Some(child), mp, log };
-        let deadline = Instant::now() + MOUNT_TIMEOUT;
-        while !is_fuse_mount(&m.mp) {
-            if let Ok(Some(st)) = m.child.as_mut().unwrap().try_wait() {
-                m.child = None;
-                panic!("atlasfs mount exited ({st}) before mounting:\n{}", m.log_text());
-            }
-            assert!(Instant::now() < deadline, "{} was not mounted after {MOUNT_TIMEOUT:?}", m.mp.display());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::fs::read_dir(&m.mp).unwrap();
-        m
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The daemon is still running and serving, and has not panicked.
-    fn assert_alive(&mut self) {
-        let st = self.child.as_mut().unwrap().try_wait().unwrap();
-        assert!(st.is_none(), "the daemon exited ({st:?}):\n{}", self.log_text());
-        assert!(std::fs::read_dir(&self.mp).is_ok(), "the mount stopped answering");
-        assert!(!self.log_text().contains("panicked"), "the daemon panicked:\n{}", self.log_text());
-    }
-
-    fn unmount(mut self) {
-        let o = Command::new("timeout").arg(OP_TIMEOUT).arg(bin()).arg("unmount").arg(&self.mp).output().unwrap();
-        assert!(o.status.success(), "atlasfs unmount: {}", String::from_utf8_lossy(&o.stderr));
-        let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                assert!(st.success(), "the daemon exited with {st}:\n{}", self.log_text());
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the daemon did not exit after unmount:\n{}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if is_fuse_mount(&self.mp) {
-            let ok = Command::new("fusermount3").arg("-u").arg(&self.mp).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
-            if !ok {
-                let _ = Command::new("fusermount3").arg("-uz").arg(&self.mp).stderr(Stdio::null()).status();
-            }
-        }
-        if let Some(mut c) = self.child.take() {
-            std::thread::sleep(Duration::from_millis(200));
-            if c.try_wait().ok().flatten().is_none() {
-                let _ = c.kill();
-            }
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("===== daemon log {}:\n{}", self.log.display(), self.log_text());
-        }
-    }
+/// The daemon is still running and serving, and has not panicked.
+fn assert_alive(m: &Mounted) {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", m.pid())).unwrap_or_default();
+    let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()).unwrap_or("gone");
+    assert!(!matches!(state, "Z" | "X" | "gone"), "the daemon exited (state {state}):\n{}", m.log_text());
+    assert!(std::fs::read_dir(m.mp()).is_ok(), "the mount stopped answering");
+    assert!(!m.log_text().contains("panicked"), "the daemon panicked:\n{}", m.log_text());
 }

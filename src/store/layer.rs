@@ -49,8 +49,18 @@ impl Layer {
         let mut entries = HashMap::with_capacity(footer.entries.len());
         let mut chunks = Vec::with_capacity(footer.entries.len());
         for (i, e) in footer.entries.iter().enumerate() {
+            // Reads divide by the chunk shape and index by the coordinates: a damaged
+            // layout must be refused here, not panic a reader later.
+            let (shape, chunk) = (&e.layout.shape, &e.layout.storage.chunk_shape);
+            if !e.deleted && (shape.len() != chunk.len() || shape.iter().zip(chunk).any(|(&s, &c)| c == 0 && s > 0)) {
+                return Err(corrupt(format!("entry {:?} has shape {shape:?} and chunk shape {chunk:?}", e.name)));
+            }
+            let grid = (!e.deleted).then(|| crate::format::grid::Grid::new(shape.iter().map(|&x| x as usize).collect(), chunk.iter().map(|&x| x as usize).collect()));
             let mut map = HashMap::with_capacity(e.layout.storage.chunks.len());
             for c in &e.layout.storage.chunks {
+                if grid.as_ref().is_some_and(|g| !g.contains(&c.coord)) {
+                    return Err(corrupt(format!("entry {:?} chunk {:?} lies outside its grid of shape {shape:?}", e.name, c.coord)));
+                }
                 let b = blocks
                     .get(&c.address.block_id.0)
                     .map(|&j| &footer.blocks[j])
@@ -119,5 +129,40 @@ fn stale_or(e: object_store::Error, path: &Path) -> Error {
         // The file is gone (a compaction elsewhere deleted this sidecar): stale too.
         object_store::Error::NotFound { .. } => Error::Stale(path.to_string()),
         e => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::footer::{ArrayLayout, Attributes, ChunkEntry, StorageLayout};
+    use crate::format::{BlockId, CodecId, DType};
+
+    fn footer(shape: Vec<u32>, chunk_shape: Vec<u32>, coord: Vec<u32>) -> Footer {
+        let mut f = Footer::empty();
+        f.blocks.push(BlockMeta { id: BlockId(0), file_offset: 0, compressed_size: 8, uncompressed_size: 8, codec: CodecId::None });
+        let address = ChunkAddress { block_id: BlockId(0), offset: 0, size: 8 };
+        let storage = StorageLayout { chunk_shape, chunks: vec![ChunkEntry { coord, address }] };
+        f.entries.push(EntryMeta {
+            name: "a".into(),
+            dtype: DType::Float64,
+            layout: ArrayLayout { shape, dimension_names: vec![], storage },
+            fill_value: None,
+            deleted: false,
+            attributes: Attributes::U16(vec![]),
+        });
+        f
+    }
+
+    /// A chunk shape of 0 (a division by zero in every read) or coordinates outside
+    /// the grid (an index past the array) are refused when the footer is indexed.
+    #[test]
+    fn damaged_layouts_are_refused() {
+        let ok = |f| Layer::from_footer(1, Path::from("a/data.af"), 0, 100, None, f);
+        ok(footer(vec![4], vec![2], vec![1])).unwrap();
+        for (shape, chunk, coord) in [(vec![4], vec![0], vec![0]), (vec![4, 2], vec![2], vec![0]), (vec![4], vec![2], vec![2]), (vec![4], vec![2], vec![0, 0])] {
+            let e = ok(footer(shape.clone(), chunk.clone(), coord.clone())).unwrap_err().to_string();
+            assert!(e.starts_with("a/data.af: invalid footer: entry \"a\""), "{shape:?} {chunk:?} {coord:?}: {e}");
+        }
     }
 }
