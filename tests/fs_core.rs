@@ -235,11 +235,16 @@ async fn sequential_reads_decode_the_next_blocks_ahead() {
     let f = fs.lookup(dir, "big.npy").await.unwrap();
     let o = fs.open(f.ino, libc::O_RDONLY).await.unwrap();
     let decoded = |fs: &AtlasFs| fs.atlas().block_cache().counters.bytes_decoded.load(std::sync::atomic::Ordering::Relaxed);
-    let first = fs.read(o.fh, 0, 128 << 10).await.unwrap();
+    let first = fs.read(o.fh, 0, 1 << 20).await.unwrap();
     let one_block = decoded(&fs);
     assert!(one_block > 0 && one_block <= 8 << 20, "the first read decodes one block ({one_block} bytes)");
-    let second = fs.read(o.fh, first.len() as u64, 128 << 10).await.unwrap();
-    assert_eq!(second.len(), 128 << 10);
+    // The window doubles per sequential read (2, 4, 8 MiB): the third read's reaches
+    // into the second block.
+    let mut at = first.len() as u64;
+    for _ in 0..2 {
+        at += fs.read(o.fh, at, 1 << 20).await.unwrap().len() as u64;
+    }
+    assert_eq!(at, 3 << 20);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while decoded(&fs) < 16 << 20 {
         assert!(std::time::Instant::now() < deadline, "read-ahead did not decode the second block ({} bytes decoded)", decoded(&fs));
@@ -250,6 +255,40 @@ async fn sequential_reads_decode_the_next_blocks_ahead() {
     assert_eq!(f32::from_le_bytes(far.try_into().unwrap()), (rows * cols - 1) as f32);
     assert!(decoded(&fs) <= 16 << 20, "nothing decoded twice: {}", decoded(&fs));
     fs.release(o.fh).await.unwrap();
+}
+
+/// A descriptor open across a refresh that brings another writer's new version of
+/// its array goes on reading the version it opened (whole, never a mix); a new open
+/// reads the new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_descriptors_keep_their_version_across_a_refresh() {
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+    let a = Atlas::create(store.clone(), Path::default(), StoreConfig::default()).await.unwrap();
+    let d = a.create_dataset("d").await.unwrap();
+    d.define_array::<i32>("v", vec!["x".into()], vec![4], Some(vec![2]), None).await.unwrap();
+    d.write_array("v", &[0], ArrayD::from_shape_vec(IxDyn(&[4]), vec![1, 2, 3, 4]).unwrap().view()).await.unwrap();
+    a.flush().await.unwrap();
+    let fs = AtlasFs::new(Atlas::open(store.clone(), Path::default()).await.unwrap(), FsConfig::default());
+    let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    let f = fs.lookup(dir, "v.npy").await.unwrap();
+    let o = fs.open(f.ino, libc::O_RDONLY).await.unwrap();
+    let head = (f.size - 16) as u32;
+    let first = fs.read(o.fh, 0, head + 8).await.unwrap();
+
+    let other = Atlas::open(store.clone(), Path::default()).await.unwrap();
+    other.open_dataset("d").await.unwrap().write_array("v", &[0], ArrayD::from_shape_vec(IxDyn(&[4]), vec![10, 20, 30, 40]).unwrap().view()).await.unwrap();
+    other.flush().await.unwrap();
+    assert_eq!(fs.refresh().await.unwrap(), ["d"]);
+
+    let rest = fs.read(o.fh, (head + 8) as u64, 8).await.unwrap();
+    let ints = |b: &[u8]| b.chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>();
+    let mut whole = first.clone();
+    whole.extend_from_slice(&rest);
+    assert_eq!(ints(&whole[head as usize..]), [1, 2, 3, 4], "the open descriptor reads the version it opened");
+    assert_eq!(ints(&fs.read(o.fh, head as u64, 16).await.unwrap()), [1, 2, 3, 4], "re-reading it too");
+    fs.release(o.fh).await.unwrap();
+    let now = read_all(&fs, "d", "v.npy").await.unwrap();
+    assert_eq!(ints(&now[head as usize..]), [10, 20, 30, 40], "a new open reads the new version");
 }
 
 /// Two truncating opens of one name each stage their own bytes: both writes succeed

@@ -846,7 +846,8 @@ fn s8_two_daemons_on_one_bucket() {
         }
     }
 
-    // The same dataset from both sides: first flush wins, the second gets EBUSY.
+    // The same dataset from both sides: first flush wins, the second gets EBUSY and
+    // its version is kept as a conflicted copy: neither side's values are lost.
     std::fs::write(a.mp().join("both/x.npy"), npy_i64(&[1, 1, 1])).unwrap();
     std::fs::write(b.mp().join("both/x.npy"), npy_i64(&[2, 2, 2])).unwrap();
     std::fs::write(a.mp().join(".atlasfs/flush"), b"1").expect("first writer's flush");
@@ -856,6 +857,13 @@ fn s8_two_daemons_on_one_bucket() {
     assert!(got.is_empty());
     assert_eq!(i64s_of(&std::fs::read(ctx.path("x_now.npy")).unwrap(), 3), [1, 1, 1], "the first writer's values stand");
     assert!(log_text(&b).contains("conflict"), "the losing daemon logs the conflict:\n{}", log_text(&b));
+    let copies: Vec<String> =
+        std::fs::read_dir(b.mp()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("both.conflict-")).collect();
+    assert_eq!(copies.len(), 1, "the losing mount shows one conflicted copy of `both`: {copies:?}");
+    assert_eq!(i64s_of(&std::fs::read(b.mp().join(&copies[0]).join("x.npy")).unwrap(), 3), [2, 2, 2], "the copy holds the second writer's values");
+    assert_eq!(i64s_of(&std::fs::read(b.mp().join("both/x.npy")).unwrap(), 3), [1, 1, 1], "and `both` shows the first writer's, there too");
+    assert!(log_text(&b).contains(&copies[0]), "the log names the copy:\n{}", log_text(&b));
+    std::fs::write(b.mp().join(".atlasfs/flush"), b"1").expect("flushing again succeeds: nothing is left pending");
     a.unmount();
     b.unmount();
 
@@ -881,11 +889,14 @@ for who, tag in (("a", 1), ("b", 2)):
     for i in range(5):
         got = a.open_dataset(f"{who}{i}").read_array("v")
         assert got.dtype == np.int64 and list(got) == [i, i * 10, tag], (who, i, got)
+copy = [n for n in a.list_datasets() if n.startswith("both.conflict-")]
+assert list(a.open_dataset("both").read_array("x")) == [1, 1, 1]
+assert len(copy) == 1 and list(a.open_dataset(copy[0]).read_array("x")) == [2, 2, 2], copy
 print(len(a.list_datasets()))
 "#;
     let out = Command::new(common::python()).arg("-c").arg(script).arg(&copy).output().unwrap();
     assert!(out.status.success(), "atlas-python on the bucket's objects: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "11", "datasets: a0..a4, b0..b4, both");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "12", "datasets: a0..a4, b0..b4, both and its conflicted copy");
     let listing = String::from_utf8(cli(&["ls", url])).unwrap();
     for who in ["a", "b"] {
         for i in 0..5 {

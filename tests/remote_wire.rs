@@ -34,6 +34,8 @@ struct Wire {
     heads: AtomicU64,
     lists: AtomicU64,
     puts: AtomicU64,
+    /// Bytes returned by GETs.
+    bytes: AtomicU64,
     latency_ms: AtomicU64,
     fail_on: parking_lot::Mutex<Option<String>>,
 }
@@ -59,14 +61,14 @@ impl Wire {
     }
 
     fn reset(&self) {
-        for c in [&self.gets, &self.heads, &self.lists, &self.puts] {
+        for c in [&self.gets, &self.heads, &self.lists, &self.puts, &self.bytes] {
             c.store(0, Ordering::Relaxed);
         }
     }
 
     fn counts(&self) -> String {
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        format!("GET {} HEAD {} LIST {} PUT {}", l(&self.gets), l(&self.heads), l(&self.lists), l(&self.puts))
+        format!("GET {} ({} bytes) HEAD {} LIST {} PUT {}", l(&self.gets), l(&self.bytes), l(&self.heads), l(&self.lists), l(&self.puts))
     }
 }
 
@@ -95,7 +97,9 @@ impl ObjectStore for WiredStore {
         {
             return Err(object_store::Error::Generic { store: "Wired", source: format!("injected failure reading {location}").into() });
         }
-        self.inner.get_opts(location, options).await
+        let got = self.inner.get_opts(location, options).await?;
+        self.wire.bytes.fetch_add(got.range.end - got.range.start, Ordering::Relaxed);
+        Ok(got)
     }
 
     fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
@@ -251,4 +255,104 @@ fn one_array_across_1000_datasets_over_a_counted_slow_failing_wire() {
     *wire.fail_on.lock() = None;
     assert_eq!(npy_f32(&std::fs::read(m.path("d0000/w.npy")).unwrap(), 3), [7., 8., 9.], "the file reads once the store does");
     drop(m);
+}
+
+/// `--cache-dir`: a second mount of the same bucket reads its blocks from local
+/// disk; a damaged entry is refetched, never served.
+#[test]
+fn a_cache_dir_serves_the_next_mount_from_disk() {
+    assert!(FsPath::new("/dev/fuse").exists(), "/dev/fuse is missing: this test mounts a real FUSE filesystem");
+    let server = moto::MotoServer::start("diskcache");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    let wire = Arc::new(Wire::default());
+    let store: Arc<dyn ObjectStore> = Arc::new(WiredStore { inner: server.store(), wire: wire.clone() });
+    let prefix = Path::from("store");
+    // 24 MiB of f32 that barely compresses, in 1 MiB chunks: several ~8 MiB blocks.
+    let n = 6 << 20;
+    let big: Vec<f32> = (0..n as u64).map(|i| f32::from_bits(0x3f80_0000 | ((i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 41) as u32))).collect();
+    rt.block_on(async {
+        let a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
+        let d = a.create_dataset("big").await.unwrap();
+        d.define_array::<f32>("x", vec!["i".into()], vec![n], Some(vec![1 << 18]), None).await.unwrap();
+        d.write_array("x", &[0], ArrayD::from_shape_vec(IxDyn(&[n]), big.clone()).unwrap().view()).await.unwrap();
+        a.flush().await.unwrap();
+    });
+    let cache_dir = tempfile::tempdir().unwrap();
+    let options = || atlasfs::StoreOptions { disk_cache: Some((cache_dir.path().to_path_buf(), 1 << 30)), ..Default::default() };
+    let read = |m: &InProcessMount| {
+        let got = std::fs::read(m.path("big/x.npy")).unwrap();
+        assert!(npy_f32(&got, n) == big, "big/x.npy differs from what was written");
+    };
+
+    wire.reset();
+    let atlas = rt.block_on(Atlas::open_with(store.clone(), prefix.clone(), options())).unwrap();
+    let m = InProcessMount::start(atlas, &rt);
+    read(&m);
+    drop(m);
+    let (cold_gets, cold_bytes) = (wire.gets.load(Ordering::Relaxed), wire.bytes.load(Ordering::Relaxed));
+    let cold = wire.counts();
+
+    // A fresh process's view: new store handle, new memory cache, same directory.
+    wire.reset();
+    let atlas = rt.block_on(Atlas::open_with(store.clone(), prefix.clone(), options())).unwrap();
+    let m = InProcessMount::start(atlas.clone(), &rt);
+    read(&m);
+    let hits = atlas.block_cache().disk.as_ref().unwrap().counters.hits.load(Ordering::Relaxed);
+    drop(m);
+    let warm = wire.counts();
+    println!("24 MiB array over S3: first mount {cold}; second mount with --cache-dir {warm}; {hits} blocks from disk");
+    assert!(hits >= 3, "the second mount should find its blocks on disk ({hits} hits)");
+    assert_eq!(wire.gets.load(Ordering::Relaxed), cold_gets - hits, "every block found on disk is a GET saved: {cold} then {warm}");
+    assert!(wire.bytes.load(Ordering::Relaxed) < cold_bytes / 10, "the second mount should fetch only metadata and footers: {cold} then {warm}");
+    drop(atlas);
+
+    // Damage every entry: each is a miss (checksum), refetched, and the data is right.
+    for sub in std::fs::read_dir(cache_dir.path()).unwrap().flatten().filter(|e| e.file_name().len() == 2) {
+        for e in std::fs::read_dir(sub.path()).unwrap().flatten() {
+            let mut b = std::fs::read(e.path()).unwrap();
+            let last = b.len() - 1;
+            b[last] ^= 0xff;
+            std::fs::write(e.path(), b).unwrap();
+        }
+    }
+    wire.reset();
+    let atlas = rt.block_on(Atlas::open_with(store.clone(), prefix.clone(), options())).unwrap();
+    let m = InProcessMount::start(atlas, &rt);
+    read(&m);
+    drop(m);
+    assert_eq!(wire.gets.load(Ordering::Relaxed), cold_gets, "damaged entries are refetched: {}", wire.counts());
+}
+
+/// A read that needs several adjacent blocks of one layer fetches them with one
+/// ranged GET per run (up to 8 MiB), not one per block.
+#[test]
+fn adjacent_blocks_of_one_read_are_fetched_together() {
+    let server = moto::MotoServer::start("coalesce");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let wire = Arc::new(Wire::default());
+    let store: Arc<dyn ObjectStore> = Arc::new(WiredStore { inner: server.store(), wire: wire.clone() });
+    let prefix = Path::from("store");
+    // 48 MiB of f32 that compresses well: six ~8 MiB blocks of a few kB each, adjacent.
+    let n = 12 << 20;
+    let data: Vec<f32> = (0..n).map(|i| (i / 4096) as f32).collect();
+    rt.block_on(async {
+        let a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
+        let d = a.create_dataset("d").await.unwrap();
+        d.define_array::<f32>("x", vec!["i".into()], vec![n], Some(vec![1 << 18]), None).await.unwrap();
+        d.write_array("x", &[0], ArrayD::from_shape_vec(IxDyn(&[n]), data.clone()).unwrap().view()).await.unwrap();
+        a.flush().await.unwrap();
+    });
+    rt.block_on(async {
+        let a = Atlas::open(store.clone(), prefix.clone()).await.unwrap();
+        let d = a.open_dataset("d").await.unwrap();
+        // Opening the array file alone (footers, stats) is the baseline.
+        d.read_array::<f32>("x", &[0], &[1]).await.unwrap();
+        let blocks = a.info().await.unwrap();
+        wire.reset();
+        let got = d.read_array::<f32>("x", &[0], &[n]).await.unwrap().unwrap();
+        assert!(got.as_slice().unwrap() == &data[..], "x differs from what was written");
+        let gets = wire.gets.load(Ordering::Relaxed);
+        println!("48 MiB in six adjacent blocks: {} after the first block was cached; {:?}", wire.counts(), blocks.arrays);
+        assert_eq!(gets, 1, "the five uncached adjacent blocks should come in one GET: {}", wire.counts());
+    });
 }

@@ -40,6 +40,16 @@ pub struct Args {
     /// Budget of the decoded-block cache, in bytes (suffixes K, M, G allowed).
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub cache_size: u64,
+    /// Keep fetched blocks in this directory, across mounts (worth it for remote
+    /// stores). One mount at a time may use a directory.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Size limit of `--cache-dir`; the least recently used blocks go first.
+    #[arg(long, default_value = "10G", value_parser = parse_size, value_name = "SIZE")]
+    pub cache_dir_size: u64,
+    /// Largest read-ahead window of a sequential reader (default 16M, 64M for remote stores).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub read_ahead: Option<u64>,
     /// Create the store if the location holds none.
     #[arg(long)]
     pub create: bool,
@@ -130,7 +140,8 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
     if !a.foreground {
         return daemonize(&a);
     }
-    let options = StoreOptions { block_cache_bytes: a.cache_size, ..StoreOptions::default() };
+    let disk_cache = a.cache_dir.clone().map(|d| (d, a.cache_dir_size));
+    let options = StoreOptions { block_cache_bytes: a.cache_size, disk_cache, ..StoreOptions::default() };
     let location = super::location(&a.store)?;
     let shown = location.redacted();
     let atlas = rt.block_on(async {
@@ -143,7 +154,9 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         }
         super::open_store_with(&a.store, options).await
     })?;
-    let mut cfg = FsConfig { read_only: a.read_only, ttl: Duration::from_secs_f64(a.ttl.max(0.0)), ..FsConfig::default() };
+    // A remote block costs a round trip: read further ahead to keep it hidden.
+    let read_ahead_bytes = a.read_ahead.unwrap_or(if location.is_remote() { 64 << 20 } else { 16 << 20 });
+    let mut cfg = FsConfig { read_only: a.read_only, ttl: Duration::from_secs_f64(a.ttl.max(0.0)), read_ahead_bytes, ..FsConfig::default() };
     if let Some(u) = a.uid {
         cfg.uid = u;
     }

@@ -51,11 +51,20 @@ pub struct FsConfig {
     pub chunk_target_bytes: usize,
     /// How long the kernel may cache attributes and names.
     pub ttl: Duration,
+    /// Largest read-ahead window of a sequential reader (see `READ_AHEAD_START`).
+    pub read_ahead_bytes: u64,
 }
 
 impl Default for FsConfig {
     fn default() -> Self {
-        FsConfig { read_only: false, uid: unsafe { libc::geteuid() }, gid: unsafe { libc::getegid() }, chunk_target_bytes: 4 << 20, ttl: Duration::from_secs(1) }
+        FsConfig {
+            read_only: false,
+            uid: unsafe { libc::geteuid() },
+            gid: unsafe { libc::getegid() },
+            chunk_target_bytes: 4 << 20,
+            ttl: Duration::from_secs(1),
+            read_ahead_bytes: 16 << 20,
+        }
     }
 }
 
@@ -198,6 +207,8 @@ enum Handle {
         arr: String,
         /// Where the last read ended: a read that starts there is sequential.
         next: AtomicU64,
+        /// The current read-ahead window: grows while reads are sequential, gone on a seek.
+        window: AtomicU64,
         /// Set when the array is replaced or deleted while this descriptor is open.
         frozen: Mutex<Option<Arc<Frozen>>>,
         /// The inode opened, which `fstat` asks about after a rename over it.
@@ -236,9 +247,12 @@ enum Handle {
 
 pub type Listing = Arc<Vec<(String, NodeAttr)>>;
 
-/// How far ahead of a sequential reader blocks are decoded: two of atlas's 8 MiB
-/// blocks, so both cores can decode while the reader consumes the current one.
-const READ_AHEAD_BYTES: u64 = 16 << 20;
+/// How far ahead of a sequential reader blocks are fetched and decoded: a window that
+/// starts here and doubles with every sequential read up to `FsConfig::read_ahead_bytes`
+/// (16 MiB, two of atlas's 8 MiB blocks, so both cores decode while the reader
+/// consumes; more for remote stores, to cover the round trip). A seek closes it:
+/// random readers fetch only what they ask for.
+const READ_AHEAD_START: u64 = 2 << 20;
 
 /// A `.npy` rendering of a string array, computed once per store version.
 struct StringNpy {
@@ -590,14 +604,19 @@ impl AtlasFs {
     /// The whole `.npy` of `ds/arr` as it is now, in a temp file.
     async fn copy_out(&self, ds: &str, arr: &str) -> FsResult<Frozen> {
         let schema = self.schema(ds, arr).ok_or_else(|| FsError::noent(format!("{ds}/{arr}.npy")))?;
-        let len = self.npy_size(ds, arr, &schema).await?;
+        self.copy_out_as(ds, arr, &schema, false).await
+    }
+
+    /// [`copy_out`](Self::copy_out) of the version `schema` describes (see `read_array_bytes_as`).
+    async fn copy_out_as(&self, ds: &str, arr: &str, schema: &ArraySchema, before_refresh: bool) -> FsResult<Frozen> {
+        let len = self.npy_size(ds, arr, schema).await?;
         if len > FREEZE_MAX_BYTES {
             return Err(FsError::new(libc::EFBIG, format!("{ds}/{arr}.npy is {len} bytes, over the {FREEZE_MAX_BYTES} kept aside")));
         }
         let file = tempfile::tempfile()?;
         let mut off = 0u64;
         while off < len {
-            let part = self.read_array_bytes(ds, arr, off, (len - off).min(8 << 20)).await?;
+            let part = self.read_array_bytes_as(ds, arr, schema, off, (len - off).min(8 << 20), before_refresh).await?;
             if part.is_empty() {
                 break;
             }
@@ -885,7 +904,7 @@ impl AtlasFs {
                 let keep_cache = self.cached_gen.lock().insert(ino, generation) == Some(generation);
                 self.opened.lock().insert((ds.clone(), arr.clone()), std::time::Instant::now());
                 Ok(Opened {
-                    fh: self.new_handle(Handle::Array { ds, arr, next: AtomicU64::new(0), frozen: Mutex::new(None), ino }),
+                    fh: self.new_handle(Handle::Array { ds, arr, next: AtomicU64::new(0), window: AtomicU64::new(0), frozen: Mutex::new(None), ino }),
                     direct_io: false,
                     keep_cache,
                     read_only: !write,
@@ -902,7 +921,7 @@ impl AtlasFs {
         }
         let t = self.tombstones.lock();
         let t = t.get(&ino).filter(|t| t.at.elapsed() < Duration::from_secs(TOMBSTONE_SECS))?;
-        let h = Handle::Array { ds: t.ds.clone(), arr: t.arr.clone(), next: AtomicU64::new(0), frozen: Mutex::new(Some(t.frozen.clone())), ino };
+        let h = Handle::Array { ds: t.ds.clone(), arr: t.arr.clone(), next: AtomicU64::new(0), window: AtomicU64::new(0), frozen: Mutex::new(Some(t.frozen.clone())), ino };
         Some(Opened { fh: self.new_handle(h), direct_io: false, keep_cache: false, read_only: true })
     }
 
@@ -941,7 +960,7 @@ impl AtlasFs {
         let h = self.handle(fh)?;
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
         let out = match &*h {
-            Handle::Array { ds, arr, next, frozen, .. } => {
+            Handle::Array { ds, arr, next, window, frozen, .. } => {
                 if let Some(f) = frozen.lock().clone() {
                     return read_frozen(&f, offset, size);
                 }
@@ -953,7 +972,12 @@ impl AtlasFs {
                 }
                 let end = offset + out.len() as u64;
                 if next.swap(end, Ordering::Relaxed) == offset && !out.is_empty() {
-                    self.read_ahead(ds, arr, end).await;
+                    let w = window.load(Ordering::Relaxed);
+                    let w = if w == 0 { READ_AHEAD_START } else { (w * 2).min(self.cfg.read_ahead_bytes.max(READ_AHEAD_START)) };
+                    window.store(w, Ordering::Relaxed);
+                    self.read_ahead(ds, arr, end, w).await;
+                } else {
+                    window.store(0, Ordering::Relaxed);
                 }
                 out
             }
@@ -990,12 +1014,12 @@ impl AtlasFs {
 
     /// Bytes `[offset, offset+len)` of an array's `.npy` form.
     /// A sequential reader of `ds/arr.npy` has reached byte `from`: start decoding the
-    /// blocks of the next `READ_AHEAD_BYTES` so they are ready when it gets there.
-    async fn read_ahead(&self, ds: &str, arr: &str, from: u64) {
+    /// blocks of the next `window` bytes so they are ready when it gets there.
+    async fn read_ahead(&self, ds: &str, arr: &str, from: u64, window: u64) {
         let Some(schema) = self.schema(ds, arr) else { return };
         let Ok((header, el, size)) = self.npy_layout(&schema) else { return };
         let h = header.len() as u64;
-        let (d0, d1) = (from.max(h) - h, (from + READ_AHEAD_BYTES).min(size).saturating_sub(h));
+        let (d0, d1) = (from.max(h) - h, (from + window).min(size).saturating_sub(h));
         if d0 >= d1 {
             return;
         }
@@ -1009,13 +1033,19 @@ impl AtlasFs {
 
     pub async fn read_array_bytes(&self, ds: &str, arr: &str, offset: u64, len: u64) -> FsResult<Vec<u8>> {
         let schema = self.schema(ds, arr).ok_or_else(|| FsError::noent(format!("{ds}/{arr}.npy")))?;
+        self.read_array_bytes_as(ds, arr, &schema, offset, len, false).await
+    }
+
+    /// Bytes of the `.npy` form of `ds/arr` with the shape `schema`; with
+    /// `before_refresh`, of the data as it was before the last refresh.
+    async fn read_array_bytes_as(&self, ds: &str, arr: &str, schema: &ArraySchema, offset: u64, len: u64, before_refresh: bool) -> FsResult<Vec<u8>> {
         if schema.dtype.is_variable_length() {
             let all = self.string_npy(ds, arr).await?;
             let start = (offset as usize).min(all.len());
             let end = (start + len as usize).min(all.len());
             return Ok(all[start..end].to_vec());
         }
-        let (header, el, size) = self.npy_layout(&schema)?;
+        let (header, el, size) = self.npy_layout(schema)?;
         let end = (offset + len).min(size);
         if offset >= end {
             return Ok(vec![]);
@@ -1034,7 +1064,7 @@ impl AtlasFs {
         let view = self.atlas.open_dataset(ds).await?;
         let mut data = Vec::with_capacity((e1 - e0) * el);
         for (start, extent) in element_range_boxes(&schema.shape, e0, e1) {
-            match view.read_region_exact(arr, &start, &extent).await? {
+            match view.read_region_as(arr, &start, &extent, before_refresh).await? {
                 Cells::Fixed { bytes, .. } => data.extend_from_slice(&bytes),
                 Cells::Var(_) => return Err(FsError::io("fixed-width array returned string cells")),
             }
@@ -1102,8 +1132,72 @@ impl AtlasFs {
     /// arrays of every dataset that changed get a new generation, so the kernel drops
     /// their cached pages and attributes. Returns the datasets that changed.
     pub async fn refresh(&self) -> FsResult<Vec<String>> {
+        // Descriptors open on arrays, with the shape they opened with: if a refresh
+        // brings another writer's version, they go on reading the one they opened.
+        let open: Vec<(Arc<Handle>, String, String, Option<ArraySchema>)> = self
+            .handles
+            .lock()
+            .values()
+            .filter_map(|h| match &**h {
+                Handle::Array { ds, arr, frozen, .. } if frozen.lock().is_none() => Some((h.clone(), ds.clone(), arr.clone(), self.schema(ds, arr))),
+                _ => None,
+            })
+            .collect();
         let changed = self.atlas.refresh().await?;
-        for ds in &changed {
+        if !changed.is_empty() && !open.is_empty() {
+            self.freeze_for_refresh(open, &changed).await;
+        }
+        self.forget_datasets(&changed);
+        if !changed.is_empty() {
+            self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(datasets = changed.len(), "picked up changes flushed by another writer");
+        }
+        Ok(changed)
+    }
+
+    /// After a refresh: descriptors open on an array it changed get a copy of the
+    /// version they opened (one per array), as on a local filesystem where a file
+    /// replaced by rename keeps its old contents for those who have it open.
+    async fn freeze_for_refresh(&self, open: Vec<(Arc<Handle>, String, String, Option<ArraySchema>)>, changed: &[String]) {
+        let mut copies: HashMap<(String, String), Arc<Frozen>> = HashMap::new();
+        for (h, ds, arr, old) in open {
+            if !changed.contains(&ds) {
+                continue;
+            }
+            let Some(old) = old else { continue };
+            let now = self.schema(&ds, &arr);
+            let data_changed = match self.atlas.file(&arr).await {
+                Ok(f) => f.read().await.refreshed(&ds),
+                Err(_) => true,
+            };
+            if now.as_ref() == Some(&old) && !data_changed {
+                continue;
+            }
+            let key = (ds.clone(), arr.clone());
+            let cached = copies.get(&key).cloned();
+            let frozen = match cached {
+                Some(f) => f,
+                None => {
+                    let f = Arc::new(match self.copy_out_as(&ds, &arr, &old, true).await {
+                        Ok(f) => f,
+                        Err(e) => {
+                            tracing::warn!(dataset = %ds, array = %arr, error = %e, "cannot keep the version open descriptors read; their reads fail with ESTALE");
+                            Frozen::Gone
+                        }
+                    });
+                    copies.insert(key, f.clone());
+                    f
+                }
+            };
+            if let Handle::Array { frozen: f, .. } = &*h {
+                f.lock().get_or_insert(frozen);
+            }
+        }
+    }
+
+    /// Drops what the kernel cached of datasets that changed under us.
+    fn forget_datasets(&self, changed: &[String]) {
+        for ds in changed {
             let mut arrays: Vec<String> = self.atlas.dataset_meta(ds).map(|m| m.arrays.keys().cloned().collect()).unwrap_or_default();
             // Arrays the other writer removed were known here by their generation.
             arrays.extend(self.generations.lock().keys().filter(|(d, _)| d == ds).map(|(_, a)| a.clone()));
@@ -1120,11 +1214,6 @@ impl AtlasFs {
             // A new dataset may sit in the kernel's cache as a negative entry.
             self.invalidate(Invalidate::Entry { parent: ROOT_INO, name: ds.clone() });
         }
-        if !changed.is_empty() {
-            self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(datasets = changed.len(), "picked up changes flushed by another writer");
-        }
-        Ok(changed)
     }
 
     /// The durability boundary.
@@ -1132,7 +1221,15 @@ impl AtlasFs {
         if self.cfg.read_only {
             return Ok(());
         }
-        self.atlas.flush().await?;
+        // A flush first picks up other writers' flushes; doing it here, through the
+        // refresh that keeps open descriptors on their version, costs one HEAD.
+        if let Err(e) = self.refresh().await {
+            tracing::debug!(error = %e, "refresh before flush failed; the flush retries it");
+        }
+        let flushed = self.atlas.flush().await;
+        // A flush also picks up other writers' changes (and may fork conflicted copies).
+        self.forget_datasets(&self.atlas.take_noticed());
+        flushed?;
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
         self.counters.last_flush_unix.store(unix_now(), Ordering::Relaxed);
         Ok(())
@@ -1666,6 +1763,11 @@ impl AtlasFs {
                 "bytes_fetched": l(&bc.bytes_fetched), "bytes_decoded": l(&bc.bytes_decoded),
                 "decoded_bytes_held": self.atlas.block_cache().weighted_size(),
             },
+            "disk_cache": self.atlas.block_cache().disk.as_ref().map(|d| serde_json::json!({
+                "hits": l(&d.counters.hits), "misses": l(&d.counters.misses),
+                "bytes_written": l(&d.counters.bytes_written), "evictions": l(&d.counters.evictions),
+                "bytes_held": d.size(),
+            })),
             "reads": l(&c.reads), "bytes_read": l(&c.bytes_read),
             "writes": l(&c.writes), "bytes_written": l(&c.bytes_written),
             "arrays_committed": l(&c.commits),

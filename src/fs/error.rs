@@ -52,7 +52,7 @@ impl From<StoreError> for FsError {
             StoreError::Unsupported(_) => libc::EINVAL,
             StoreError::Conflict(_) => libc::EBUSY,
             StoreError::Stale(_) => libc::ESTALE,
-            StoreError::Corrupt { .. } | StoreError::Meta { .. } | StoreError::Io(_) | StoreError::ObjectStore(_) => libc::EIO,
+            StoreError::Corrupt { .. } | StoreError::Meta { .. } | StoreError::Io(_) | StoreError::ObjectStore(_) | StoreError::DiskCache(_) => libc::EIO,
         };
         FsError::new(errno, e.to_string())
     }

@@ -22,14 +22,14 @@
 //! Pending writes are packed into blocks as they arrive; closed blocks spill to an
 //! anonymous temp file, so memory holds at most one open block per array file.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use indexmap::IndexMap;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
@@ -186,16 +186,42 @@ pub struct FileInfo {
 }
 
 /// Reads and indexes the footers of `(overlay number, path)` layers, a few at once, in order.
-async fn load_layers(store: &Arc<dyn ObjectStore>, to_load: Vec<(u32, Path)>) -> Result<Vec<Arc<Layer>>> {
-    futures::stream::iter(to_load)
+/// Files without a trailer (torn writes, see [`super::layer::is_incomplete`]) are
+/// returned apart, so that one crashed flush cannot make the array unreadable.
+async fn load_layers(store: &Arc<dyn ObjectStore>, to_load: Vec<(u32, Path)>) -> Result<(Vec<Arc<Layer>>, Vec<(u32, Path)>)> {
+    let loaded: Vec<(u32, Path, Result<Layer>)> = futures::stream::iter(to_load)
         .map(|(n, p)| {
             let store = store.clone();
-            async move { Layer::load(&*store, p, n).await.map(Arc::new) }
+            async move { (n, p.clone(), Layer::load(&*store, p, n).await) }
         })
         .buffered(8)
-        .try_collect()
-        .await
+        .collect()
+        .await;
+    let (mut layers, mut incomplete) = (vec![], vec![]);
+    let empty_base = encode_footer(&Footer::empty()).len() as u64;
+    for (n, p, r) in loaded {
+        // A base holds every compacted value, and compaction replaces it by a checked
+        // rename, so a base without its trailer is damage to report, not a leftover to
+        // skip, except when it is shorter than the empty base: that is the one base a
+        // flush writes (empty, before the first sidecar), torn, and it held nothing.
+        let skip = match &r {
+            Err(e) if super::layer::is_incomplete(e) => n > 0 || store.head(&p).await.is_ok_and(|m| m.size < empty_base),
+            _ => false,
+        };
+        match r {
+            Ok(l) => layers.push(Arc::new(l)),
+            Err(_) if skip => {
+                tracing::warn!(file = %p, "layer file without its trailer (a torn write of a flush that did not complete): ignored; the next compaction removes it");
+                incomplete.push((n, p));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((layers, incomplete))
 }
+
+/// What the metadata file says one dataset's entry is: dtype, shape, chunk shape.
+pub type CommittedGrid = (DType, Vec<usize>, Vec<usize>);
 
 pub struct ArrayFile {
     pub array: String,
@@ -211,8 +237,17 @@ pub struct ArrayFile {
     stats_error: Option<String>,
     stats_dirty: bool,
     /// Datasets another writer wrote (seen by a refresh) while they had unflushed
-    /// changes here: the next flush reports them as a conflict, once.
-    clashes: std::collections::BTreeSet<String>,
+    /// changes here, with the overlays that hold the other writer's version: the
+    /// next flush saves the changes made here as a conflicted copy (`fork_entry`).
+    clashes: std::collections::BTreeMap<String, BTreeSet<u32>>,
+    /// Entries the last refresh loaded new sidecars for, with those sidecars: what
+    /// a reader that opened before it read is that entry without them.
+    recent: HashMap<String, BTreeSet<u32>>,
+    /// Sidecars of a flush that did not complete (see [`Self::set_aside_uncommitted`]).
+    set_aside: Vec<Arc<Layer>>,
+    /// Files ignored by refreshes: set-aside sidecars and torn layer files, by overlay
+    /// number, with their ETags (a changed file is looked at again).
+    ignored: std::collections::BTreeMap<u32, (Path, Option<String>)>,
 }
 
 fn sidecar_number(file_name: &str) -> Option<u32> {
@@ -230,7 +265,9 @@ impl ArrayFile {
         let mut numbered = vec![];
         let mut base = None;
         let mut stats_path = None;
+        let mut tags = HashMap::new();
         for obj in listing.objects {
+            tags.insert(obj.location.clone(), obj.e_tag.clone());
             let Some(name) = obj.location.filename() else { continue };
             if name == BASE_NAME {
                 base = Some(obj.location.clone());
@@ -252,7 +289,7 @@ impl ArrayFile {
         }
         let base_exists = base.is_some();
         let to_load: Vec<(u32, Path)> = base.map(|p| (0, p)).into_iter().chain(numbered).collect();
-        let layers = load_layers(&store, to_load).await?;
+        let (layers, incomplete) = load_layers(&store, to_load).await?;
         let (stats, stats_error) = match stats_path {
             None => (IndexMap::new(), None),
             Some(p) => match async { Ok::<_, Error>(store.get(&p).await?.bytes().await?) }.await {
@@ -279,7 +316,49 @@ impl ArrayFile {
             stats_error,
             stats_dirty: false,
             clashes: Default::default(),
+            recent: HashMap::new(),
+            set_aside: vec![],
+            ignored: incomplete.into_iter().map(|(n, p)| (n, (p.clone(), tags.get(&p).cloned().flatten()))).collect(),
         })
+    }
+
+    /// Sets aside the sidecars of a flush whose metadata file was never written (the
+    /// writer died between the two): the metadata file is the commit point, but a
+    /// sidecar is visible as soon as it exists. One sidecar is one flush of this array
+    /// file, so when its entry for a dataset contradicts `committed` (what the metadata
+    /// says each dataset's copy of this array is) — another shape, dtype or chunk
+    /// shape, or a tombstone of an array the metadata still lists — the whole sidecar
+    /// is uncommitted. Without this, such a store read the acknowledged array with the
+    /// unacknowledged shape and failed ("read region outside"), and a compaction made
+    /// the unacknowledged version permanent. Entries with pending changes are skipped
+    /// (the pending layer decides them). Every held layer is judged again, so a
+    /// sidecar set aside before a metadata merge comes back once the metadata agrees.
+    pub fn set_aside_uncommitted(&mut self, committed: &HashMap<String, CommittedGrid>) {
+        for l in std::mem::take(&mut self.set_aside) {
+            self.ignored.remove(&l.overlay);
+            self.layers.push(l);
+        }
+        self.layers.sort_by_key(|l| l.overlay);
+        loop {
+            let mut newest_bad: Option<usize> = None;
+            for (name, (dtype, shape, chunk)) in committed {
+                if self.pending.entries.contains_key(name) {
+                    continue;
+                }
+                let Some((i, l)) = self.layers.iter().enumerate().rev().find(|(_, l)| l.mentions(name)) else { continue };
+                let e = l.entry(name).expect("mentioned");
+                let s = EntrySpec::from_meta(e);
+                let agrees = !e.deleted && s.dtype == *dtype && s.shape == *shape && s.chunk_shape == *chunk;
+                if l.overlay > 0 && !agrees {
+                    newest_bad = newest_bad.max(Some(i));
+                }
+            }
+            let Some(i) = newest_bad else { break };
+            let l = self.layers.remove(i);
+            tracing::warn!(file = %l.path, "sidecar of a flush whose metadata was never written: set aside (its writes were not acknowledged); the next compaction removes it");
+            self.ignored.insert(l.overlay, (l.path.clone(), l.e_tag.clone()));
+            self.set_aside.push(l);
+        }
     }
 
     pub fn has_pending(&self) -> bool {
@@ -293,6 +372,11 @@ impl ArrayFile {
 
     /// Layers, newest first, that hold `name`'s current version; `None` if deleted or absent.
     fn resolve(&self, name: &str) -> Option<Resolved> {
+        self.resolve_excluding(name, &BTreeSet::new())
+    }
+
+    /// As [`resolve`](Self::resolve), as if the layers numbered in `skip` did not exist.
+    fn resolve_excluding(&self, name: &str, skip: &BTreeSet<u32>) -> Option<Resolved> {
         let mut spec: Option<EntrySpec> = None;
         let mut in_pending = false;
         if let Some(p) = self.pending.entries.get(name) {
@@ -306,7 +390,7 @@ impl ArrayFile {
             }
         }
         let mut layers = vec![];
-        for l in self.layers.iter().rev() {
+        for l in self.layers.iter().rev().filter(|l| !skip.contains(&l.overlay)) {
             let Some(e) = l.entry(name) else { continue };
             if e.deleted {
                 break;
@@ -368,7 +452,7 @@ impl ArrayFile {
             }
             ChunkLoc::Layer(l, a) => {
                 let b = l.block(a.block_id.0).expect("addresses were validated when the layer was indexed").clone();
-                let block = self.cache.block((l.id, b.id.0), &b.codec, b.uncompressed_size, l.path.as_ref(), l.fetch_block(&*self.store, &b)).await?;
+                let block = self.cache.layer_block(&*self.store, l, &b).await?;
                 (block, *a)
             }
         };
@@ -399,6 +483,23 @@ impl ArrayFile {
     /// Reads the box `start .. start+extent` of an entry into C-order cells.
     pub async fn read_region(&self, name: &str, start: &[usize], extent: &[usize]) -> Result<Cells> {
         let r = self.resolve(name).ok_or_else(|| self.not_found(name))?;
+        self.read_resolved(&r, name, start, extent).await
+    }
+
+    /// Whether the last refresh loaded other writers' data for the entry.
+    pub fn refreshed(&self, name: &str) -> bool {
+        self.recent.contains_key(name)
+    }
+
+    /// Reads a box of the entry as it was before the last refresh loaded other
+    /// writers' sidecars for it (the version a descriptor opened earlier shows).
+    pub async fn read_region_before_refresh(&self, name: &str, start: &[usize], extent: &[usize]) -> Result<Cells> {
+        let skip = self.recent.get(name).cloned().unwrap_or_default();
+        let r = self.resolve_excluding(name, &skip).ok_or_else(|| self.not_found(name))?;
+        self.read_resolved(&r, name, start, extent).await
+    }
+
+    async fn read_resolved(&self, r: &Resolved, name: &str, start: &[usize], extent: &[usize]) -> Result<Cells> {
         let grid = r.spec.grid();
         if start.len() != grid.rank() || extent.len() != grid.rank() || (0..grid.rank()).any(|i| start[i].saturating_add(extent[i]) > r.spec.shape[i]) {
             return Err(Error::Invalid(format!("read region {start:?}+{extent:?} outside {name:?}/{} of shape {:?}", self.array, r.spec.shape)));
@@ -406,8 +507,15 @@ impl ArrayFile {
         let n: usize = extent.iter().product();
         let mut out = Cells::filled(&r.spec.dtype, r.spec.fill.as_ref(), n);
         let coords = grid.overlapping(start, extent);
-        let locs: Vec<(Vec<u32>, ChunkLoc)> = coords.into_iter().map(|c| (c.clone(), self.locate(&r, name, &c))).filter(|(_, l)| !matches!(l, ChunkLoc::Fill)).collect();
-        let mut fetched = futures::stream::iter(locs.iter()).map(|(c, l)| async move { Ok::<_, Error>((c, l, self.chunk_bytes(l).await?)) }).buffer_unordered(16);
+        let locs: Vec<(Vec<u32>, ChunkLoc)> = coords.into_iter().map(|c| (c.clone(), self.locate(r, name, &c))).filter(|(_, l)| !matches!(l, ChunkLoc::Fill)).collect();
+        self.load_layer_blocks(&locs).await?;
+        // Futures built in a loop, not by a closure: a closure's higher-ranked argument
+        // lifetime would keep callers' futures from being provably `Send`.
+        let mut reads = Vec::with_capacity(locs.len());
+        for (c, l) in &locs {
+            reads.push(async move { Ok::<_, Error>((c, l, self.chunk_bytes(l).await?)) });
+        }
+        let mut fetched = futures::stream::iter(reads).buffer_unordered(16);
         while let Some(item) = fetched.next().await {
             let (coord, loc, raw) = item?;
             let raw = raw.expect("fill locations were filtered out");
@@ -437,6 +545,21 @@ impl ArrayFile {
         Ok(out)
     }
 
+    /// Loads the committed blocks behind `locs` with one request per run of adjacent
+    /// uncached blocks in a layer (see [`BlockCache::load_blocks`]).
+    async fn load_layer_blocks(&self, locs: &[(Vec<u32>, ChunkLoc)]) -> Result<()> {
+        let mut by_layer: HashMap<u64, (Arc<Layer>, Vec<crate::format::BlockMeta>)> = HashMap::new();
+        for (_, loc) in locs {
+            if let ChunkLoc::Layer(l, a) = loc {
+                let b = l.block(a.block_id.0).expect("addresses were validated when the layer was indexed").clone();
+                by_layer.entry(l.id).or_insert_with(|| (l.clone(), vec![])).1.push(b);
+            }
+        }
+        let loads = by_layer.values().filter(|(_, bs)| bs.len() > 1).map(|(l, bs)| self.cache.load_blocks(&*self.store, l, bs));
+        futures::future::try_join_all(loads).await?;
+        Ok(())
+    }
+
     /// Starts loading into the decoded cache the committed blocks under the box
     /// `start .. start+extent` (clamped to the entry), without waiting: read-ahead
     /// for sequential readers, so the next blocks decode on other cores while this
@@ -452,21 +575,74 @@ impl ArrayFile {
             return 0;
         }
         let mut started = HashSet::new();
+        let mut by_layer: HashMap<u64, (Arc<Layer>, Vec<crate::format::BlockMeta>)> = HashMap::new();
         for coord in r.spec.grid().overlapping(&lo, &ext) {
             let ChunkLoc::Layer(layer, addr) = self.locate(&r, name, &coord) else { continue };
             if !started.insert((layer.id, addr.block_id.0)) {
                 continue;
             }
             let b = layer.block(addr.block_id.0).expect("addresses were validated when the layer was indexed").clone();
+            by_layer.entry(layer.id).or_insert_with(|| (layer.clone(), vec![])).1.push(b);
+        }
+        for (layer, blocks) in by_layer.into_values() {
             let (cache, store) = (self.cache.clone(), self.store.clone());
             tokio::spawn(async move {
-                let what = layer.path.to_string();
-                if let Err(e) = cache.block((layer.id, b.id.0), &b.codec, b.uncompressed_size, &what, layer.fetch_block(&*store, &b)).await {
-                    tracing::debug!(error = %e, "read-ahead of a block failed; the read itself will retry it");
+                // Adjacent small blocks in one request first; then every block decodes
+                // in its own task, so big ones use all cores.
+                if blocks.len() > 1
+                    && let Err(e) = cache.load_blocks(&*store, &layer, &blocks).await
+                {
+                    tracing::debug!(error = %e, "read-ahead of blocks failed; the read itself will retry them");
+                }
+                for b in blocks {
+                    let (cache, store, layer) = (cache.clone(), store.clone(), layer.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = cache.layer_block(&*store, &layer, &b).await {
+                            tracing::debug!(error = %e, "read-ahead of a block failed; the read itself will retry it");
+                        }
+                    });
                 }
             });
         }
         started.len()
+    }
+
+    pub fn has_pending_entry(&self, name: &str) -> bool {
+        self.pending.entries.contains_key(name)
+    }
+
+    /// Datasets with changes here that another writer also wrote since (see `clashes`).
+    pub fn clashing(&self) -> Vec<String> {
+        self.clashes.keys().filter(|n| self.pending.entries.contains_key(*n)).cloned().collect()
+    }
+
+    /// Resolves a true conflict without losing either side: the entry `from` as seen
+    /// here (this writer's changes over the layers it knew, never the other writer's)
+    /// is copied whole to the new entry `to`, and this writer's changes to `from` are
+    /// dropped, so `from` shows the other writer's version. Returns whether `to` was
+    /// made (false when `from` is not live here, e.g. this writer deleted it).
+    pub async fn fork_entry(&mut self, from: &str, to: &str) -> Result<bool> {
+        let theirs = self.clashes.remove(from).unwrap_or_default();
+        let made = match self.resolve_excluding(from, &theirs) {
+            Some(r) => {
+                let shape = r.spec.shape.clone();
+                let cells = self.read_resolved(&r, from, &vec![0; shape.len()], &shape).await?;
+                self.define(to, r.spec.clone());
+                self.write_region(to, &vec![0; shape.len()], &shape, &cells).await?;
+                true
+            }
+            None => false,
+        };
+        self.pending.entries.shift_remove(from);
+        // The stats held for `from` describe this writer's version: recompute.
+        if self.stats.shift_remove(from).is_some() || self.resolve(from).is_some() {
+            if self.resolve(from).is_some() {
+                let s = self.entry_stats_from(from, &HashMap::new()).await?;
+                self.stats.insert(from.to_string(), s);
+            }
+            self.stats_dirty = true;
+        }
+        Ok(made)
     }
 
     /// Remembers an entry's pending state, to undo a failed multi-step change.
@@ -573,7 +749,8 @@ impl ArrayFile {
     }
 
     fn next_overlay(&self) -> u32 {
-        self.layers.last().map(|l| l.overlay + 1).unwrap_or(1).max(1)
+        let ignored = self.ignored.keys().next_back().map(|n| n + 1).unwrap_or(1);
+        self.layers.last().map(|l| l.overlay + 1).unwrap_or(1).max(1).max(ignored)
     }
 
     /// Brings the layer list up to date with the store: sidecars other writers
@@ -594,7 +771,11 @@ impl ArrayFile {
                 now.insert(n, (obj.location.clone(), obj.e_tag.clone()));
             }
         }
-        let known: HashMap<u32, Option<String>> = self.layers.iter().map(|l| (l.overlay, l.e_tag.clone())).collect();
+        let mut known: HashMap<u32, Option<String>> = self.layers.iter().map(|l| (l.overlay, l.e_tag.clone())).collect();
+        // Files we ignore stay ignored while they are unchanged.
+        self.ignored.retain(|n, (_, tag)| now.get(n).is_some_and(|(_, t)| t == tag));
+        self.set_aside.retain(|l| self.ignored.contains_key(&l.overlay));
+        known.extend(self.ignored.iter().map(|(n, (_, tag))| (*n, tag.clone())));
         // A layer we know that is gone or different: the file was rewritten elsewhere.
         let rewritten = self.layers.iter().any(|l| match now.get(&l.overlay) {
             None => true,
@@ -604,12 +785,23 @@ impl ArrayFile {
         if to_load.is_empty() {
             return Ok(vec![]);
         }
-        let loaded = load_layers(&self.store, to_load).await?;
+        let (loaded, incomplete) = load_layers(&self.store, to_load).await?;
+        self.ignored.extend(incomplete.into_iter().map(|(n, p)| (n, (p, now.get(&n).and_then(|(_, t)| t.clone())))));
         let mut seen: Vec<String> = loaded.iter().filter(|l| rewritten || l.overlay > 0).flat_map(|l| l.footer.entries.iter().map(|e| e.name.clone())).collect();
         seen.sort();
         seen.dedup();
+        self.recent.clear();
         if !rewritten {
-            self.clashes.extend(seen.iter().filter(|n| self.pending.entries.contains_key(*n)).cloned());
+            for l in loaded.iter().filter(|l| l.overlay > 0) {
+                for e in &l.footer.entries {
+                    self.recent.entry(e.name.clone()).or_default().insert(l.overlay);
+                }
+            }
+            for l in loaded.iter().filter(|l| l.overlay > 0) {
+                for e in l.footer.entries.iter().filter(|e| self.pending.entries.contains_key(&e.name)) {
+                    self.clashes.entry(e.name.clone()).or_default().insert(l.overlay);
+                }
+            }
         }
         if rewritten {
             tracing::info!(array = %self.array, "array file was rewritten by another writer; reloaded");
@@ -648,7 +840,7 @@ impl ArrayFile {
         // Another writer's new sidecars for a dataset we also changed: a true conflict.
         // Refuse before writing anything, so neither side's data is shadowed.
         self.refresh().await?;
-        let clash: Vec<String> = std::mem::take(&mut self.clashes).into_iter().filter(|n| self.pending.entries.contains_key(n)).collect();
+        let clash: Vec<String> = std::mem::take(&mut self.clashes).into_keys().filter(|n| self.pending.entries.contains_key(n)).collect();
         if !clash.is_empty() {
             return Err(Error::Conflict(format!(
                 "array {:?} of dataset(s) {} was written by another writer since this store read it; the changes here stay unflushed",
@@ -827,7 +1019,7 @@ impl ArrayFile {
         if !self.pending.entries.is_empty() {
             return Err(Error::Invalid(format!("{}: compaction with unflushed writes", self.dir)));
         }
-        if self.layers.len() <= 1 && !self.layers.first().is_some_and(|l| l.footer.entries.iter().any(|e| e.deleted)) {
+        if self.layers.len() <= 1 && self.ignored.is_empty() && !self.layers.first().is_some_and(|l| l.footer.entries.iter().any(|e| e.deleted)) {
             return Ok(());
         }
         // Live entries in first-seen order; a delete drops one, a re-define re-appends it.
@@ -878,12 +1070,25 @@ impl ArrayFile {
         let tail = encode_footer(&footer);
         let base = self.dir.clone().join(BASE_NAME);
         let data_len = packer.closed_len();
-        // 1. The new base replaces data.af atomically (single PUT or completed multipart).
+        // 1. The new base replaces data.af atomically (a checked rename, or a completed multipart).
         let e_tag = if data_len + tail.len() as u64 <= SINGLE_PUT_LIMIT {
             let mut body = vec![0u8; data_len as usize];
             spill.read_exact_at(&mut body, 0)?;
             body.extend_from_slice(&tail);
-            self.store.put(&base, PutPayload::from(body)).await?.e_tag
+            // Through a temporary name, checked, then renamed over data.af: on a store
+            // whose PUT can tear, a crash leaves a stray temporary file (not a layer
+            // name; the next compaction overwrites it), never a torn data.af, whose old
+            // version may hold the only copy of compacted data.
+            let tmp = self.dir.clone().join(format!("{BASE_NAME}.compacting"));
+            let want = body.len() as u64;
+            self.store.put(&tmp, PutPayload::from(body)).await?;
+            let got = self.store.head(&tmp).await?.size;
+            if got != want {
+                let source = crate::format::FormatError::Invalid(format!("the store kept {got} of the {want} bytes written"));
+                return Err(Error::Corrupt { path: tmp.to_string(), source });
+            }
+            self.store.rename(&tmp, &base).await?;
+            self.store.head(&base).await?.e_tag
         } else {
             let upload = self.store.put_multipart(&base).await?;
             let mut w = WriteMultipart::new_with_chunk_size(upload, 8 * 1024 * 1024);
@@ -902,8 +1107,21 @@ impl ArrayFile {
         let size = data_len + tail.len() as u64;
         let new_base = Arc::new(Layer::from_footer(next_layer_id(), base, 0, size, e_tag, footer)?);
         // 2. Sidecars go lowest first: each remaining suffix over the new base reads the same.
+        // Files of flushes that never committed (torn, set aside) go before them.
         let old = std::mem::replace(&mut self.layers, vec![new_base]);
         self.base_exists = true;
+        self.ignored.remove(&0); // a torn data.af was just replaced
+        let uncommitted: Vec<(u32, Path)> = self.ignored.iter().map(|(n, (p, _))| (*n, p.clone())).collect();
+        for (n, path) in uncommitted {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.ignored.remove(&n);
+        }
+        for l in std::mem::take(&mut self.set_aside) {
+            self.cache.forget_layer(l.id);
+        }
         for l in &old {
             if l.overlay > 0 {
                 match self.store.delete(&l.path).await {

@@ -17,11 +17,11 @@ use ndarray::{ArrayD, IxDyn};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::OnceCell;
 
-use super::array_file::ArrayFile;
+use super::array_file::{ArrayFile, CommittedGrid};
 use super::cache::BlockCache;
 use super::dataset::DatasetView;
 use super::element::ArrayElement;
@@ -53,11 +53,13 @@ pub struct StoreOptions {
     pub io_cache_bytes: u64,
     /// Datasets read at once by the bulk reads.
     pub read_concurrency: usize,
+    /// Keep fetched blocks in this directory across mounts, bounded to this many bytes.
+    pub disk_cache: Option<(std::path::PathBuf, u64)>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { block_cache_bytes: 256 << 20, io_cache_bytes: 0, read_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2 }
+        StoreOptions { block_cache_bytes: 256 << 20, io_cache_bytes: 0, read_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2, disk_cache: None }
     }
 }
 
@@ -78,6 +80,9 @@ pub(crate) struct Shared {
     /// Datasets a refresh found changed both here (unflushed) and by another
     /// writer: the next flush reports them as a conflict, once.
     meta_clashes: Mutex<std::collections::BTreeSet<String>>,
+    /// Datasets a flush found changed by other writers, or forked into conflicted
+    /// copies: upper layers drop what they cached of them (`take_noticed`).
+    noticed: Mutex<Vec<String>>,
     /// Set by every metadata change, cleared when a flush takes its snapshot.
     pub meta_dirty: AtomicBool,
     /// Bumped by every mutation; lets upper layers notice change cheaply.
@@ -129,6 +134,22 @@ async fn read_meta(store: &dyn ObjectStore, file: MetaFile) -> Result<(StoreMeta
     let version = UpdateVersion { e_tag: got.meta.e_tag.clone(), version: got.meta.version.clone() };
     let bytes = got.bytes().await?;
     Ok((file.decode(&bytes)?, Some(version)))
+}
+
+/// Replaces the metadata file through a temporary name, checked, then renamed over it
+/// (the lock-file path: stores without conditional PUTs). On a store whose PUT can
+/// tear, a crash then leaves a stray `<name>.saving` (no metadata name: ignored), never
+/// a torn metadata file, which would make the whole store unopenable.
+async fn replace_checked(store: &dyn ObjectStore, path: &Path, bytes: Vec<u8>) -> Result<ObjectMeta> {
+    let tmp = Path::from(format!("{path}.saving"));
+    let want = bytes.len() as u64;
+    store.put(&tmp, PutPayload::from(bytes)).await?;
+    let got = store.head(&tmp).await?.size;
+    if got != want {
+        return Err(Error::Meta { path: tmp.to_string(), msg: format!("the store kept {got} of the {want} bytes written") });
+    }
+    store.rename(&tmp, path).await?;
+    Ok(store.head(path).await?)
 }
 
 /// `atlas.lock`, created if absent, held while the metadata file is read, merged and
@@ -217,7 +238,7 @@ impl Drop for MetaLock {
 
 fn conflict(names: Vec<String>) -> Error {
     Error::Conflict(format!(
-        "dataset(s) {} changed here and by another writer since this store last read them; the other writer's version stands in the store and ours stays unflushed here (flush again to write ours over it)",
+        "dataset(s) {} changed here and by another writer while this flush ran; chunks this flush uploaded lie above theirs, its metadata changes stay unflushed here (flush again to write them)",
         names.join(", ")
     ))
 }
@@ -243,7 +264,7 @@ impl Atlas {
                 (meta, f, version)
             }
         };
-        Ok(Self::from_parts(store, location, meta, meta_file, file.is_some(), version, options))
+        Self::from_parts(store, location, meta, meta_file, file.is_some(), version, options)
     }
 
     fn from_parts(
@@ -254,9 +275,13 @@ impl Atlas {
         found: bool,
         version: Option<UpdateVersion>,
         options: StoreOptions,
-    ) -> Atlas {
-        let cache = Arc::new(BlockCache::new(options.block_cache_bytes, options.io_cache_bytes));
-        Atlas {
+    ) -> Result<Atlas> {
+        let disk = match &options.disk_cache {
+            Some((dir, limit)) => Some(super::disk_cache::DiskCache::open(dir, *limit, &location)?),
+            None => None,
+        };
+        let cache = Arc::new(BlockCache::new(options.block_cache_bytes, options.io_cache_bytes).with_disk(disk));
+        Ok(Atlas {
             inner: Arc::new(Shared {
                 store,
                 location,
@@ -266,6 +291,7 @@ impl Atlas {
                 base: Mutex::new(meta.clone()),
                 meta_version: Mutex::new(version),
                 meta_clashes: Mutex::new(Default::default()),
+                noticed: Mutex::new(vec![]),
                 meta_dirty: AtomicBool::new(false),
                 version: AtomicU64::new(0),
                 files: RwLock::new(HashMap::new()),
@@ -273,7 +299,7 @@ impl Atlas {
                 options,
                 flush_lock: tokio::sync::Mutex::new(()),
             }),
-        }
+        })
     }
 
     /// Creates a new store and writes its metadata file at once. Refuses a location
@@ -304,7 +330,7 @@ impl Atlas {
             Err(object_store::Error::AlreadyExists { .. }) => return Err(Error::StoreAlreadyExists(location)),
             Err(e) => return Err(e.into()),
         };
-        Ok(Self::from_parts(store, location, meta, meta_file, true, Some(version), options))
+        Self::from_parts(store, location, meta, meta_file, true, Some(version), options)
     }
 
     /// Opens a store in a local directory, which must exist.
@@ -372,6 +398,18 @@ impl Atlas {
         self.inner.version.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// What `meta` (default: this handle's metadata) says each dataset's copy of
+    /// `array` is, for [`ArrayFile::set_aside_uncommitted`].
+    fn committed_grids(&self, meta: Option<&StoreMeta>, array: &str) -> HashMap<String, CommittedGrid> {
+        let grids = |m: &StoreMeta| -> HashMap<String, CommittedGrid> {
+            m.datasets.iter().filter_map(|(d, dm)| dm.arrays.get(array).map(|s| (d.clone(), (s.dtype.clone(), s.shape.clone(), s.chunk_shape.clone())))).collect()
+        };
+        match meta {
+            Some(m) => grids(m),
+            None => grids(&self.inner.meta.lock()),
+        }
+    }
+
     /// The array file for `array`, opened on first use.
     pub(crate) async fn file(&self, array: &str) -> Result<Arc<tokio::sync::RwLock<ArrayFile>>> {
         let slot = {
@@ -384,7 +422,8 @@ impl Atlas {
         let codec = self.codec();
         slot.get_or_try_init(|| async {
             tracing::debug!(array, "opening array file");
-            let f = ArrayFile::open(self.inner.store.clone(), self.inner.cache.clone(), array, codec).await?;
+            let mut f = ArrayFile::open(self.inner.store.clone(), self.inner.cache.clone(), array, codec).await?;
+            f.set_aside_uncommitted(&self.committed_grids(None, array));
             Ok::<_, Error>(Arc::new(tokio::sync::RwLock::new(f)))
         })
         .await
@@ -536,6 +575,88 @@ impl Atlas {
     /// (concurrently), then the metadata file. On error nothing pending is dropped.
     pub async fn flush(&self) -> Result<()> {
         let _g = self.inner.flush_lock.lock().await;
+        let forks = self.fork_conflicts().await?;
+        self.flush_locked().await?;
+        if forks.is_empty() {
+            return Ok(());
+        }
+        let list = forks.iter().map(|(d, c)| format!("{d} (the changes made here are in {c})")).collect::<Vec<_>>().join(", ");
+        tracing::warn!(datasets = %list, "conflicting changes: kept the other writer's version, saved ours as a copy");
+        self.inner.noticed.lock().extend(forks.into_iter().flat_map(|(d, c)| [d, c]));
+        self.touch();
+        Err(Error::Conflict(format!(
+            "dataset(s) changed here and by another writer since this store read them: {list}; each keeps the other writer's version and the copies hold the changes made here (flushed)"
+        )))
+    }
+
+    /// Datasets that flushes since the last call found changed by another writer,
+    /// including conflicted copies they made and the datasets they were made from.
+    pub fn take_noticed(&self) -> Vec<String> {
+        let mut v = std::mem::take(&mut *self.inner.noticed.lock());
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Before anything is written: picks up other writers' flushes and, for every
+    /// dataset changed both here and there (a true conflict), moves the changes made
+    /// here to a new dataset `<name>.conflict-<host>-<unix time>` holding this side's
+    /// whole version, so neither side's values are shadowed or lost.
+    async fn fork_conflicts(&self) -> Result<Vec<(String, String)>> {
+        let mut pending = self.inner.meta_dirty.load(Ordering::Acquire);
+        for f in self.loaded_files() {
+            pending |= f.read().await.has_pending();
+        }
+        if !pending {
+            return Ok(vec![]);
+        }
+        let changed = self.refresh_locked().await?;
+        self.inner.noticed.lock().extend(changed);
+        let mut clashing = std::mem::take(&mut *self.inner.meta_clashes.lock());
+        for f in self.loaded_files() {
+            clashing.extend(f.read().await.clashing());
+        }
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let host: String = host_name().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+        let mut forks = vec![];
+        for d in clashing {
+            let ours = self.inner.meta.lock().datasets.get(&d).cloned();
+            let theirs = self.inner.base.lock().datasets.get(&d).cloned();
+            let mut copy = format!("{d}.conflict-{host}-{stamp}");
+            for n in 2.. {
+                if !self.dataset_exists(&copy) {
+                    break;
+                }
+                copy = format!("{d}.conflict-{host}-{stamp}-{n}");
+            }
+            let arrays: Vec<String> = ours.as_ref().map(|m| m.arrays.keys().cloned().collect()).unwrap_or_default();
+            for arr in &arrays {
+                let f = self.file(arr).await?;
+                f.write().await.fork_entry(&d, &copy).await?;
+            }
+            // Changes here to arrays this side no longer lists (deleted here) are dropped:
+            // the other writer's version of them stays.
+            for f in self.loaded_files() {
+                let mut f = f.write().await;
+                if !arrays.contains(&f.array) && f.has_pending_entry(&d) {
+                    f.fork_entry(&d, &copy).await?;
+                }
+            }
+            let mut m = self.inner.meta.lock();
+            match theirs {
+                Some(t) => m.datasets.insert(d.clone(), t),
+                None => m.datasets.shift_remove(&d),
+            };
+            if let Some(o) = ours {
+                m.datasets.insert(copy.clone(), o);
+                forks.push((d, copy));
+            }
+            self.inner.meta_dirty.store(true, Ordering::Release);
+        }
+        Ok(forks)
+    }
+
+    async fn flush_locked(&self) -> Result<()> {
         let meta_dirty = self.inner.meta_dirty.swap(false, Ordering::AcqRel);
         let snapshot = self.inner.meta.lock().clone();
         let files = self.loaded_files();
@@ -602,7 +723,11 @@ impl Atlas {
     /// write sidecars before metadata), so loaded files look again.
     async fn load_merged_layers(&self) {
         for f in self.loaded_files() {
-            if let Err(e) = f.write().await.refresh().await {
+            let mut g = f.write().await;
+            let r = g.refresh().await;
+            let grids = self.committed_grids(None, &g.array);
+            g.set_aside_uncommitted(&grids);
+            if let Err(e) = r {
                 tracing::warn!(error = %e, "reloading layers after a metadata merge failed; the next refresh retries");
                 *self.inner.meta_version.lock() = None;
             }
@@ -638,7 +763,7 @@ impl Atlas {
             }
             ours.generation = ours.generation.max(self.inner.base.lock().generation) + 1;
             let bytes = self.inner.meta_file.encode(&ours)?;
-            let r = self.inner.store.put(&Path::from(self.inner.meta_file.file_name()), PutPayload::from(bytes)).await?;
+            let r = replace_checked(&*self.inner.store, &Path::from(self.inner.meta_file.file_name()), bytes).await?;
             self.saved(snapshot, ours, UpdateVersion { e_tag: r.e_tag, version: r.version });
             Ok::<bool, Error>(merged)
         }
@@ -669,6 +794,10 @@ impl Atlas {
     /// Returns the datasets whose metadata or data changed, sorted.
     pub async fn refresh(&self) -> Result<Vec<String>> {
         let _g = self.inner.flush_lock.lock().await;
+        self.refresh_locked().await
+    }
+
+    async fn refresh_locked(&self) -> Result<Vec<String>> {
         let path = Path::from(self.inner.meta_file.file_name());
         let head = match self.inner.store.head(&path).await {
             Ok(h) => h,
@@ -692,7 +821,10 @@ impl Atlas {
         *self.inner.base.lock() = theirs;
         *self.inner.meta_version.lock() = version;
         for f in self.loaded_files() {
-            changed.extend(f.write().await.refresh().await?);
+            let mut g = f.write().await;
+            changed.extend(g.refresh().await?);
+            let grids = self.committed_grids(None, &g.array);
+            g.set_aside_uncommitted(&grids);
         }
         changed.sort();
         changed.dedup();
@@ -723,6 +855,14 @@ impl Atlas {
     pub async fn compact(&self) -> Result<()> {
         self.flush().await?;
         let _g = self.inner.flush_lock.lock().await;
+        // Sidecars that contradict the stored metadata file (not only ours, which may
+        // lag another writer's flush) are uncommitted: compaction drops them.
+        let stored = match read_meta(&*self.inner.store, self.inner.meta_file).await {
+            Ok((m, _)) => Some(m),
+            Err(Error::ObjectStore(object_store::Error::NotFound { .. })) => None,
+            Err(e) => return Err(e),
+        };
+        let stored = &stored;
         let mut names: BTreeSet<String> = self.list_arrays().into_iter().collect();
         names.extend(self.inner.files.read().keys().cloned());
         let names: Vec<String> = names.into_iter().collect();
@@ -730,6 +870,7 @@ impl Atlas {
             .map(|a| async move {
                 let f = self.file(&a).await?;
                 let mut g = f.write().await;
+                g.set_aside_uncommitted(&self.committed_grids(stored.as_ref(), &a));
                 // A write that slipped in after the flush above goes out first.
                 g.flush().await?;
                 g.compact().await

@@ -16,9 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
+use object_store::ObjectStore;
+
+use super::disk_cache::DiskCache;
+use super::layer::Layer;
 use super::{Error, Result};
-use crate::format::CodecId;
 use crate::format::codec::decompress_block;
+use crate::format::{BlockMeta, CodecId};
 
 static NEXT_LAYER_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -39,7 +43,16 @@ pub struct CacheCounters {
 pub struct BlockCache {
     decoded: moka::future::Cache<(u64, u32), Bytes>,
     raw: Option<moka::future::Cache<(u64, u32), Bytes>>,
+    /// Compressed blocks on local disk, across mounts (`--cache-dir`).
+    pub disk: Option<Arc<DiskCache>>,
     pub counters: CacheCounters,
+}
+
+/// Largest request made by coalescing adjacent blocks.
+const COALESCE_BYTES: u64 = 8 << 20;
+
+fn run_len(run: &[&BlockMeta]) -> u64 {
+    run.iter().map(|b| b.compressed_size).sum()
 }
 
 /// Blocks at least this large are decompressed on the blocking pool.
@@ -57,7 +70,33 @@ impl BlockCache {
         let lru = moka::policy::EvictionPolicy::lru;
         let decoded = moka::future::Cache::builder().max_capacity(decoded_bytes).weigher(weigh).eviction_policy(lru()).build();
         let raw = (raw_bytes > 0).then(|| moka::future::Cache::builder().max_capacity(raw_bytes).weigher(weigh).eviction_policy(lru()).build());
-        BlockCache { decoded, raw, counters: CacheCounters::default() }
+        BlockCache { decoded, raw, disk: None, counters: CacheCounters::default() }
+    }
+
+    pub fn with_disk(mut self, disk: Option<Arc<DiskCache>>) -> Self {
+        self.disk = disk;
+        self
+    }
+
+    /// The decompressed block `b` of a committed layer: from memory, else from the
+    /// disk cache, else fetched from the store (and then kept on disk).
+    pub async fn layer_block(&self, store: &dyn ObjectStore, layer: &Arc<Layer>, b: &BlockMeta) -> Result<Bytes> {
+        let fetch = async {
+            let (Some(disk), Some(e_tag)) = (&self.disk, &layer.e_tag) else { return layer.fetch_block(store, b).await };
+            let key = disk.key(layer.path.as_ref(), e_tag, b.file_offset, b.compressed_size);
+            let d = disk.clone();
+            let k = key.clone();
+            let cached = tokio::task::spawn_blocking(move || d.get(&k)).await.ok().flatten();
+            if let Some(bytes) = cached.filter(|c| c.len() as u64 == b.compressed_size) {
+                return Ok(bytes);
+            }
+            let bytes = layer.fetch_block(store, b).await?;
+            let (d, payload) = (disk.clone(), bytes.clone());
+            // Off the read's path: the caller has its bytes already.
+            tokio::task::spawn_blocking(move || d.put(&key, &payload));
+            Ok(bytes)
+        };
+        self.block((layer.id, b.id.0), &b.codec, b.uncompressed_size, layer.path.as_ref(), fetch).await
     }
 
     /// The decompressed block `key`, fetching its compressed bytes with `fetch` on a miss.
@@ -84,6 +123,45 @@ impl BlockCache {
             Ok::<_, Error>(out)
         };
         self.decoded.try_get_with(key, load).await.map_err(unwrap_arc)
+    }
+
+    /// Loads the given blocks of one layer into the decoded cache, fetching runs of
+    /// adjacent blocks that are not cached with one ranged GET each (up to
+    /// `COALESCE_BYTES` per request: small blocks are latency-bound, big ones
+    /// bandwidth-bound and better fetched in parallel). Used before a read that
+    /// needs several blocks, so it pays one round trip per run, not per block.
+    pub async fn load_blocks(&self, store: &dyn ObjectStore, layer: &Arc<Layer>, blocks: &[BlockMeta]) -> Result<()> {
+        let mut todo: Vec<&BlockMeta> = blocks.iter().filter(|b| !self.decoded.contains_key(&(layer.id, b.id.0))).collect();
+        if let (Some(disk), Some(tag)) = (&self.disk, &layer.e_tag) {
+            todo.retain(|b| !disk.contains(&disk.key(layer.path.as_ref(), tag, b.file_offset, b.compressed_size)));
+        }
+        todo.sort_by_key(|b| b.file_offset);
+        todo.dedup_by_key(|b| b.id.0);
+        let mut runs: Vec<Vec<&BlockMeta>> = vec![];
+        for b in todo {
+            match runs.last_mut() {
+                Some(run) if run.last().is_some_and(|p| p.file_offset + p.compressed_size == b.file_offset) && run_len(run) + b.compressed_size <= COALESCE_BYTES => run.push(b),
+                _ => runs.push(vec![b]),
+            }
+        }
+        let fetches = runs.into_iter().filter(|r| r.len() > 1).map(|run| async move {
+            let (start, end) = (run[0].file_offset, run[run.len() - 1].file_offset + run[run.len() - 1].compressed_size);
+            let bytes = layer.fetch_range(store, start..end).await?;
+            if bytes.len() as u64 != end - start {
+                return Err(Error::Corrupt { path: layer.path.to_string(), source: crate::format::FormatError::InvalidFooter(format!("short read of bytes {start}..{end}")) });
+            }
+            for b in run {
+                let part = bytes.slice((b.file_offset - start) as usize..(b.file_offset - start + b.compressed_size) as usize);
+                if let (Some(disk), Some(tag)) = (&self.disk, &layer.e_tag) {
+                    let (d, key, payload) = (disk.clone(), disk.key(layer.path.as_ref(), tag, b.file_offset, b.compressed_size), part.clone());
+                    tokio::task::spawn_blocking(move || d.put(&key, &payload));
+                }
+                self.block((layer.id, b.id.0), &b.codec, b.uncompressed_size, layer.path.as_ref(), async { Ok(part) }).await?;
+            }
+            Ok::<_, Error>(())
+        });
+        futures::future::try_join_all(fetches).await?;
+        Ok(())
     }
 
     /// Drops every block of a layer version that no longer exists.

@@ -312,6 +312,20 @@ impl DatasetView {
     }
 
     /// Reads an exact region (no clamping); errors if it leaves the array.
+    /// A box of `array` as it was before the store's last refresh loaded other
+    /// writers' data for this dataset. The region is checked by the caller against
+    /// the shape it had then.
+    pub async fn read_region_before_refresh(&self, array: &str, start: &[usize], extent: &[usize]) -> Result<Cells> {
+        let file = self.atlas.file(array).await?;
+        file.read().await.read_region_before_refresh(&self.name, start, extent).await
+    }
+
+    /// [`read_region_exact`](Self::read_region_exact), or with `before_refresh`,
+    /// [`read_region_before_refresh`](Self::read_region_before_refresh).
+    pub async fn read_region_as(&self, array: &str, start: &[usize], extent: &[usize], before_refresh: bool) -> Result<Cells> {
+        if before_refresh { self.read_region_before_refresh(array, start, extent).await } else { self.read_region_exact(array, start, extent).await }
+    }
+
     pub async fn read_region_exact(&self, array: &str, start: &[usize], extent: &[usize]) -> Result<Cells> {
         let schema = self.declared(array)?;
         if start.len() != schema.shape.len() || extent.len() != schema.shape.len() || (0..start.len()).any(|i| start[i] + extent[i] > schema.shape[i]) {

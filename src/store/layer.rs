@@ -35,6 +35,16 @@ pub struct Layer {
     chunks: Vec<HashMap<Vec<u32>, ChunkAddress>>,
 }
 
+/// How [`Layer::load`] describes a file that does not end in the `ARRF` trailer.
+const INCOMPLETE: &str = "no ARRF trailer: an incomplete write";
+
+/// Whether `e` says a layer file lacks its trailer. Every layer is written in one PUT
+/// (or one completed multipart upload), trailer last, so such a file is what a store
+/// that tore a write left behind, never a layer some writer committed.
+pub fn is_incomplete(e: &Error) -> bool {
+    matches!(e, Error::Corrupt { source: FormatError::InvalidFooter(m), .. } if m.starts_with(INCOMPLETE))
+}
+
 impl Layer {
     /// Indexes a footer and checks that every address it holds points inside the file.
     pub fn from_footer(id: u64, path: Path, overlay: u32, size: u64, e_tag: Option<String>, footer: Footer) -> Result<Layer> {
@@ -84,6 +94,9 @@ impl Layer {
         let size = got.meta.size;
         let e_tag = got.meta.e_tag.clone();
         let mut tail = got.bytes().await?;
+        if !tail.ends_with(LAYER_MAGIC) {
+            return Err(corrupt(FormatError::InvalidFooter(format!("{INCOMPLETE} ({size} bytes)"))));
+        }
         let len = trailer_archive_len(&tail, LAYER_MAGIC).map_err(corrupt)?;
         let need = len
             .checked_add(TRAILER_LEN as u64)
@@ -115,7 +128,11 @@ impl Layer {
 
     /// Compressed bytes of one block.
     pub async fn fetch_block(self: &Arc<Self>, store: &dyn ObjectStore, b: &BlockMeta) -> Result<Bytes> {
-        let range = b.file_offset..b.file_offset + b.compressed_size;
+        self.fetch_range(store, b.file_offset..b.file_offset + b.compressed_size).await
+    }
+
+    /// Bytes `range` of this version of the file (conditional on its entity tag).
+    pub async fn fetch_range(&self, store: &dyn ObjectStore, range: std::ops::Range<u64>) -> Result<Bytes> {
         let opts = GetOptions { range: Some(GetRange::Bounded(range)), if_match: self.e_tag.clone(), ..Default::default() };
         let got = store.get_opts(&self.path, opts).await.map_err(|e| stale_or(e, &self.path))?;
         Ok(got.bytes().await?)

@@ -13,6 +13,7 @@ pub mod attr;
 pub mod backend;
 pub mod cache;
 pub mod dataset;
+pub mod disk_cache;
 mod element;
 pub mod layer;
 pub mod meta;
@@ -71,6 +72,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("object store error: {0}")]
     ObjectStore(#[from] object_store::Error),
+    #[error(transparent)]
+    DiskCache(#[from] disk_cache::DiskCacheError),
 }
 
 /// Dataset and array names: non-empty, no `/`, not `.` or `..`, no leading `_`.

@@ -1098,32 +1098,41 @@ pub async fn two_writers_conflict(make: Make) {
     define::<i32>(&d, "x", &["i"], &[4], Some(&[2]), None).await;
     write(&d, "x", &[0], &arr(&[4], vec![1i32, 2, 3, 4])).await;
     a.flush().await.unwrap();
+    // The conflicted copies of `d` in a store, oldest first.
+    let copies = |h: &Atlas| h.list_datasets().into_iter().filter(|n| n.starts_with("d.conflict-")).collect::<Vec<_>>();
 
-    // Same array entry on both sides.
+    // Same array entry on both sides: the second flush fails, and loses nothing.
     let (h1, h2) = (loc.open().await, loc.open().await);
     write(&ds(&h1, "d").await, "x", &[0], &arr(&[2], vec![10i32, 11])).await;
     write(&ds(&h2, "d").await, "x", &[2], &arr(&[2], vec![30i32, 31])).await;
     h1.flush().await.expect("first writer wins");
-    matches_err(&h2.flush().await, "second writer of the same dataset", |e| matches!(e, Error::Conflict(m) if m.contains('d')));
-    assert_reads(&ds(&loc.open().await, "d").await, "x", &arr(&[4], vec![10i32, 11, 3, 4]), "first writer's values stand").await;
-    // The loser has loaded the winner's layer; its own unflushed chunk stays on top.
-    assert_reads(&ds(&h2, "d").await, "x", &arr(&[4], vec![10i32, 11, 30, 31]), "loser still holds its writes").await;
+    matches_err(&h2.flush().await, "second writer of the same dataset", |e| matches!(e, Error::Conflict(m) if m.contains("d.conflict-")));
+    let r = loc.open().await;
+    assert_reads(&ds(&r, "d").await, "x", &arr(&[4], vec![10i32, 11, 3, 4]), "the first writer's version stands").await;
+    let c = copies(&r);
+    assert_eq!(c.len(), 1, "one conflicted copy: {:?}", r.list_datasets());
+    assert_reads(&ds(&r, &c[0]).await, "x", &arr(&[4], vec![1i32, 2, 30, 31]), "the copy holds the second writer's whole version").await;
+    // The loser sees the same as everyone, and has nothing left to flush.
+    assert_reads(&ds(&h2, "d").await, "x", &arr(&[4], vec![10i32, 11, 3, 4]), "the loser now shows the winner's version").await;
+    h2.flush().await.expect("nothing is left pending after the conflicted copy");
+    assert_eq!(copies(&loc.open().await), c, "a retried flush makes no second copy");
 
-    // The conflict is reported once: flushing again writes the loser's chunk over.
-    h2.flush().await.expect("a retried flush writes ours on top");
-    assert_reads(&ds(&loc.open().await, "d").await, "x", &arr(&[4], vec![10i32, 11, 30, 31]), "both writers' chunks after the retry").await;
-
-    // A refresh that loads the other writer's layer while ours is unflushed does not
-    // hide the conflict from the next flush.
+    // A refresh that loads the other writer's layer while ours is unflushed still
+    // ends in a copy at the next flush, not in ours shadowing theirs.
     let (h5, h6) = (loc.open().await, loc.open().await);
     write(&ds(&h6, "d").await, "x", &[0], &arr(&[1], vec![60i32])).await;
     write(&ds(&h5, "d").await, "x", &[0], &arr(&[1], vec![50i32])).await;
     h5.flush().await.unwrap();
     assert_eq!(h6.refresh().await.unwrap(), ["d"]);
     matches_err(&h6.flush().await, "flush after a refresh that saw the other writer", |e| matches!(e, Error::Conflict(_)));
-    assert_reads(&ds(&loc.open().await, "d").await, "x", &arr(&[4], vec![50i32, 11, 30, 31]), "the first writer's value stands").await;
+    let r = loc.open().await;
+    assert_reads(&ds(&r, "d").await, "x", &arr(&[4], vec![50i32, 11, 3, 4]), "the first writer's value stands").await;
+    let c2 = copies(&r);
+    assert_eq!(c2.len(), 2, "a second copy: {:?}", r.list_datasets());
+    let newest = c2.iter().find(|n| !c.contains(n)).unwrap();
+    assert_reads(&ds(&r, newest).await, "x", &arr(&[4], vec![60i32, 11, 3, 4]), "the second copy holds the other side's value").await;
 
-    // Same dataset's attributes on both sides: a metadata conflict.
+    // Same dataset's attributes on both sides: a metadata conflict, copied too.
     let (h3, h4) = (loc.open().await, loc.open().await);
     ds(&h3, "d").await.set_attribute("k", Attr::Int64(3)).unwrap();
     ds(&h4, "d").await.set_attribute("k", Attr::Int64(4)).unwrap();
@@ -1131,7 +1140,11 @@ pub async fn two_writers_conflict(make: Make) {
     matches_err(&h4.flush().await, "second attribute writer", |e| matches!(e, Error::Conflict(_)));
     let r = loc.open().await;
     assert_eq!(ds(&r, "d").await.get_attribute("k"), Some(Attr::Int64(3)));
-    assert_reads(&ds(&r, "d").await, "x", &arr(&[4], vec![50i32, 11, 30, 31]), "data unchanged by the failed flush").await;
+    assert_reads(&ds(&r, "d").await, "x", &arr(&[4], vec![50i32, 11, 3, 4]), "data unchanged by the failed flush").await;
+    let c3 = copies(&r);
+    let newest = c3.iter().find(|n| !c2.contains(n)).expect("a third copy");
+    assert_eq!(ds(&r, newest).await.get_attribute("k"), Some(Attr::Int64(4)), "the copy keeps the other side's attribute");
+    assert_reads(&ds(&r, newest).await, "x", &arr(&[4], vec![50i32, 11, 3, 4]), "and the dataset's arrays").await;
     // The winner can keep writing.
     ds(&h3, "d").await.set_attribute("k", Attr::Int64(5)).unwrap();
     h3.flush().await.unwrap();
