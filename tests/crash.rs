@@ -27,6 +27,8 @@
 mod common;
 mod faults;
 
+use common::mount::{bin, fusermount, is_fuse_mount, wait_exit};
+
 use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -490,23 +492,6 @@ fn fault_injection_matrix() {
 
 // ------------------------------------------------------------------ processes
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_atlasfs")
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            return Some(st);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// A child process killed (and reaped) on drop: no test leaves one behind.
 struct Reaped(Option<Child>);
 
@@ -525,22 +510,6 @@ impl Drop for Reaped {
     }
 }
 
-fn is_fuse_mount(mp: &FsPath) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
-    let want = mp.to_str().unwrap();
-    info.lines().any(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        let fstype = f.iter().position(|&x| x == "-").and_then(|i| f.get(i + 1)).copied().unwrap_or("");
-        f.get(4).map(|m| m.replace("\\040", " ")).as_deref() == Some(want) && fstype.starts_with("fuse")
-    })
-}
-
-fn fusermount(flag: &str, mp: &FsPath) -> bool {
-    Command::new("fusermount3").arg(flag).arg(mp).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
-/// `atlasfs mount STORE MP --foreground`; dropping it unmounts (lazily if need be) and
-/// kills the daemon if it does not exit, so a failing test leaves no mount behind.
 struct Daemon {
     child: Reaped,
     mp: PathBuf,

@@ -25,19 +25,17 @@
 //! Run: `cargo test --release --test mount -- --test-threads=1`
 
 mod common;
+
+use common::mount::{EXIT_TIMEOUT, Mounted, bin, fusermount, is_fuse_mount, log_report};
 #[path = "conformance/moto.rs"]
 #[allow(dead_code)]
 mod moto;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-const MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
-const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 // ------------------------------------------------------------------ harness
 
@@ -84,22 +82,6 @@ impl Drop for Ctx {
     }
 }
 
-/// The warnings and errors of a daemon log, and its last lines.
-fn log_report(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_else(|e| format!("(cannot read: {e})"));
-    let lines: Vec<&str> = text.lines().collect();
-    let important: Vec<&str> = lines.iter().copied().filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("panicked")).take(60).collect();
-    let tail = &lines[lines.len().saturating_sub(80)..];
-    format!(
-        "===== daemon log {} ({} lines)\n--- warnings and errors:\n{}\n--- last {} lines:\n{}\n=====",
-        log.display(),
-        lines.len(),
-        important.join("\n"),
-        tail.len(),
-        tail.join("\n")
-    )
-}
-
 fn have(tool: &str, arg: &str) -> bool {
     Command::new(tool).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
@@ -109,10 +91,6 @@ fn require_tools() {
     for (tool, arg, pkg) in [("fusermount3", "-V", "fuse3"), ("rsync", "--version", "rsync"), ("getfattr", "--version", "attr")] {
         assert!(have(tool, arg), "{tool} is not installed (Debian package {pkg}): run scripts/setup-test-env.sh");
     }
-}
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_atlasfs")
 }
 
 fn s(p: &Path) -> &str {
@@ -203,7 +181,7 @@ impl Backend {
         args.extend_from_slice(extra);
         let env = self.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        Mounted::start_with(store.as_ref(), mp, &args, &env)
+        mounted(store.as_ref(), mp, &args, &env)
     }
 
     fn py(&self, script: &str, args: &[&str]) -> String {
@@ -239,182 +217,15 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Whether `mp` (canonical) is a FUSE mount in /proc/self/mountinfo.
-fn is_fuse_mount(mp: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
-    let want = mp.to_str().unwrap();
-    info.lines().any(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        let fstype = f.iter().position(|&x| x == "-").and_then(|i| f.get(i + 1)).copied().unwrap_or("");
-        f.get(4).map(|m| m.replace("\\040", " ")).as_deref() == Some(want) && fstype.starts_with("fuse")
-    })
-}
-
-fn fusermount(flags: &str, mp: &Path) -> bool {
-    Command::new("fusermount3").arg(flags).arg(mp).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            return Some(st);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-static LOG_SEQ: AtomicUsize = AtomicUsize::new(0);
-
-/// A running `atlasfs mount --foreground` daemon. Dropping it unmounts (fusermount3 -u,
-/// then -uz), waits for the daemon (killing it after a timeout) and never leaves a
-/// mount behind, also when the test panics.
-struct Mounted {
-    child: Option<Child>,
-    /// Canonical mountpoint.
-    mp: PathBuf,
-    log: PathBuf,
-}
-
-impl Mounted {
-    fn start(store: &Path, mp: &Path, extra: &[&str]) -> Mounted {
-        Self::start_with(store.as_os_str(), mp, extra, &[])
-    }
-
-    /// A mount of any STORE (a URL too), with extra environment for the daemon.
-    fn start_with(store: &std::ffi::OsStr, mp: &Path, extra: &[&str], env: &[(&str, &str)]) -> Mounted {
-        let mp = mp.canonicalize().expect("mountpoint exists");
-        let log = mp.parent().unwrap().join(format!("daemon-{}.log", LOG_SEQ.fetch_add(1, Ordering::Relaxed)));
-        LOGS.with(|l| l.borrow_mut().push(log.clone()));
-        let out = std::fs::File::create(&log).expect("create daemon log");
-        let child = Command::new(bin())
-            .arg("mount")
-            .arg(store)
-            .arg(&mp)
-            .arg("--foreground")
-            .args(extra)
-            .env("RUST_LOG", "atlasfs=debug")
-            .env("NO_COLOR", "1")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("spawn atlasfs mount");
-        let mut m = Mounted { child: Some(child), mp, log };
-        let deadline = Instant::now() + MOUNT_TIMEOUT;
-        while !is_fuse_mount(&m.mp) {
-            if let Ok(Some(st)) = m.child.as_mut().unwrap().try_wait() {
-                m.child = None;
-                panic!("atlasfs mount {} exited ({st}) before mounting:\n{}", m.mp.display(), std::fs::read_to_string(&m.log).unwrap_or_default());
-            }
-            assert!(Instant::now() < deadline, "{} was not mounted after {MOUNT_TIMEOUT:?}", m.mp.display());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // The first access waits for FUSE_INIT.
-        std::fs::read_dir(&m.mp).unwrap_or_else(|e| panic!("readdir {} right after mounting: {e}", m.mp.display()));
-        m
-    }
-
-    fn mp(&self) -> &Path {
-        &self.mp
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().expect("daemon running").id() as i32
-    }
-
-    fn take_child(&mut self) -> Child {
-        self.child.take().expect("daemon running")
-    }
-
-    /// `atlasfs unmount MP`; the daemon must then exit 0 with the mount gone.
-    fn unmount(mut self) {
-        run(Command::new(bin()).arg("unmount").arg(&self.mp));
-        assert!(!is_fuse_mount(&self.mp), "{} is still mounted after 'atlasfs unmount'", self.mp.display());
-        let mut child = self.take_child();
-        let st = wait_exit(&mut child, EXIT_TIMEOUT);
-        if st.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let st = st.unwrap_or_else(|| panic!("the daemon did not exit within {EXIT_TIMEOUT:?} of 'atlasfs unmount'"));
-        assert!(st.success(), "the daemon exited with {st} after 'atlasfs unmount'");
-    }
-
-    /// SIGKILL, and the stale mount is left for the next `atlasfs mount` to clear.
-    fn kill9_leaving_stale(mut self) {
-        let mut child = self.take_child();
-        child.kill().expect("SIGKILL the daemon");
-        child.wait().expect("reap the daemon");
-        assert_eq!(std::fs::read_dir(&self.mp).err().and_then(|e| e.raw_os_error()), Some(libc::ENOTCONN), "the mount is stale");
-        self.mp = PathBuf::from("/nonexistent"); // Drop must not clear it
-    }
-
-    /// SIGKILL: the daemon dies with the mount in place (a stale mount: ENOTCONN),
-    /// which is then cleared with fusermount3 -uz.
-    fn kill9(mut self) {
-        let mut child = self.take_child();
-        child.kill().expect("SIGKILL the daemon");
-        child.wait().expect("reap the daemon");
-        assert!(is_fuse_mount(&self.mp), "after kill -9 the mount should be left behind, stale");
-        // (A stat may still be answered from the kernel's attribute cache; a directory
-        // read always goes to the daemon.)
-        let e = std::fs::read_dir(&self.mp).expect_err("a dead daemon's mount answers nothing");
-        assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "readdir of a stale mount: {e}");
-        assert!(fusermount("-uz", &self.mp), "fusermount3 -uz {} failed", self.mp.display());
-        assert!(!is_fuse_mount(&self.mp), "the stale mount is still there after fusermount3 -uz");
-    }
-
-    /// SIGTERM: the daemon must flush, unmount and exit 0 by itself.
-    fn terminate(mut self) {
-        let pid = self.pid();
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "kill -TERM {pid}");
-        let mut child = self.take_child();
-        let st = wait_exit(&mut child, EXIT_TIMEOUT);
-        if st.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let st = st.unwrap_or_else(|| panic!("the daemon did not exit within {EXIT_TIMEOUT:?} of SIGTERM"));
-        assert!(st.success(), "the daemon exited with {st} after SIGTERM");
-        assert!(!is_fuse_mount(&self.mp), "{} is still mounted after the daemon exited on SIGTERM", self.mp.display());
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        for _ in 0..20 {
-            if !is_fuse_mount(&self.mp) {
-                break;
-            }
-            if fusermount("-u", &self.mp) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if is_fuse_mount(&self.mp) {
-            fusermount("-uz", &self.mp);
-        }
-        if let Some(mut child) = self.child.take()
-            && wait_exit(&mut child, Duration::from_secs(10)).is_none()
-        {
-            eprintln!("the daemon for {} did not exit after unmount; killing it", self.mp.display());
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if is_fuse_mount(&self.mp) {
-            let _ = Command::new("umount").arg("-l").arg(&self.mp).status();
-        }
-    }
-}
-
 fn log_text(m: &Mounted) -> String {
-    std::fs::read_to_string(&m.log).unwrap_or_default()
+    m.log_text()
+}
+
+/// A daemon for `store` at `mp` (see `common::mount`); its log is printed if the test fails.
+fn mounted(store: &std::ffi::OsStr, mp: &Path, extra: &[&str], env: &[(&str, &str)]) -> Mounted {
+    let m = Mounted::start_with(store, mp, extra, env);
+    LOGS.with(|l| l.borrow_mut().push(m.log.clone()));
+    m
 }
 
 // ------------------------------------------------------------------ scenario 1: reading
@@ -814,8 +625,8 @@ fn s8_two_daemons_on_one_bucket() {
     cli(&["put", url, "both/x", s(&src.join("x.npy"))]);
 
     let extra = ["--endpoint", endpoint.as_str(), "--metadata-ttl", "0.3", "--ttl", "0.1"];
-    let a = Mounted::start_with(url.as_ref(), &ctx.mkdir("a"), &extra, &env);
-    let b = Mounted::start_with(url.as_ref(), &ctx.mkdir("b"), &extra, &env);
+    let a = mounted(url.as_ref(), &ctx.mkdir("a"), &extra, &env);
+    let b = mounted(url.as_ref(), &ctx.mkdir("b"), &extra, &env);
 
     // Different datasets, written at the same time.
     let writers: Vec<_> = [("a", a.mp().to_path_buf()), ("b", b.mp().to_path_buf())]
@@ -917,7 +728,7 @@ fn s9_mount_without_xattrs() {
     std::fs::write(&src, npy_i64(&[4, 5, 6])).unwrap();
     run(Command::new(bin()).arg("create").arg(&store));
     run(Command::new(bin()).arg("put").arg(&store).arg("ds/a").arg(&src));
-    let m = Mounted::start(&store, &ctx.mkdir("mnt"), &["--no-xattrs"]);
+    let m = mounted(store.as_os_str(), &ctx.mkdir("mnt"), &["--no-xattrs"], &[]);
     let f = m.mp().join("ds/a.npy");
     assert!(run(Command::new("ls").arg("-l").arg(m.mp().join("ds"))).contains("a.npy"), "ls -l lists the array");
     assert_eq!(i64s_of(&std::fs::read(&f).unwrap(), 3), [4, 5, 6]);

@@ -179,6 +179,53 @@ impl Mounted {
     }
 }
 
+impl Mounted {
+    /// The daemon process, taken out of the guard (Drop then only unmounts).
+    pub fn take_child(&mut self) -> Child {
+        self.child.take().expect("daemon running")
+    }
+
+    /// SIGKILL, and the stale mount is left for the next `atlasfs mount` to clear.
+    pub fn kill9_leaving_stale(mut self) {
+        let mut child = self.take_child();
+        child.kill().expect("SIGKILL the daemon");
+        child.wait().expect("reap the daemon");
+        assert_eq!(std::fs::read_dir(&self.mp).err().and_then(|e| e.raw_os_error()), Some(libc::ENOTCONN), "the mount is stale");
+        self.mp = PathBuf::from("/nonexistent"); // Drop must not clear it
+    }
+
+    /// SIGKILL: the daemon dies with the mount in place (a stale mount: ENOTCONN),
+    /// which is then cleared with fusermount3 -uz.
+    pub fn kill9(mut self) {
+        let mut child = self.take_child();
+        child.kill().expect("SIGKILL the daemon");
+        child.wait().expect("reap the daemon");
+        assert!(is_fuse_mount(&self.mp), "after kill -9 the mount should be left behind, stale");
+        // (A stat may still be answered from the kernel's attribute cache; a directory
+        // read always goes to the daemon.)
+        let e = std::fs::read_dir(&self.mp).expect_err("a dead daemon's mount answers nothing");
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "readdir of a stale mount: {e}");
+        assert!(fusermount("-uz", &self.mp), "fusermount3 -uz {} failed", self.mp.display());
+        assert!(!is_fuse_mount(&self.mp), "the stale mount is still there after fusermount3 -uz");
+    }
+
+    /// SIGTERM: the daemon must flush, unmount and exit 0 by itself.
+    pub fn terminate(mut self) {
+        let pid = self.pid();
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "kill -TERM {pid}");
+        let mut child = self.take_child();
+        let st = wait_exit(&mut child, EXIT_TIMEOUT);
+        if st.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let st = st.unwrap_or_else(|| panic!("the daemon did not exit within {EXIT_TIMEOUT:?} of SIGTERM"));
+        assert!(st.success(), "the daemon exited with {st} after SIGTERM\n{}", log_report(&self.log));
+        assert!(!is_fuse_mount(&self.mp), "{} is still mounted after the daemon exited on SIGTERM", self.mp.display());
+    }
+}
+
 impl Drop for Mounted {
     fn drop(&mut self) {
         if std::thread::panicking() {
