@@ -635,11 +635,12 @@ impl ArrayFile {
         };
         self.pending.entries.shift_remove(from);
         // The stats held for `from` describe this writer's version: recompute.
-        if self.stats.shift_remove(from).is_some() || self.resolve(from).is_some() {
-            if self.resolve(from).is_some() {
-                let s = self.entry_stats_from(from, &HashMap::new()).await?;
-                self.stats.insert(from.to_string(), s);
-            }
+        let had = self.stats.shift_remove(from).is_some();
+        if self.resolve(from).is_some() {
+            let s = self.entry_stats_from(from, &HashMap::new()).await?;
+            self.stats.insert(from.to_string(), s);
+            self.stats_dirty = true;
+        } else if had {
             self.stats_dirty = true;
         }
         Ok(made)
