@@ -9,6 +9,8 @@
 //! reports each case, and fails listing every failing case. To run only some
 //! cases: ATLASFS_CONFORMANCE_CASES=zero_d,bulk_reads cargo test --test conformance
 
+#[path = "faults/mod.rs"]
+mod faults;
 #[path = "conformance/moto.rs"]
 mod moto;
 #[path = "conformance/suite.rs"]

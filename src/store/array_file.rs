@@ -248,6 +248,13 @@ pub struct ArrayFile {
     /// Files ignored by refreshes: set-aside sidecars and torn layer files, by overlay
     /// number, with their ETags (a changed file is looked at again).
     ignored: std::collections::BTreeMap<u32, (Path, Option<String>)>,
+    /// The sidecar [`Self::stage`] wrote, until the metadata file commits it
+    /// ([`Self::commit_staged`]) or a conflict withdraws it ([`Self::abort_staged`]).
+    /// Its changes stay pending meanwhile, so a withdrawn flush loses nothing.
+    staged: Option<u32>,
+    /// Overlay numbers up to this one were used by withdrawn sidecars: not reused, so
+    /// no reader mistakes a new file for one it saw before.
+    withdrawn: u32,
 }
 
 fn sidecar_number(file_name: &str) -> Option<u32> {
@@ -319,6 +326,8 @@ impl ArrayFile {
             recent: HashMap::new(),
             set_aside: vec![],
             ignored: incomplete.into_iter().map(|(n, p)| (n, (p.clone(), tags.get(&p).cloned().flatten()))).collect(),
+            staged: None,
+            withdrawn: 0,
         })
     }
 
@@ -751,7 +760,7 @@ impl ArrayFile {
 
     fn next_overlay(&self) -> u32 {
         let ignored = self.ignored.keys().next_back().map(|n| n + 1).unwrap_or(1);
-        self.layers.last().map(|l| l.overlay + 1).unwrap_or(1).max(1).max(ignored)
+        self.layers.last().map(|l| l.overlay + 1).unwrap_or(1).max(1).max(ignored).max(self.withdrawn + 1)
     }
 
     /// Brings the layer list up to date with the store: sidecars other writers
@@ -828,20 +837,30 @@ impl ArrayFile {
         Ok(seen)
     }
 
-    /// Writes the pending layer as the next sidecar, then the stats file.
-    /// On error the pending layer is kept, so a later flush retries it.
-    /// Returns whether a sidecar was written.
+    /// Writes the pending layer as the next sidecar, then the stats file, without a
+    /// metadata file: for compaction, which rewrites everything anyway.
     pub async fn flush(&mut self) -> Result<bool> {
+        let wrote = self.stage().await?;
+        self.commit_staged().await?;
+        Ok(wrote)
+    }
+
+    /// First half of a flush: writes the pending layer as the next sidecar, which
+    /// readers see at once, but keeps the changes pending until the metadata file is
+    /// written (the commit point): then [`Self::commit_staged`] drops them, or, if
+    /// another writer's flush got in first with changes to the same datasets,
+    /// [`Self::abort_staged`] removes the sidecar again. On error nothing is staged
+    /// and everything stays pending. Returns whether a sidecar was written.
+    pub async fn stage(&mut self) -> Result<bool> {
+        debug_assert!(self.staged.is_none(), "stage twice without commit or abort");
         if self.pending.entries.is_empty() {
-            if self.stats_dirty {
-                self.write_stats().await?;
-            }
             return Ok(false);
         }
         // Another writer's new sidecars for a dataset we also changed: a true conflict.
-        // Refuse before writing anything, so neither side's data is shadowed.
+        // Refuse before writing anything, so neither side's data is shadowed; the
+        // clash stays recorded, so the retried flush forks those datasets.
         self.refresh().await?;
-        let clash: Vec<String> = std::mem::take(&mut self.clashes).into_keys().filter(|n| self.pending.entries.contains_key(n)).collect();
+        let clash = self.clashing();
         if !clash.is_empty() {
             return Err(Error::Conflict(format!(
                 "array {:?} of dataset(s) {} was written by another writer since this store read it; the changes here stay unflushed",
@@ -891,10 +910,24 @@ impl ArrayFile {
             }
         };
         let size = self.pending.packer.closed_len() + encode_footer(&footer).len() as u64;
-        let done = std::mem::replace(&mut self.pending, Pending::new(self.codec));
-        let layer = Arc::new(Layer::from_footer(done.id, path, overlay, size, e_tag, footer)?);
+        let layer = Arc::new(Layer::from_footer(self.pending.id, path, overlay, size, e_tag, footer)?);
         self.layers.push(layer);
         self.base_exists = true;
+        self.staged = Some(overlay);
+        Ok(true)
+    }
+
+    /// Second half of a flush, once the metadata file is written: the staged sidecar
+    /// holds the pending changes, which are dropped; then the stats file is written.
+    pub async fn commit_staged(&mut self) -> Result<()> {
+        if self.staged.take().is_none() {
+            if self.stats_dirty {
+                self.write_stats().await?;
+            }
+            return Ok(());
+        }
+        let done = std::mem::replace(&mut self.pending, Pending::new(self.codec));
+        self.clashes.clear();
         // Stats for entries that received chunks, reusing the summaries taken at write time.
         for (name, e) in done.entries {
             if e.deleted || e.chunks.is_empty() {
@@ -907,7 +940,29 @@ impl ArrayFile {
         if self.stats_dirty {
             self.write_stats().await?;
         }
-        Ok(true)
+        Ok(())
+    }
+
+    /// Withdraws the staged sidecar after another writer's flush committed first
+    /// with changes to the same datasets: the file is deleted (it would shadow their
+    /// version) and the changes stay pending for the retried flush to fork.
+    pub async fn abort_staged(&mut self) {
+        let Some(overlay) = self.staged.take() else { return };
+        self.withdrawn = self.withdrawn.max(overlay);
+        let Some(i) = self.layers.iter().position(|l| l.overlay == overlay) else { return };
+        let l = self.layers.remove(i);
+        self.cache.forget_layer(l.id);
+        if let Err(e) = self.store.delete(&l.path).await {
+            // Left behind it would shadow the other writer's version of the datasets
+            // both changed, for every reader; at least this one ignores it.
+            tracing::error!(file = %l.path, error = %e, "could not remove the sidecar of a flush that lost a conflict; remove it by hand or compact");
+            self.ignored.insert(l.overlay, (l.path.clone(), l.e_tag.clone()));
+        }
+    }
+
+    /// Whether a sidecar awaits [`Self::commit_staged`] or [`Self::abort_staged`].
+    pub fn is_staged(&self) -> bool {
+        self.staged.is_some()
     }
 
     fn pending_footer(&self, overlay: u32) -> Footer {

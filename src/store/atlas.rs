@@ -236,9 +236,12 @@ impl Drop for MetaLock {
     }
 }
 
+/// An array file held write-locked from staging its sidecar to committing it.
+type StagedFile = tokio::sync::OwnedRwLockWriteGuard<ArrayFile>;
+
 fn conflict(names: Vec<String>) -> Error {
     Error::Conflict(format!(
-        "dataset(s) {} changed here and by another writer while this flush ran; chunks this flush uploaded lie above theirs, its metadata changes stay unflushed here (flush again to write them)",
+        "dataset(s) {} changed here and by another writer while this flush ran; the sidecars it wrote were withdrawn and its changes stay pending",
         names.join(", ")
     ))
 }
@@ -575,8 +578,20 @@ impl Atlas {
     /// (concurrently), then the metadata file. On error nothing pending is dropped.
     pub async fn flush(&self) -> Result<()> {
         let _g = self.inner.flush_lock.lock().await;
-        let forks = self.fork_conflicts().await?;
-        self.flush_locked().await?;
+        let mut forks = vec![];
+        // Another writer's flush can land between our check for conflicts and our
+        // metadata file; the flush then withdraws what it wrote and goes round again,
+        // which forks the datasets both changed. A few rounds end all but a live-lock.
+        for round in 0.. {
+            forks.extend(self.fork_conflicts().await?);
+            match self.flush_locked().await {
+                Err(Error::Conflict(msg)) if round < 4 => tracing::info!(round, %msg, "another writer flushed concurrently; flushing again"),
+                r => {
+                    r?;
+                    break;
+                }
+            }
+        }
         if forks.is_empty() {
             return Ok(());
         }
@@ -656,32 +671,69 @@ impl Atlas {
         Ok(forks)
     }
 
+    /// Stages every array file with pending changes (their sidecars), writes the
+    /// metadata file, then commits the staged files. The files stay write-locked
+    /// from staging to commit, so no write slips between a sidecar and the
+    /// pending state it is dropped against. A conflict withdraws the sidecars and
+    /// keeps everything pending; any other error after a sidecar was written keeps
+    /// it (the metadata write may have landed) and the next flush rewrites metadata.
     async fn flush_locked(&self) -> Result<()> {
         let meta_dirty = self.inner.meta_dirty.swap(false, Ordering::AcqRel);
         let snapshot = self.inner.meta.lock().clone();
-        let files = self.loaded_files();
-        let results: Vec<Result<bool>> = futures::stream::iter(files).map(|f| async move { f.write().await.flush().await }).buffer_unordered(8).collect().await;
+        let mut slots = self.loaded_files();
+        slots.sort_by_cached_key(|f| Arc::as_ptr(f) as usize);
+        let mut files = vec![];
+        for f in slots {
+            if f.read().await.has_pending() {
+                files.push(f.write_owned().await);
+            }
+        }
+        let mut results: Vec<Result<bool>> = vec![];
+        for some in files.chunks_mut(8) {
+            results.extend(futures::future::join_all(some.iter_mut().map(|g| g.stage())).await);
+        }
         let wrote = results.iter().any(|r| matches!(r, Ok(true)));
-        if let Some(e) = results.into_iter().find_map(|r| r.err()) {
-            self.inner.meta_dirty.store(meta_dirty || self.inner.meta_dirty.load(Ordering::Acquire), Ordering::Release);
-            return Err(e);
+        let mut outcome = match results.into_iter().find_map(|r| r.err()) {
+            Some(e) => Err(e),
+            None if meta_dirty || wrote => self.save_meta(snapshot, &mut files).await,
+            // The metadata file is rewritten after any new sidecar too: its version is
+            // what other handles watch to notice changes (see `refresh`).
+            None => Ok(false),
+        };
+        if matches!(outcome, Err(Error::Conflict(_))) {
+            for g in files.iter_mut() {
+                g.abort_staged().await;
+            }
         }
-        // The metadata file is rewritten after any new sidecar too: its version is
-        // what other handles watch to notice changes (see `refresh`).
-        let meta_dirty = meta_dirty || wrote;
-        if meta_dirty && let Err(e) = self.save_meta(snapshot).await {
-            self.inner.meta_dirty.store(true, Ordering::Release);
-            return Err(e);
+        for g in files.iter_mut() {
+            if g.is_staged() || outcome.is_ok() {
+                let r = g.commit_staged().await;
+                if outcome.is_ok() {
+                    outcome = r.map(|_| false).and(outcome);
+                }
+            }
         }
-        Ok(())
+        drop(files);
+        match outcome {
+            Ok(merged) => {
+                if merged {
+                    self.load_merged_layers().await;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.inner.meta_dirty.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
     }
 
     /// Writes the metadata file without losing other writers' changes: a
     /// conditional update on the version we last saw; if another writer got there
-    /// first, their file is read, merged with our changes (datasets changed on both
-    /// sides are a conflict) and the update retried. Backends without conditional
-    /// updates (a local directory) do the same under a lock file.
-    async fn save_meta(&self, snapshot: StoreMeta) -> Result<()> {
+    /// first, their file is read and merged with ours (`merge_theirs`) and the
+    /// update retried. Backends without conditional updates (a local directory) do
+    /// the same under a lock file. Returns whether another writer's file was merged.
+    async fn save_meta(&self, snapshot: StoreMeta, files: &mut [StagedFile]) -> Result<bool> {
         let clashes = std::mem::take(&mut *self.inner.meta_clashes.lock());
         if !clashes.is_empty() {
             return Err(conflict(clashes.into_iter().collect()));
@@ -701,17 +753,14 @@ impl Atlas {
             match self.inner.store.put_opts(&path, PutPayload::from(bytes), PutOptions::from(mode)).await {
                 Ok(r) => {
                     self.saved(&snapshot, ours, UpdateVersion { e_tag: r.e_tag, version: r.version });
-                    if merged {
-                        self.load_merged_layers().await;
-                    }
-                    return Ok(());
+                    return Ok(merged);
                 }
                 Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => {
                     let (theirs, v) = read_meta(&*self.inner.store, self.inner.meta_file).await?;
-                    ours = self.merge_or_absorb(&ours, theirs, v)?;
+                    ours = self.merge_theirs(&ours, theirs, v, files).await?;
                     merged = true;
                 }
-                Err(object_store::Error::NotImplemented { .. }) => return self.save_meta_locked(&snapshot, ours).await,
+                Err(object_store::Error::NotImplemented { .. }) => return self.save_meta_locked(&snapshot, ours, files).await,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -734,30 +783,45 @@ impl Atlas {
         }
     }
 
-    /// `ours` merged onto another writer's `theirs`, which becomes the new base. On a
-    /// conflict their version is taken into memory under our changes (as a refresh
-    /// does), so the error is reported once and a retried flush writes ours on top.
-    fn merge_or_absorb(&self, ours: &StoreMeta, theirs: StoreMeta, version: Option<UpdateVersion>) -> Result<StoreMeta> {
+    /// `ours` merged onto another writer's `theirs` (which committed while our
+    /// sidecars were staged), which becomes the new base. A conflict is a dataset
+    /// both changed, in the metadata or in the data: their new sidecars, loaded
+    /// here, hold entries we have pending. Then their version is taken into memory
+    /// under our changes (as a refresh does) and the conflict returned, so the
+    /// caller withdraws our sidecars and the retried flush forks those datasets.
+    async fn merge_theirs(&self, ours: &StoreMeta, theirs: StoreMeta, version: Option<UpdateVersion>, files: &mut [StagedFile]) -> Result<StoreMeta> {
+        let mut names = BTreeSet::new();
+        for g in files.iter_mut() {
+            g.refresh().await?;
+            names.extend(g.clashing());
+        }
         let base = self.inner.base.lock().clone();
         let merged = merge(&base, ours, &theirs);
-        if merged.is_err() {
+        if let Err(n) = &merged {
+            names.extend(n.iter().cloned());
+        }
+        if !names.is_empty() {
             let mut m = self.inner.meta.lock();
             *m = merge_keep_ours(&base, &m, &theirs);
+            self.inner.meta_clashes.lock().extend(names.iter().cloned());
         }
         *self.inner.base.lock() = theirs;
         *self.inner.meta_version.lock() = version;
-        merged.map_err(conflict)
+        match merged {
+            Ok(m) if names.is_empty() => Ok(m),
+            _ => Err(conflict(names.into_iter().collect())),
+        }
     }
 
     /// The lock-file protocol for stores whose backend has no conditional update.
-    async fn save_meta_locked(&self, snapshot: &StoreMeta, mut ours: StoreMeta) -> Result<()> {
+    async fn save_meta_locked(&self, snapshot: &StoreMeta, mut ours: StoreMeta, files: &mut [StagedFile]) -> Result<bool> {
         let lock = MetaLock::acquire(self.inner.store.clone()).await?;
         let saved = async {
             let mut merged = false;
             if let Ok((theirs, v)) = read_meta(&*self.inner.store, self.inner.meta_file).await {
                 let base = self.inner.base.lock().clone();
                 if !changed_datasets(&base, &theirs).is_empty() || base.codec != theirs.codec {
-                    ours = self.merge_or_absorb(&ours, theirs, v)?;
+                    ours = self.merge_theirs(&ours, theirs, v, files).await?;
                     merged = true;
                 }
             }
@@ -769,10 +833,7 @@ impl Atlas {
         }
         .await;
         lock.release().await;
-        if saved? {
-            self.load_merged_layers().await;
-        }
-        Ok(())
+        saved
     }
 
     /// After a successful save of `written` (which began as `snapshot`): it becomes

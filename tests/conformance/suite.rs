@@ -1151,6 +1151,81 @@ pub async fn two_writers_conflict(make: Make) {
     assert_eq!(ds(&loc.open().await, "d").await.get_attribute("k"), Some(Attr::Int64(5)));
 }
 
+/// Another writer's whole flush landing inside ours, between our check for
+/// conflicts and our metadata file (injected with `HookPut` at our first sidecar
+/// PUT): whichever side the race makes lose, both versions of the dataset survive,
+/// one in the dataset and one in a conflicted copy, and the other dataset our flush
+/// carried is written. Before staged sidecars, the loser's sidecar shadowed the
+/// winner's acknowledged chunk, or its retried metadata overwrote their attribute.
+pub async fn conflict_race_inside_flush(make: Make) {
+    use crate::faults::{HookPut, HookWhen};
+    for when in [HookWhen::Before, HookWhen::After] {
+        let loc = make();
+        let a = loc.create(StoreConfig::default()).await;
+        for name in ["d", "e"] {
+            let d = a.create_dataset(name).await.unwrap();
+            define::<i32>(&d, "x", &["i"], &[4], Some(&[2]), None).await;
+            write(&d, "x", &[0], &arr(&[4], vec![1i32, 2, 3, 4])).await;
+        }
+        a.flush().await.unwrap();
+
+        // The same chunk and the same attribute of `d` on both sides; `e` only here.
+        let other = loc.open().await;
+        write(&ds(&other, "d").await, "x", &[0], &arr(&[2], vec![10i32, 11])).await;
+        ds(&other, "d").await.set_attribute("k", Attr::Int64(1)).unwrap();
+        let flushed = Arc::new(parking_lot::Mutex::new(None));
+        let (o, f) = (other.clone(), flushed.clone());
+        let sidecar = |p: &Path| p.filename().is_some_and(|n| n.starts_with("data.") && n.ends_with(".af") && n != "data.af");
+        let hooked = HookPut::new(
+            loc.store.clone(),
+            sidecar,
+            when,
+            Box::new(move || {
+                Box::pin(async move {
+                    *f.lock() = Some(o.flush().await);
+                })
+            }),
+        );
+        let here = Atlas::open(hooked.clone(), loc.prefix.clone()).await.unwrap();
+        write(&ds(&here, "d").await, "x", &[0], &arr(&[2], vec![20i32, 21])).await;
+        ds(&here, "d").await.set_attribute("k", Attr::Int64(2)).unwrap();
+        write(&ds(&here, "e").await, "x", &[2], &arr(&[2], vec![50i32, 51])).await;
+        let mine = here.flush().await;
+        assert!(hooked.fired.lock().is_some(), "{when:?}: the other writer's flush ran inside ours");
+        let theirs = flushed.lock().take().expect("the hook ran the other flush");
+
+        let r = loc.open().await;
+        let copies: Vec<String> = r.list_datasets().into_iter().filter(|n| n.starts_with("d.conflict-")).collect();
+        assert_eq!(copies.len(), 1, "{when:?}: one conflicted copy: {:?} (ours {mine:?}, theirs {theirs:?})", r.list_datasets());
+        // Exactly one flush lost the race, and its version is the copy.
+        let (kept, copied, want_d, want_c) = match (&mine, &theirs) {
+            (Err(Error::Conflict(_)), Ok(())) => ("other", "here", vec![10i32, 11, 3, 4], vec![20i32, 21, 3, 4]),
+            (Ok(()), Err(Error::Conflict(_))) => ("here", "other", vec![20i32, 21, 3, 4], vec![10i32, 11, 3, 4]),
+            other => panic!("{when:?}: exactly one flush must report the conflict: {other:?}"),
+        };
+        let key = |w: &str| Attr::Int64(if w == "other" { 1 } else { 2 });
+        for h in [&r, &loc.open().await] {
+            assert_reads(&ds(h, "d").await, "x", &arr(&[4], want_d.clone()), &format!("{when:?}: d holds the winner's ({kept}) chunk")).await;
+            assert_eq!(ds(h, "d").await.get_attribute("k"), Some(key(kept)), "{when:?}: d keeps the winner's attribute");
+            assert_reads(&ds(h, &copies[0]).await, "x", &arr(&[4], want_c.clone()), &format!("{when:?}: the copy holds the loser's ({copied}) version")).await;
+            assert_eq!(ds(h, &copies[0]).await.get_attribute("k"), Some(key(copied)), "{when:?}: the copy keeps the loser's attribute");
+            assert_reads(&ds(h, "e").await, "x", &arr(&[4], vec![1i32, 2, 50, 51]), &format!("{when:?}: e, written only here, is flushed")).await;
+        }
+        // Both handles agree with a fresh one after a refresh, and have nothing left.
+        for (w, h) in [("here", &here), ("other", &other)] {
+            h.refresh().await.unwrap();
+            assert_reads(&ds(h, "d").await, "x", &arr(&[4], want_d.clone()), &format!("{when:?}: {w} after a refresh")).await;
+            h.flush().await.unwrap_or_else(|e| panic!("{when:?}: {w} flushes again cleanly: {e}"));
+        }
+        assert_eq!(r.list_datasets().len(), loc.open().await.list_datasets().len(), "{when:?}: no further copies");
+        // Compaction keeps the same picture (a withdrawn sidecar left behind would show here).
+        here.compact().await.unwrap();
+        let c = loc.open().await;
+        assert_reads(&ds(&c, "d").await, "x", &arr(&[4], want_d), &format!("{when:?}: d after compaction")).await;
+        assert_reads(&ds(&c, &copies[0]).await, "x", &arr(&[4], want_c), &format!("{when:?}: the copy after compaction")).await;
+    }
+}
+
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         /// Case names, in run order.
@@ -1185,4 +1260,5 @@ suite!(
     laziness_and_arrays,
     two_writers_disjoint,
     two_writers_conflict,
+    conflict_race_inside_flush,
 );

@@ -284,3 +284,99 @@ impl ObjectStore for FaultAt {
         self.inner.rename_opts(from, to, options).await
     }
 }
+
+/// When [`HookPut`] runs its hook, relative to the put it is aimed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookWhen {
+    /// Before the put reaches the store.
+    Before,
+    /// After the store accepted it, before the caller hears so.
+    After,
+}
+
+type Hook = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
+
+/// An `ObjectStore` wrapper that runs an async hook once, around the first put of
+/// a path `aim` accepts: the way to land another writer's whole flush at an exact
+/// point inside this one (a race the scheduler would rarely produce).
+pub struct HookPut {
+    inner: Arc<dyn ObjectStore>,
+    aim: Box<dyn Fn(&Path) -> bool + Send + Sync>,
+    when: HookWhen,
+    hook: parking_lot::Mutex<Option<Hook>>,
+    /// The path the hook fired at, once it has.
+    pub fired: parking_lot::Mutex<Option<String>>,
+}
+
+impl HookPut {
+    pub fn new(inner: Arc<dyn ObjectStore>, aim: impl Fn(&Path) -> bool + Send + Sync + 'static, when: HookWhen, hook: Hook) -> Arc<Self> {
+        Arc::new(HookPut { inner, aim: Box::new(aim), when, hook: parking_lot::Mutex::new(Some(hook)), fired: parking_lot::Mutex::new(None) })
+    }
+
+    fn take(&self, location: &Path) -> Option<Hook> {
+        if !(self.aim)(location) {
+            return None;
+        }
+        let h = self.hook.lock().take()?;
+        *self.fired.lock() = Some(location.to_string());
+        Some(h)
+    }
+}
+
+impl fmt::Debug for HookPut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HookPut({:?}, {:?})", self.inner, self.when)
+    }
+}
+
+impl fmt::Display for HookPut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HookPut({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for HookPut {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        let hook = self.take(location);
+        if self.when == HookWhen::Before
+            && let Some(h) = hook
+        {
+            h().await;
+            return self.inner.put_opts(location, payload, opts).await;
+        }
+        let r = self.inner.put_opts(location, payload, opts).await;
+        if let Some(h) = hook {
+            h().await;
+        }
+        r
+    }
+
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: object_store::RenameOptions) -> Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
