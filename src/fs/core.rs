@@ -144,6 +144,11 @@ struct Staged {
     dirty: bool,
     /// Unlinked while open: its descriptors' closes commit nothing.
     dropped: bool,
+    /// Why its commit failed: every later close and fsync of its descriptors
+    /// reports it again, until they write anew. numpy's `tofile` writes through a
+    /// dup'd descriptor and ignores that close's error; the last close must not
+    /// then report success for bytes the store refused.
+    rejected: Option<FsError>,
 }
 
 /// The bytes an open descriptor of an array read before the array was replaced
@@ -926,7 +931,7 @@ impl AtlasFs {
     }
 
     fn stage(&self, ds: &str, name: &str) -> FsResult<Arc<Mutex<Staged>>> {
-        let s = Arc::new(Mutex::new(Staged { file: tempfile::tempfile()?, len: 0, mtime: SystemTime::now(), dirty: true, dropped: false }));
+        let s = Arc::new(Mutex::new(Staged { file: tempfile::tempfile()?, len: 0, mtime: SystemTime::now(), dirty: true, dropped: false, rejected: None }));
         self.staged.lock().insert((ds.to_string(), name.to_string()), s.clone());
         Ok(s)
     }
@@ -1091,6 +1096,7 @@ impl AtlasFs {
                 s.file.write_all_at(data, offset)?;
                 s.len = s.len.max(offset + data.len() as u64);
                 s.dirty = true;
+                s.rejected = None;
                 s.mtime = SystemTime::now();
             }
             Handle::Update { ds, arr, overlay } => {
@@ -1254,10 +1260,16 @@ impl AtlasFs {
             Handle::Staged { ds, name, writable: true, staged } => {
                 let Some(arr) = array_of(name) else { return Ok(()) }; // temp files wait for rename
                 let s = staged;
+                if let Some(e) = s.lock().rejected.clone() {
+                    return Err(e);
+                }
                 if !s.lock().dirty || s.lock().dropped {
                     return Ok(());
                 }
                 let res = self.commit_staged(ds, arr, s).await;
+                if let Err(e) = &res {
+                    s.lock().rejected = Some(e.clone());
+                }
                 // Success or not, the staged bytes are done with: the array is either
                 // replaced or, on error, left exactly as it was. (A later truncating
                 // open of the name has its own staged file, which stays.)
@@ -1643,6 +1655,7 @@ impl AtlasFs {
                     s.file.set_len(size)?;
                     s.len = size;
                     s.dirty = true;
+                    s.rejected = None;
                 } else if size == 0 && array_of(name).is_some_and(|a| self.schema(ds, a).is_some()) {
                     // truncate(2) to zero starts a rewrite; the old array stays until the new bytes are committed.
                     self.stage(ds, name)?;

@@ -25,6 +25,22 @@ pub fn check_new_name(name: &str) -> Result<(), FsError> {
             format!("name of {} bytes is too long: new names are limited to {NAME_MAX} bytes ({}…)", name.len(), name.chars().take(32).collect::<String>()),
         ));
     }
+    // An array is a directory of the store named by its percent-encoded name (`%`
+    // and non-ASCII bytes take 3 bytes each): a local store cannot hold a longer
+    // segment, and the flush would fail deep down with EIO.
+    if let Some(array) = name.strip_suffix(".npy") {
+        let stored = object_store::path::PathPart::from(array);
+        if stored.as_ref().len() > NAME_MAX {
+            return Err(FsError::new(
+                libc::ENAMETOOLONG,
+                format!(
+                    "array name {}… is too long as stored: {} bytes percent-encoded (`%` and non-ASCII bytes take 3), over {NAME_MAX}",
+                    array.chars().take(32).collect::<String>(),
+                    stored.as_ref().len()
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -45,5 +61,11 @@ mod tests {
         assert_eq!(e.errno, libc::ENAMETOOLONG);
         assert!(e.msg.contains("256 bytes"), "{}", e.msg);
         assert_eq!(check_new_name(&"é".repeat(128)).unwrap_err().errno, libc::ENAMETOOLONG);
+        // Arrays are stored percent-encoded: 85 '%' are 255 bytes there, 86 are 258.
+        check_new_name(&format!("{}.npy", "%".repeat(85))).unwrap();
+        check_new_name(&"%".repeat(200)).unwrap(); // a dataset: a key in the metadata file, not a path
+        let e = check_new_name(&format!("{}.npy", "%".repeat(86))).unwrap_err();
+        assert_eq!(e.errno, libc::ENAMETOOLONG);
+        assert!(e.msg.contains("258 bytes percent-encoded"), "{}", e.msg);
     }
 }

@@ -415,6 +415,13 @@ def cmd_semantics(mount, oracle_in, oracle_out):
     expect_errno(errs, "close of a truncated .npy over ds/names.npy", errno.EINVAL, f.close)
     if "x.npy" in os.listdir(M("ds")):
         errs.append(f"x.npy is listed after its rejected close: {os.listdir(M('ds'))}")
+    # np.save writes the data through a dup'd descriptor (ndarray.tofile) and ignores
+    # that close's error: the refusal must still reach np.save's own close.
+    expect_errno(errs, "np.save of a complex64 array (no atlas dtype)", errno.EINVAL, np.save, M("ds", "cplx.npy"), np.zeros(4, np.complex64))
+    if "cplx.npy" in os.listdir(M("ds")):
+        errs.append(f"cplx.npy is listed after np.save failed: {os.listdir(M('ds'))}")
+    # an array's name is a directory of the store, percent-encoded: '%' takes 3 bytes
+    expect_errno(errs, "create an array named 86 × '%'", errno.ENAMETOOLONG, np.save, M("ds", "%" * 86 + ".npy"), np.arange(3))
     # the same name written again, validly, right after a rejected close
     f = open(M("ds", "y.npy"), "wb")
     f.write(b"garbage")
