@@ -251,6 +251,8 @@ impl BlockCache {
             }
             for b in run {
                 let part = bytes.slice((b.file_offset - start) as usize..(b.file_offset - start + b.compressed_size) as usize);
+                // An uncompressed block is cached as fetched: a slice would pin the whole run.
+                let part = if b.codec == CodecId::None { Bytes::copy_from_slice(&part) } else { part };
                 if let (Some(disk), Some(tag)) = (&self.disk, &layer.e_tag) {
                     let (d, key, payload) = (disk.clone(), disk.key(layer.path.as_ref(), tag, b.file_offset, b.compressed_size), part.clone());
                     tokio::task::spawn_blocking(move || d.put(&key, &payload));
