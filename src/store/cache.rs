@@ -200,11 +200,9 @@ impl BlockCache {
                 None => fetch.await?,
             };
             self.counters.bytes_fetched.fetch_add(compressed.len() as u64, Ordering::Relaxed);
-            // Uncompressed: the fetched bytes are the block, no copy.
-            if *codec == CodecId::None && compressed.len() as u64 == uncompressed {
-                self.counters.bytes_decoded.fetch_add(uncompressed, Ordering::Relaxed);
-                return Ok(Block { held: compressed.len() as u64, bytes: compressed });
-            }
+            // Uncompressed blocks are copied too: kept as fetched, their buffers would go
+            // back to the allocator on eviction, not to the pool (peak RSS 283-329 MiB
+            // on the 1 GiB read instead of 252-276 as for lz4).
             let (codec, pool) = (codec.clone(), self.pool.clone());
             let decode = move || {
                 let mut buf = pool.take(uncompressed as usize);
@@ -251,8 +249,6 @@ impl BlockCache {
             }
             for b in run {
                 let part = bytes.slice((b.file_offset - start) as usize..(b.file_offset - start + b.compressed_size) as usize);
-                // An uncompressed block is cached as fetched: a slice would pin the whole run.
-                let part = if b.codec == CodecId::None { Bytes::copy_from_slice(&part) } else { part };
                 if let (Some(disk), Some(tag)) = (&self.disk, &layer.e_tag) {
                     let (d, key, payload) = (disk.clone(), disk.key(layer.path.as_ref(), tag, b.file_offset, b.compressed_size), part.clone());
                     tokio::task::spawn_blocking(move || d.put(&key, &payload));
