@@ -37,7 +37,7 @@ pub struct Args {
     /// Group of every file and directory (default: the mounting user's group).
     #[arg(long)]
     pub gid: Option<u32>,
-    /// Budget of the decoded-block cache, in bytes (suffixes K, M, G allowed).
+    /// Memory for decoded blocks, cached and in flight, in bytes (suffixes K, M, G allowed).
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub cache_size: u64,
     /// Keep fetched blocks in this directory, across mounts (worth it for remote

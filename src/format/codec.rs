@@ -106,41 +106,62 @@ impl Codec {
 }
 
 /// Decompresses one block by the codec recorded in its `BlockMeta`, checking the size.
-/// The size comes from a footer, so it is checked against what the compressed bytes
-/// can hold before it is used to allocate.
 pub fn decompress_block(codec: &CodecId, data: &[u8], uncompressed_size: usize) -> Result<Vec<u8>, FormatError> {
+    let mut out = Vec::new();
+    decompress_block_into(codec, data, uncompressed_size, &mut out)?;
+    Ok(out)
+}
+
+/// [`decompress_block`] into `out`, whose allocation is reused (the block cache
+/// recycles evicted blocks' buffers). The size comes from a footer, so it is
+/// checked against what the compressed bytes can hold before it is used to allocate.
+pub fn decompress_block_into(codec: &CodecId, data: &[u8], uncompressed_size: usize, out: &mut Vec<u8>) -> Result<(), FormatError> {
     if uncompressed_size as u64 > MAX_BLOCK_BYTES {
         return Err(FormatError::Codec(format!("block claims {uncompressed_size} bytes, more than the {MAX_BLOCK_BYTES}-byte limit")));
     }
-    let out = match codec {
-        CodecId::None => data.to_vec(),
-        CodecId::Named(n) if n == "zstd" => {
-            if uncompressed_size as u64 > zstd_bound(data.len()) {
-                return Err(FormatError::Codec(format!("zstd block of {} bytes cannot hold the {uncompressed_size} bytes the footer says", data.len())));
+    // Resizing a reused buffer writes only the bytes it did not hold yet.
+    let n = uncompressed_size;
+    match codec {
+        CodecId::None => {
+            out.clear();
+            out.extend_from_slice(data);
+        }
+        CodecId::Named(c) if c == "zstd" => {
+            if n as u64 > zstd_bound(data.len()) {
+                return Err(FormatError::Codec(format!("zstd block of {} bytes cannot hold the {n} bytes the footer says", data.len())));
             }
             match zstd::zstd_safe::get_frame_content_size(data) {
-                Ok(Some(n)) if n != uncompressed_size as u64 => return Err(FormatError::Codec(format!("zstd block says {n} bytes, footer says {uncompressed_size}"))),
-                Ok(Some(_)) => zstd::bulk::decompress(data, uncompressed_size).map_err(|e| FormatError::Codec(format!("zstd block: {e}")))?,
+                Ok(Some(m)) if m != n as u64 => return Err(FormatError::Codec(format!("zstd block says {m} bytes, footer says {n}"))),
+                Ok(Some(_)) => {
+                    out.resize(n, 0);
+                    let got = zstd::bulk::decompress_to_buffer(data, out).map_err(|e| FormatError::Codec(format!("zstd block: {e}")))?;
+                    out.truncate(got);
+                }
                 // No size in the frame header: decode without trusting one.
-                _ => zstd_stream_limited(data, uncompressed_size as u64).map_err(|e| FormatError::Codec(format!("block: {e}")))?,
+                _ => *out = zstd_stream_limited(data, n as u64).map_err(|e| FormatError::Codec(format!("block: {e}")))?,
             }
         }
-        CodecId::Named(n) if n == "lz4" => {
+        CodecId::Named(c) if c == "lz4" => {
             if data.len() < 4 {
                 return Err(FormatError::Codec("lz4 block shorter than its size prefix".into()));
             }
             let declared = u32::from_le_bytes(data[..4].try_into().unwrap()) as usize;
-            if declared != uncompressed_size {
-                return Err(FormatError::Codec(format!("lz4 block says {declared} bytes, footer says {uncompressed_size}")));
+            if declared != n {
+                return Err(FormatError::Codec(format!("lz4 block says {declared} bytes, footer says {n}")));
             }
-            lz4_prepended_limited(data, MAX_BLOCK_BYTES).map_err(|e| FormatError::Codec(format!("block: {e}")))?
+            if declared as u64 > lz4_bound(data.len() - 4) {
+                return Err(FormatError::Codec(format!("block: lz4 data claims {declared} bytes, more than its {} bytes can hold", data.len())));
+            }
+            out.resize(n, 0);
+            let got = lz4_flex::block::decompress_into(&data[4..], out).map_err(|e| FormatError::Codec(format!("block: lz4: {e}")))?;
+            out.truncate(got);
         }
-        CodecId::Named(n) => return Err(FormatError::Codec(format!("unknown block codec {n:?}"))),
-    };
-    if out.len() != uncompressed_size {
-        return Err(FormatError::Codec(format!("block decompressed to {} bytes, footer says {uncompressed_size}", out.len())));
+        CodecId::Named(c) => return Err(FormatError::Codec(format!("unknown block codec {c:?}"))),
     }
-    Ok(out)
+    if out.len() != n {
+        return Err(FormatError::Codec(format!("block decompressed to {} bytes, footer says {n}", out.len())));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -154,6 +175,20 @@ mod tests {
             let z = c.compress_block(&raw);
             assert_eq!(decompress_block(&c.id(), &z, raw.len()).unwrap(), raw, "{c:?}");
             assert_eq!(c.decompress_meta(&c.compress_meta(&raw)).unwrap(), raw);
+        }
+    }
+
+    /// The cache decodes into buffers of evicted blocks, longer or shorter than the new one.
+    #[test]
+    fn decoding_into_a_used_buffer_leaves_only_the_block() {
+        let raw: Vec<u8> = (0..10_000u32).flat_map(|i| (i % 89).to_le_bytes()).collect();
+        for c in [Codec::Zstd, Codec::Lz4, Codec::Uncompressed] {
+            let z = c.compress_block(&raw);
+            for used in [vec![5u8; 100], vec![5u8; 2 * raw.len()]] {
+                let mut buf = used;
+                decompress_block_into(&c.id(), &z, raw.len(), &mut buf).unwrap();
+                assert_eq!(buf, raw, "{c:?}");
+            }
         }
     }
 

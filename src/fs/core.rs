@@ -1775,6 +1775,7 @@ impl AtlasFs {
                 "hits": l(&bc.hits), "misses": l(&bc.misses),
                 "bytes_fetched": l(&bc.bytes_fetched), "bytes_decoded": l(&bc.bytes_decoded),
                 "decoded_bytes_held": self.atlas.block_cache().weighted_size(),
+                "pooled_bytes": self.atlas.block_cache().pooled_bytes(),
             },
             "disk_cache": self.atlas.block_cache().disk.as_ref().map(|d| serde_json::json!({
                 "hits": l(&d.counters.hits), "misses": l(&d.counters.misses),
