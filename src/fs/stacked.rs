@@ -8,8 +8,6 @@
 //! which are read concurrently — they share the array file, so most of their chunks
 //! come out of the same few decoded blocks.
 
-use futures::{StreamExt, TryStreamExt};
-
 use super::error::{FsError, FsResult};
 use super::layout::element_range_boxes;
 use super::npy;
@@ -31,8 +29,7 @@ impl Stack {
     /// fixed-width `.npy` form.
     pub fn of(atlas: &Atlas, array: &str) -> Option<Stack> {
         let mut stack: Option<Stack> = None;
-        for ds in atlas.list_datasets() {
-            let Some(s) = atlas.dataset_meta(&ds).and_then(|m| m.arrays.get(array).cloned()) else { continue };
+        for (ds, s) in atlas.array_schemas(array) {
             match &mut stack {
                 None => stack = Some(Stack { names: vec![ds], dtype: s.dtype, shape: s.shape }),
                 Some(st) if st.dtype == s.dtype && st.shape == s.shape => st.names.push(ds),
@@ -117,16 +114,9 @@ impl Stack {
         Ok(out)
     }
 
-    /// Reads `parts` into consecutive pieces of `dst`, up to `concurrency` at a time.
-    async fn read_parts(&self, f: &ArrayFile, parts: &[(usize, Vec<usize>, Vec<usize>)], mut dst: &mut [u8], concurrency: usize) -> crate::store::Result<()> {
-        let el = self.elsize();
-        let mut reads = Vec::with_capacity(parts.len());
-        for (i, start, extent) in parts {
-            let piece;
-            (piece, dst) = std::mem::take(&mut dst).split_at_mut(extent.iter().product::<usize>() * el);
-            reads.push(f.read_region_into(&self.names[*i], start, extent, piece));
-        }
-        futures::stream::iter(reads).buffer_unordered(concurrency.max(1)).try_collect::<()>().await
+    async fn read_parts(&self, f: &ArrayFile, parts: &[(usize, Vec<usize>, Vec<usize>)], dst: &mut [u8], concurrency: usize) -> crate::store::Result<()> {
+        let parts: Vec<(&str, &[usize], &[usize])> = parts.iter().map(|(i, start, extent)| (self.names[*i].as_str(), &start[..], &extent[..])).collect();
+        f.read_regions_into(&parts, dst, concurrency).await
     }
 
     /// Starts decoding the blocks behind bytes `[from, to)` of the stacked `.npy`

@@ -575,28 +575,59 @@ impl ArrayFile {
         Ok(out)
     }
 
-    /// Reads the box `start .. start+extent` of a fixed-width entry into `dst` (C order,
-    /// exactly the box's bytes): the stacked view writes each dataset's part straight
-    /// into its reply this way, with no buffer per dataset.
-    pub async fn read_region_into(&self, name: &str, start: &[usize], extent: &[usize], dst: &mut [u8]) -> Result<()> {
-        let r = self.resolve(name).ok_or_else(|| self.not_found(name))?;
-        let Some(elsize) = r.spec.dtype.element_size() else { return Err(Error::Invalid(format!("{name:?}/{} is not fixed-width", self.array))) };
-        if dst.len() != extent.iter().product::<usize>() * elsize {
-            return Err(Error::Invalid(format!("a {}-byte buffer for region {extent:?} of {elsize}-byte elements", dst.len())));
+    /// Reads boxes of fixed-width entries, `(dataset, start, extent)` each, into
+    /// consecutive pieces of `dst` (C order, exactly the boxes' bytes): the stacked
+    /// view's read. Every block behind them is loaded once, up to `concurrency` at a
+    /// time; then the pieces are copied out with no future per box (for a thousand
+    /// small copies those cost more than the copying: a warm 96 KB read of 1000
+    /// datasets spent 4.4 ms, a quarter of it moving futures around).
+    pub async fn read_regions_into(&self, parts: &[(&str, &[usize], &[usize])], mut dst: &mut [u8], concurrency: usize) -> Result<()> {
+        let mut plan = Vec::with_capacity(parts.len());
+        let mut blocks: HashMap<(u64, u32), (Arc<Layer>, crate::format::BlockMeta)> = HashMap::new();
+        for &(name, start, extent) in parts {
+            let r = self.resolve(name).ok_or_else(|| self.not_found(name))?;
+            let Some(elsize) = r.spec.dtype.element_size() else { return Err(Error::Invalid(format!("{name:?}/{} is not fixed-width", self.array))) };
+            let (locs, any_fill) = self.box_locs(&r, name, start, extent)?;
+            for (_, loc) in &locs {
+                if let ChunkLoc::Layer(l, a) = loc {
+                    blocks.entry((l.id, a.block_id.0)).or_insert_with(|| (l.clone(), l.block(a.block_id.0).expect("addresses were validated when the layer was indexed").clone()));
+                }
+            }
+            plan.push((name, start, extent, r, elsize, locs, any_fill));
         }
-        let (locs, any_fill) = self.box_locs(&r, name, start, extent)?;
-        if any_fill {
-            let one = crate::format::cells::fill_element(&r.spec.dtype, r.spec.fill.as_ref());
-            dst.chunks_exact_mut(elsize).for_each(|c| c.copy_from_slice(&one));
+        let mut by_layer: HashMap<u64, (Arc<Layer>, Vec<crate::format::BlockMeta>)> = HashMap::new();
+        for (l, b) in blocks.values() {
+            by_layer.entry(l.id).or_insert_with(|| (l.clone(), vec![])).1.push(b.clone());
         }
-        let grid = r.spec.grid();
-        self.fetch_chunks(&locs, |coord, loc, raw| {
-            let (cext, src_start, dst_start, ext) = Self::chunk_part(&grid, coord, start, extent);
-            self.check_chunk_len(loc, name, coord, &raw, &cext, elsize)?;
-            copy_box_bytes(&raw, &cext, &src_start, dst, extent, &dst_start, &ext, elsize);
-            Ok(())
-        })
-        .await
+        let runs = by_layer.values().filter(|(_, bs)| bs.len() > 1).map(|(l, bs)| self.cache.load_blocks(&*self.store, l, bs));
+        futures::future::try_join_all(runs).await?;
+        let mut loads = Vec::with_capacity(blocks.len());
+        for (key, (l, b)) in &blocks {
+            loads.push(async move { Ok::<_, Error>((*key, self.cache.layer_block(&*self.store, l, b).await?)) });
+        }
+        let loaded: HashMap<(u64, u32), Bytes> = futures::stream::iter(loads).buffer_unordered(concurrency.max(1)).collect::<Vec<_>>().await.into_iter().collect::<Result<_>>()?;
+        for (name, start, extent, r, elsize, locs, any_fill) in plan {
+            let piece;
+            (piece, dst) = std::mem::take(&mut dst).split_at_mut(extent.iter().product::<usize>() * elsize);
+            if any_fill {
+                let one = crate::format::cells::fill_element(&r.spec.dtype, r.spec.fill.as_ref());
+                piece.chunks_exact_mut(elsize).for_each(|c| c.copy_from_slice(&one));
+            }
+            let grid = r.spec.grid();
+            for (coord, loc) in &locs {
+                let raw = match loc {
+                    ChunkLoc::Layer(l, a) => loaded[&(l.id, a.block_id.0)].slice(a.offset as usize..(a.offset + a.size) as usize),
+                    _ => self.chunk_bytes(loc).await?.expect("fill locations were filtered out"),
+                };
+                let (cext, src_start, dst_start, ext) = Self::chunk_part(&grid, coord, start, extent);
+                self.check_chunk_len(loc, name, coord, &raw, &cext, elsize)?;
+                copy_box_bytes(&raw, &cext, &src_start, piece, extent, &dst_start, &ext, elsize);
+            }
+        }
+        if !dst.is_empty() {
+            return Err(Error::Invalid(format!("{} bytes of the buffer left over after the regions", dst.len())));
+        }
+        Ok(())
     }
 
     /// Loads the committed blocks behind `locs` with one request per run of adjacent
