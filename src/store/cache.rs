@@ -115,6 +115,11 @@ impl BlockCache {
                 None => fetch.await?,
             };
             self.counters.bytes_fetched.fetch_add(compressed.len() as u64, Ordering::Relaxed);
+            // Uncompressed blocks are kept as fetched: a copy would only cost time and page faults.
+            if *codec == CodecId::None && compressed.len() as u64 == uncompressed {
+                self.counters.bytes_decoded.fetch_add(uncompressed, Ordering::Relaxed);
+                return Ok(compressed);
+            }
             let codec = codec.clone();
             let decode = move || decompress_block(&codec, &compressed, uncompressed as usize).map(Bytes::from);
             let out = if uncompressed >= BLOCKING_DECODE_BYTES { tokio::task::spawn_blocking(decode).await.map_err(|e| Error::Io(std::io::Error::other(e)))? } else { decode() };
