@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use atlasfs::fs::core::{ROOT_INO, STACKED_DIR_INO};
 use atlasfs::fs::{AtlasFs, FsConfig, npy};
-use atlasfs::store::{Cells, DType, FillValue};
+use atlasfs::store::{Cells, Codec, DType, FillValue};
 use atlasfs::{Atlas, StoreConfig};
 use ndarray::{ArrayD, IxDyn};
 use object_store::memory::InMemory;
@@ -75,9 +75,15 @@ async fn stacked_view_is_every_matching_copy() {
 
 #[tokio::test]
 async fn stacked_reads_with_read_ahead_and_fills_match_the_whole_file() {
+    for codec in [Codec::Zstd, Codec::Uncompressed] {
+        stacked_reads_match(codec).await;
+    }
+}
+
+async fn stacked_reads_match(codec: Codec) {
     // Chunks of 16 rows; d3 writes only its first 20 rows (the rest read as its fill),
     // d5 writes nothing, and every other dataset all of its copy.
-    let a = Atlas::create(Arc::new(InMemory::new()), Path::default(), StoreConfig::default()).await.unwrap();
+    let a = Atlas::create(Arc::new(InMemory::new()), Path::default(), StoreConfig { codec, ..StoreConfig::default() }).await.unwrap();
     let (n, rows, cols) = (12, 64, 32);
     let mut all = vec![];
     for i in 0..n {
@@ -110,7 +116,7 @@ async fn stacked_reads_with_read_ahead_and_fills_match_the_whole_file() {
     for off in offsets.into_iter().chain([130, 7, 50_000, 3]) {
         let got = fs.read(o.fh, off, step as u32 + 3).await.unwrap();
         let hi = (off + step + 3).min(whole.len() as u64) as usize;
-        assert_eq!(got, &whole[off as usize..hi], "offset {off}");
+        assert_eq!(got, &whole[off as usize..hi], "{codec:?} offset {off}");
     }
     fs.release(o.fh).await.unwrap();
 }
