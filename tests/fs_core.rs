@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use atlasfs::fs::core::{ROOT_INO, STACKED_DIR_INO};
 use atlasfs::fs::{AtlasFs, FsConfig, npy};
-use atlasfs::store::{Cells, DType};
+use atlasfs::store::{Cells, Codec, DType, FillValue};
 use atlasfs::{Atlas, StoreConfig};
 use ndarray::{ArrayD, IxDyn};
 use object_store::memory::InMemory;
@@ -71,6 +71,54 @@ async fn stacked_view_is_every_matching_copy() {
         off += 77;
     }
     assert!(fs.open(f.ino, libc::O_RDWR).await.is_err(), "the stack is read-only");
+}
+
+#[tokio::test]
+async fn stacked_reads_with_read_ahead_and_fills_match_the_whole_file() {
+    for codec in [Codec::Zstd, Codec::Uncompressed] {
+        stacked_reads_match(codec).await;
+    }
+}
+
+async fn stacked_reads_match(codec: Codec) {
+    // Chunks of 16 rows; d3 writes only its first 20 rows (the rest read as its fill),
+    // d5 writes nothing, and every other dataset all of its copy.
+    let a = Atlas::create(Arc::new(InMemory::new()), Path::default(), StoreConfig { codec, ..StoreConfig::default() }).await.unwrap();
+    let (n, rows, cols) = (12, 64, 32);
+    let mut all = vec![];
+    for i in 0..n {
+        let d = a.create_dataset(&format!("d{i}")).await.unwrap();
+        d.define_array::<f32>("v", vec!["x".into(), "y".into()], vec![rows, cols], Some(vec![16, cols]), Some(FillValue::Float(-9.0))).await.unwrap();
+        let vals: Vec<f32> = (0..rows * cols).map(|k| (i * 10_000 + k) as f32).collect();
+        let written = match i {
+            3 => 20,
+            5 => 0,
+            _ => rows,
+        };
+        if written > 0 {
+            d.write_array("v", &[0, 0], ArrayD::from_shape_vec(IxDyn(&[written, cols]), vals[..written * cols].to_vec()).unwrap().view()).await.unwrap();
+        }
+        all.extend(vals[..written * cols].iter().copied().chain(std::iter::repeat_n(-9.0, (rows - written) * cols)));
+    }
+    a.flush().await.unwrap();
+    let fs = AtlasFs::new(a, FsConfig::default());
+    let whole = full_npy(&[n, rows, cols], &all);
+    let f = fs.lookup(STACKED_DIR_INO, "v.npy").await.unwrap();
+    assert_eq!(f.size, whole.len() as u64);
+    let o = fs.open(f.ino, libc::O_RDONLY).await.unwrap();
+    // Sequential reads (read ahead), a few swapped as concurrent kernel READs arrive,
+    // then a seek back and unaligned reads.
+    let step = 4096u64;
+    let mut offsets: Vec<u64> = (0..whole.len() as u64).step_by(step as usize).collect();
+    for k in (1..offsets.len() - 1).step_by(5) {
+        offsets.swap(k, k + 1);
+    }
+    for off in offsets.into_iter().chain([130, 7, 50_000, 3]) {
+        let got = fs.read(o.fh, off, step as u32 + 3).await.unwrap();
+        let hi = (off + step + 3).min(whole.len() as u64) as usize;
+        assert_eq!(got, &whole[off as usize..hi], "{codec:?} offset {off}");
+    }
+    fs.release(o.fh).await.unwrap();
 }
 
 #[tokio::test]

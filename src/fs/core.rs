@@ -241,6 +241,7 @@ enum Handle {
     Stacked {
         array: String,
         stack: Arc<Stack>,
+        read_ahead: Mutex<StackReadAhead>,
     },
     /// Read-only bytes fixed at open.
     Bytes(Vec<u8>),
@@ -258,6 +259,36 @@ pub type Listing = Arc<Vec<(String, NodeAttr)>>;
 /// consumes; more for remote stores, to cover the round trip). A seek closes it:
 /// random readers fetch only what they ask for.
 const READ_AHEAD_START: u64 = 2 << 20;
+
+/// Read-ahead of a `.atlasfs/stacked` file. The kernel sends several READs of one
+/// sequential reader at once, so they arrive a little out of order: a read counts as
+/// sequential if it starts where the last one ended or anywhere up to what has been
+/// read ahead. Each one starts only the part of the window not started before, so
+/// the datasets of a window are resolved once, not once per READ.
+#[derive(Default)]
+struct StackReadAhead {
+    /// The furthest byte read so far.
+    next: u64,
+    window: u64,
+    /// Bytes below this have been read ahead.
+    ahead: u64,
+}
+
+impl StackReadAhead {
+    /// Records a read of `[offset, end)`; returns the byte range to read ahead, if any.
+    fn advance(&mut self, offset: u64, end: u64, max_window: u64) -> Option<(u64, u64)> {
+        let sequential = end > offset && (offset == self.next || (self.window > 0 && offset + self.window >= self.next && offset <= self.ahead));
+        if !sequential {
+            *self = StackReadAhead { next: end, window: 0, ahead: 0 };
+            return None;
+        }
+        self.next = self.next.max(end);
+        self.window = if self.window == 0 { READ_AHEAD_START } else { (self.window * 2).min(max_window) };
+        let (from, to) = (self.ahead.max(self.next), self.next + self.window);
+        self.ahead = self.ahead.max(to);
+        (from < to).then_some((from, to))
+    }
+}
 
 /// A `.npy` rendering of a string array, computed once per store version.
 struct StringNpy {
@@ -873,7 +904,12 @@ impl AtlasFs {
                 let stack = self.stack(&a).ok_or_else(|| FsError::noent(format!("stacked/{a}.npy")))?;
                 let version = self.atlas.version();
                 let keep_cache = self.cached_gen.lock().insert(ino, version) == Some(version);
-                Ok(Opened { fh: self.new_handle(Handle::Stacked { array: a, stack }), direct_io: false, keep_cache, read_only: !write })
+                Ok(Opened {
+                    fh: self.new_handle(Handle::Stacked { array: a, stack, read_ahead: Mutex::new(StackReadAhead::default()) }),
+                    direct_io: false,
+                    keep_cache,
+                    read_only: !write,
+                })
             }
             NodeKey::StackedList(a) => {
                 let stack = self.stack(&a).ok_or_else(|| FsError::noent(format!("stacked/{a}.datasets")))?;
@@ -1010,7 +1046,14 @@ impl AtlasFs {
                 let end = (start + size as usize).min(snapshot.len());
                 snapshot[start..end].to_vec()
             }
-            Handle::Stacked { array, stack } => stack.read(&self.atlas, array, offset, size as u64, self.atlas.read_concurrency()).await?,
+            Handle::Stacked { array, stack, read_ahead } => {
+                let out = stack.read(&self.atlas, array, offset, size as u64, self.atlas.read_concurrency()).await?;
+                let next = read_ahead.lock().advance(offset, offset + out.len() as u64, self.cfg.read_ahead_bytes.max(READ_AHEAD_START));
+                if let Some((from, to)) = next {
+                    stack.prefetch(&self.atlas, array, from, to).await;
+                }
+                out
+            }
             Handle::Dir(_) => return Err(FsError::new(libc::EISDIR, "is a directory")),
         };
         self.counters.bytes_read.fetch_add(out.len() as u64, Ordering::Relaxed);
@@ -1836,5 +1879,25 @@ impl std::io::Read for ReadAt<'_> {
         let n = self.file.read_at(buf, self.pos)?;
         self.pos += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_read_ahead_follows_out_of_order_sequential_reads() {
+        let mb = 1 << 20;
+        let mut ra = StackReadAhead::default();
+        assert_eq!(ra.advance(0, mb, 16 * mb), Some((mb, 3 * mb)));
+        // Out of order, inside what was read ahead: still sequential, only the new part.
+        assert_eq!(ra.advance(2 * mb, 3 * mb, 16 * mb), Some((3 * mb, 7 * mb)));
+        assert_eq!(ra.advance(mb, 2 * mb, 16 * mb), Some((7 * mb, 11 * mb)));
+        // A seek closes the window; reading on from there opens it again.
+        assert_eq!(ra.advance(100 * mb, 101 * mb, 16 * mb), None);
+        assert_eq!(ra.advance(101 * mb, 102 * mb, 16 * mb), Some((102 * mb, 104 * mb)));
+        // An empty read (end of file) starts nothing.
+        assert_eq!(ra.advance(102 * mb, 102 * mb, 16 * mb), None);
     }
 }

@@ -508,50 +508,135 @@ impl ArrayFile {
         self.read_resolved(&r, name, start, extent).await
     }
 
-    async fn read_resolved(&self, r: &Resolved, name: &str, start: &[usize], extent: &[usize]) -> Result<Cells> {
+    /// The chunks of `r` under the box `start .. start+extent` that some layer holds,
+    /// and whether any other chunk under it reads as the fill value.
+    fn box_locs(&self, r: &Resolved, name: &str, start: &[usize], extent: &[usize]) -> Result<(Vec<(Vec<u32>, ChunkLoc)>, bool)> {
         let grid = r.spec.grid();
         if start.len() != grid.rank() || extent.len() != grid.rank() || (0..grid.rank()).any(|i| start[i].saturating_add(extent[i]) > r.spec.shape[i]) {
             return Err(Error::Invalid(format!("read region {start:?}+{extent:?} outside {name:?}/{} of shape {:?}", self.array, r.spec.shape)));
         }
-        let n: usize = extent.iter().product();
-        let mut out = Cells::filled(&r.spec.dtype, r.spec.fill.as_ref(), n);
         let coords = grid.overlapping(start, extent);
+        let n = coords.len();
         let locs: Vec<(Vec<u32>, ChunkLoc)> = coords.into_iter().map(|c| (c.clone(), self.locate(r, name, &c))).filter(|(_, l)| !matches!(l, ChunkLoc::Fill)).collect();
-        self.load_layer_blocks(&locs).await?;
+        let any_fill = locs.len() < n;
+        Ok((locs, any_fill))
+    }
+
+    /// Fetches the chunks at `locs` (loading their blocks first) and hands each to
+    /// `place` with its coordinate and raw bytes, in completion order.
+    async fn fetch_chunks(&self, locs: &[(Vec<u32>, ChunkLoc)], mut place: impl FnMut(&[u32], &ChunkLoc, Bytes) -> Result<()>) -> Result<()> {
+        self.load_layer_blocks(locs).await?;
         // Futures built in a loop, not by a closure: a closure's higher-ranked argument
         // lifetime would keep callers' futures from being provably `Send`.
         let mut reads = Vec::with_capacity(locs.len());
-        for (c, l) in &locs {
+        for (c, l) in locs {
             reads.push(async move { Ok::<_, Error>((c, l, self.chunk_bytes(l).await?)) });
         }
         let mut fetched = futures::stream::iter(reads).buffer_unordered(16);
         while let Some(item) = fetched.next().await {
             let (coord, loc, raw) = item?;
-            let raw = raw.expect("fill locations were filtered out");
-            let (cstart, cext) = grid.chunk_box(coord);
-            let lo: Vec<usize> = cstart.iter().zip(start).map(|(&a, &b)| a.max(b)).collect();
-            let ext: Vec<usize> = (0..lo.len()).map(|i| (cstart[i] + cext[i]).min(start[i] + extent[i]) - lo[i]).collect();
-            let src_start: Vec<usize> = lo.iter().zip(&cstart).map(|(a, b)| a - b).collect();
-            let dst_start: Vec<usize> = lo.iter().zip(start).map(|(a, b)| a - b).collect();
-            let corrupt = |source| Error::Corrupt { path: self.loc_name(loc), source };
+            place(coord, loc, raw.expect("fill locations were filtered out"))?;
+        }
+        Ok(())
+    }
+
+    /// Where a chunk's part of a box lies: start of that part inside the chunk, start
+    /// inside the box, and its extent.
+    fn chunk_part(grid: &Grid, coord: &[u32], start: &[usize], extent: &[usize]) -> (Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>) {
+        let (cstart, cext) = grid.chunk_box(coord);
+        let lo: Vec<usize> = cstart.iter().zip(start).map(|(&a, &b)| a.max(b)).collect();
+        let ext: Vec<usize> = (0..lo.len()).map(|i| (cstart[i] + cext[i]).min(start[i] + extent[i]) - lo[i]).collect();
+        let src_start: Vec<usize> = lo.iter().zip(&cstart).map(|(a, b)| a - b).collect();
+        let dst_start: Vec<usize> = lo.iter().zip(start).map(|(a, b)| a - b).collect();
+        (cext, src_start, dst_start, ext)
+    }
+
+    fn check_chunk_len(&self, loc: &ChunkLoc, name: &str, coord: &[u32], raw: &[u8], cext: &[usize], elsize: usize) -> Result<()> {
+        let want = cext.iter().product::<usize>() * elsize;
+        if raw.len() == want {
+            return Ok(());
+        }
+        let msg = format!("chunk {coord:?} of {name:?} has {} bytes, expected {want}", raw.len());
+        Err(Error::Corrupt { path: self.loc_name(loc), source: crate::format::FormatError::CorruptChunk(msg) })
+    }
+
+    async fn read_resolved(&self, r: &Resolved, name: &str, start: &[usize], extent: &[usize]) -> Result<Cells> {
+        let (locs, _) = self.box_locs(r, name, start, extent)?;
+        let grid = r.spec.grid();
+        let n: usize = extent.iter().product();
+        let mut out = Cells::filled(&r.spec.dtype, r.spec.fill.as_ref(), n);
+        self.fetch_chunks(&locs, |coord, loc, raw| {
+            let (cext, src_start, dst_start, ext) = Self::chunk_part(&grid, coord, start, extent);
             match &mut out {
                 Cells::Fixed { elsize, bytes } => {
-                    if raw.len() != cext.iter().product::<usize>() * *elsize {
-                        return Err(corrupt(crate::format::FormatError::CorruptChunk(format!(
-                            "chunk {coord:?} of {name:?} has {} bytes, expected {}",
-                            raw.len(),
-                            cext.iter().product::<usize>() * *elsize
-                        ))));
-                    }
+                    self.check_chunk_len(loc, name, coord, &raw, &cext, *elsize)?;
                     copy_box_bytes(&raw, &cext, &src_start, bytes, extent, &dst_start, &ext, *elsize);
                 }
                 Cells::Var(items) => {
+                    let corrupt = |source| Error::Corrupt { path: self.loc_name(loc), source };
                     let Cells::Var(src) = Cells::decode(&r.spec.dtype, &raw, cext.iter().product()).map_err(corrupt)? else { unreachable!() };
                     copy_box_cells(&src, &cext, &src_start, items, extent, &dst_start, &ext);
                 }
             }
-        }
+            Ok(())
+        })
+        .await?;
         Ok(out)
+    }
+
+    /// Reads boxes of fixed-width entries, `(dataset, start, extent)` each, into
+    /// consecutive pieces of `dst` (C order, exactly the boxes' bytes): the stacked
+    /// view's read. Every block behind them is loaded once, up to `concurrency` at a
+    /// time; then the pieces are copied out with no future per box (for a thousand
+    /// small copies those cost more than the copying: a warm 96 KB read of 1000
+    /// datasets spent 4.4 ms, a quarter of it moving futures around).
+    pub async fn read_regions_into(&self, parts: &[(&str, &[usize], &[usize])], mut dst: &mut [u8], concurrency: usize) -> Result<()> {
+        let mut plan = Vec::with_capacity(parts.len());
+        let mut blocks: HashMap<(u64, u32), (Arc<Layer>, crate::format::BlockMeta)> = HashMap::new();
+        for &(name, start, extent) in parts {
+            let r = self.resolve(name).ok_or_else(|| self.not_found(name))?;
+            let Some(elsize) = r.spec.dtype.element_size() else { return Err(Error::Invalid(format!("{name:?}/{} is not fixed-width", self.array))) };
+            let (locs, any_fill) = self.box_locs(&r, name, start, extent)?;
+            for (_, loc) in &locs {
+                if let ChunkLoc::Layer(l, a) = loc {
+                    blocks.entry((l.id, a.block_id.0)).or_insert_with(|| (l.clone(), l.block(a.block_id.0).expect("addresses were validated when the layer was indexed").clone()));
+                }
+            }
+            plan.push((name, start, extent, r, elsize, locs, any_fill));
+        }
+        let mut by_layer: HashMap<u64, (Arc<Layer>, Vec<crate::format::BlockMeta>)> = HashMap::new();
+        for (l, b) in blocks.values() {
+            by_layer.entry(l.id).or_insert_with(|| (l.clone(), vec![])).1.push(b.clone());
+        }
+        let runs = by_layer.values().filter(|(_, bs)| bs.len() > 1).map(|(l, bs)| self.cache.load_blocks(&*self.store, l, bs));
+        futures::future::try_join_all(runs).await?;
+        let mut loads = Vec::with_capacity(blocks.len());
+        for (key, (l, b)) in &blocks {
+            loads.push(async move { Ok::<_, Error>((*key, self.cache.layer_block(&*self.store, l, b).await?)) });
+        }
+        let loaded: HashMap<(u64, u32), Bytes> = futures::stream::iter(loads).buffer_unordered(concurrency.max(1)).collect::<Vec<_>>().await.into_iter().collect::<Result<_>>()?;
+        for (name, start, extent, r, elsize, locs, any_fill) in plan {
+            let piece;
+            (piece, dst) = std::mem::take(&mut dst).split_at_mut(extent.iter().product::<usize>() * elsize);
+            if any_fill {
+                let one = crate::format::cells::fill_element(&r.spec.dtype, r.spec.fill.as_ref());
+                piece.chunks_exact_mut(elsize).for_each(|c| c.copy_from_slice(&one));
+            }
+            let grid = r.spec.grid();
+            for (coord, loc) in &locs {
+                let raw = match loc {
+                    ChunkLoc::Layer(l, a) => loaded[&(l.id, a.block_id.0)].slice(a.offset as usize..(a.offset + a.size) as usize),
+                    _ => self.chunk_bytes(loc).await?.expect("fill locations were filtered out"),
+                };
+                let (cext, src_start, dst_start, ext) = Self::chunk_part(&grid, coord, start, extent);
+                self.check_chunk_len(loc, name, coord, &raw, &cext, elsize)?;
+                copy_box_bytes(&raw, &cext, &src_start, piece, extent, &dst_start, &ext, elsize);
+            }
+        }
+        if !dst.is_empty() {
+            return Err(Error::Invalid(format!("{} bytes of the buffer left over after the regions", dst.len())));
+        }
+        Ok(())
     }
 
     /// Loads the committed blocks behind `locs` with one request per run of adjacent
@@ -574,24 +659,33 @@ impl ArrayFile {
     /// for sequential readers, so the next blocks decode on other cores while this
     /// one is served. Returns how many block loads were started.
     pub fn prefetch(&self, name: &str, start: &[usize], extent: &[usize]) -> usize {
-        let Some(r) = self.resolve(name) else { return 0 };
-        if start.len() != r.spec.shape.len() || extent.len() != r.spec.shape.len() {
-            return 0;
-        }
-        let lo: Vec<usize> = start.iter().zip(&r.spec.shape).map(|(&s, &n)| s.min(n)).collect();
-        let ext: Vec<usize> = (0..lo.len()).map(|i| extent[i].min(r.spec.shape[i] - lo[i])).collect();
-        if ext.contains(&0) && !ext.is_empty() {
-            return 0;
-        }
+        self.prefetch_many([(name, start, extent)])
+    }
+
+    /// [`prefetch`](Self::prefetch) of several (dataset, box) pairs at once, each block
+    /// started once however many of them it holds chunks of (the stacked view's
+    /// datasets share blocks).
+    pub fn prefetch_many<'a>(&self, boxes: impl IntoIterator<Item = (&'a str, &'a [usize], &'a [usize])>) -> usize {
         let mut started = HashSet::new();
         let mut by_layer: HashMap<u64, (Arc<Layer>, Vec<crate::format::BlockMeta>)> = HashMap::new();
-        for coord in r.spec.grid().overlapping(&lo, &ext) {
-            let ChunkLoc::Layer(layer, addr) = self.locate(&r, name, &coord) else { continue };
-            if !started.insert((layer.id, addr.block_id.0)) {
+        for (name, start, extent) in boxes {
+            let Some(r) = self.resolve(name) else { continue };
+            if start.len() != r.spec.shape.len() || extent.len() != r.spec.shape.len() {
                 continue;
             }
-            let b = layer.block(addr.block_id.0).expect("addresses were validated when the layer was indexed").clone();
-            by_layer.entry(layer.id).or_insert_with(|| (layer.clone(), vec![])).1.push(b);
+            let lo: Vec<usize> = start.iter().zip(&r.spec.shape).map(|(&s, &n)| s.min(n)).collect();
+            let ext: Vec<usize> = (0..lo.len()).map(|i| extent[i].min(r.spec.shape[i] - lo[i])).collect();
+            if ext.contains(&0) && !ext.is_empty() {
+                continue;
+            }
+            for coord in r.spec.grid().overlapping(&lo, &ext) {
+                let ChunkLoc::Layer(layer, addr) = self.locate(&r, name, &coord) else { continue };
+                if !started.insert((layer.id, addr.block_id.0)) {
+                    continue;
+                }
+                let b = layer.block(addr.block_id.0).expect("addresses were validated when the layer was indexed").clone();
+                by_layer.entry(layer.id).or_insert_with(|| (layer.clone(), vec![])).1.push(b);
+            }
         }
         for (layer, blocks) in by_layer.into_values() {
             let (cache, store) = (self.cache.clone(), self.store.clone());

@@ -25,7 +25,7 @@ use super::array_file::{ArrayFile, CommittedGrid};
 use super::cache::BlockCache;
 use super::dataset::DatasetView;
 use super::element::ArrayElement;
-use super::meta::{DatasetMeta, MetaFile, MetaFormat, StoreMeta, changed_datasets, merge, merge_keep_ours, same_dataset};
+use super::meta::{ArraySchema, DatasetMeta, MetaFile, MetaFormat, StoreMeta, changed_datasets, merge, merge_keep_ours, same_dataset};
 use super::{Error, Result, validate_name};
 use crate::format::{Codec, DType};
 
@@ -509,6 +509,13 @@ impl Atlas {
     pub fn array_dtype(&self, array: &str) -> Option<DType> {
         let m = self.inner.meta.lock();
         m.datasets.values().find_map(|d| d.arrays.get(array).map(|s| s.dtype.clone()))
+    }
+
+    /// Every dataset that declares `array`, in store order, with its schema: one
+    /// hold of the metadata lock, not a copy of each dataset's whole metadata.
+    pub fn array_schemas(&self, array: &str) -> Vec<(String, ArraySchema)> {
+        let m = self.inner.meta.lock();
+        m.datasets.iter().filter_map(|(d, dm)| dm.arrays.get(array).map(|s| (d.clone(), s.clone()))).collect()
     }
 
     /// A snapshot of one dataset's metadata.

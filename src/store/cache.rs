@@ -247,14 +247,17 @@ impl BlockCache {
             if bytes.len() as u64 != end - start {
                 return Err(Error::Corrupt { path: layer.path.to_string(), source: crate::format::FormatError::InvalidFooter(format!("short read of bytes {start}..{end}")) });
             }
-            for b in run {
+            // The run's blocks decode concurrently (big ones on the blocking pool), not
+            // one after another on one core.
+            let decodes = run.into_iter().map(|b| {
                 let part = bytes.slice((b.file_offset - start) as usize..(b.file_offset - start + b.compressed_size) as usize);
                 if let (Some(disk), Some(tag)) = (&self.disk, &layer.e_tag) {
                     let (d, key, payload) = (disk.clone(), disk.key(layer.path.as_ref(), tag, b.file_offset, b.compressed_size), part.clone());
                     tokio::task::spawn_blocking(move || d.put(&key, &payload));
                 }
-                self.block((layer.id, b.id.0), &b.codec, b.uncompressed_size, layer.path.as_ref(), async { Ok(part) }).await?;
-            }
+                self.block((layer.id, b.id.0), &b.codec, b.uncompressed_size, layer.path.as_ref(), async { Ok(part) })
+            });
+            futures::future::try_join_all(decodes).await?;
             Ok::<_, Error>(())
         });
         futures::future::try_join_all(fetches).await?;
