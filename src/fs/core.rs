@@ -1295,7 +1295,17 @@ impl AtlasFs {
         {
             return Ok(());
         }
+        Self::rejected(&h)?;
         self.commit_handle(&h).await
+    }
+
+    /// What close or fsync of `h` reports before committing anything new: the error
+    /// of its staged bytes' failed commit (see [`Staged::rejected`]).
+    fn rejected(h: &Handle) -> FsResult<()> {
+        match h {
+            Handle::Staged { staged, .. } => staged.lock().rejected.clone().map_or(Ok(()), Err),
+            _ => Ok(()),
+        }
     }
 
     async fn commit_handle(&self, h: &Handle) -> FsResult<()> {
@@ -1303,9 +1313,6 @@ impl AtlasFs {
             Handle::Staged { ds, name, writable: true, staged } => {
                 let Some(arr) = array_of(name) else { return Ok(()) }; // temp files wait for rename
                 let s = staged;
-                if let Some(e) = s.lock().rejected.clone() {
-                    return Err(e);
-                }
                 if !s.lock().dirty || s.lock().dropped {
                     return Ok(());
                 }
@@ -1503,6 +1510,7 @@ impl AtlasFs {
         if let Some(fh) = fh
             && let Ok(h) = self.handle(fh)
         {
+            Self::rejected(&h)?;
             self.commit_handle(&h).await?;
         }
         self.flush_store().await
