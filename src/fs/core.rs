@@ -210,10 +210,7 @@ enum Handle {
     Array {
         ds: String,
         arr: String,
-        /// Where the last read ended: a read that starts there is sequential.
-        next: AtomicU64,
-        /// The current read-ahead window: grows while reads are sequential, gone on a seek.
-        window: AtomicU64,
+        read_ahead: Mutex<ReadAhead>,
         /// Set when the array is replaced or deleted while this descriptor is open.
         frozen: Mutex<Option<Arc<Frozen>>>,
         /// The inode opened, which `fstat` asks about after a rename over it.
@@ -241,7 +238,7 @@ enum Handle {
     Stacked {
         array: String,
         stack: Arc<Stack>,
-        read_ahead: Mutex<StackReadAhead>,
+        read_ahead: Mutex<ReadAhead>,
     },
     /// Read-only bytes fixed at open.
     Bytes(Vec<u8>),
@@ -260,13 +257,13 @@ pub type Listing = Arc<Vec<(String, NodeAttr)>>;
 /// random readers fetch only what they ask for.
 const READ_AHEAD_START: u64 = 2 << 20;
 
-/// Read-ahead of a `.atlasfs/stacked` file. The kernel sends several READs of one
-/// sequential reader at once, so they arrive a little out of order: a read counts as
-/// sequential if it starts where the last one ended or anywhere up to what has been
-/// read ahead. Each one starts only the part of the window not started before, so
-/// the datasets of a window are resolved once, not once per READ.
+/// Read-ahead of one descriptor (an array's `.npy` or a `.atlasfs/stacked` file). The
+/// kernel sends several READs of one sequential reader at once, so they arrive a
+/// little out of order: a read counts as sequential if it starts where the last one
+/// ended or anywhere up to what has been read ahead. Each one starts only the part of
+/// the window not started before, so blocks are not asked for again on every READ.
 #[derive(Default)]
-struct StackReadAhead {
+struct ReadAhead {
     /// The furthest byte read so far.
     next: u64,
     window: u64,
@@ -274,12 +271,12 @@ struct StackReadAhead {
     ahead: u64,
 }
 
-impl StackReadAhead {
+impl ReadAhead {
     /// Records a read of `[offset, end)`; returns the byte range to read ahead, if any.
     fn advance(&mut self, offset: u64, end: u64, max_window: u64) -> Option<(u64, u64)> {
         let sequential = end > offset && (offset == self.next || (self.window > 0 && offset + self.window >= self.next && offset <= self.ahead));
         if !sequential {
-            *self = StackReadAhead { next: end, window: 0, ahead: 0 };
+            *self = ReadAhead { next: end, window: 0, ahead: 0 };
             return None;
         }
         self.next = self.next.max(end);
@@ -904,12 +901,7 @@ impl AtlasFs {
                 let stack = self.stack(&a).ok_or_else(|| FsError::noent(format!("stacked/{a}.npy")))?;
                 let version = self.atlas.version();
                 let keep_cache = self.cached_gen.lock().insert(ino, version) == Some(version);
-                Ok(Opened {
-                    fh: self.new_handle(Handle::Stacked { array: a, stack, read_ahead: Mutex::new(StackReadAhead::default()) }),
-                    direct_io: false,
-                    keep_cache,
-                    read_only: !write,
-                })
+                Ok(Opened { fh: self.new_handle(Handle::Stacked { array: a, stack, read_ahead: Mutex::default() }), direct_io: false, keep_cache, read_only: !write })
             }
             NodeKey::StackedList(a) => {
                 let stack = self.stack(&a).ok_or_else(|| FsError::noent(format!("stacked/{a}.datasets")))?;
@@ -945,7 +937,7 @@ impl AtlasFs {
                 let keep_cache = self.cached_gen.lock().insert(ino, generation) == Some(generation);
                 self.opened.lock().insert((ds.clone(), arr.clone()), std::time::Instant::now());
                 Ok(Opened {
-                    fh: self.new_handle(Handle::Array { ds, arr, next: AtomicU64::new(0), window: AtomicU64::new(0), frozen: Mutex::new(None), ino }),
+                    fh: self.new_handle(Handle::Array { ds, arr, read_ahead: Mutex::default(), frozen: Mutex::new(None), ino }),
                     direct_io: false,
                     keep_cache,
                     read_only: !write,
@@ -962,7 +954,7 @@ impl AtlasFs {
         }
         let t = self.tombstones.lock();
         let t = t.get(&ino).filter(|t| t.at.elapsed() < Duration::from_secs(TOMBSTONE_SECS))?;
-        let h = Handle::Array { ds: t.ds.clone(), arr: t.arr.clone(), next: AtomicU64::new(0), window: AtomicU64::new(0), frozen: Mutex::new(Some(t.frozen.clone())), ino };
+        let h = Handle::Array { ds: t.ds.clone(), arr: t.arr.clone(), read_ahead: Mutex::default(), frozen: Mutex::new(Some(t.frozen.clone())), ino };
         Some(Opened { fh: self.new_handle(h), direct_io: false, keep_cache: false, read_only: true })
     }
 
@@ -1001,7 +993,7 @@ impl AtlasFs {
         let h = self.handle(fh)?;
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
         let out = match &*h {
-            Handle::Array { ds, arr, next, window, frozen, .. } => {
+            Handle::Array { ds, arr, read_ahead, frozen, .. } => {
                 if let Some(f) = frozen.lock().clone() {
                     return read_frozen(&f, offset, size);
                 }
@@ -1011,14 +1003,9 @@ impl AtlasFs {
                 if let Some(f) = frozen.lock().clone() {
                     return read_frozen(&f, offset, size);
                 }
-                let end = offset + out.len() as u64;
-                if next.swap(end, Ordering::Relaxed) == offset && !out.is_empty() {
-                    let w = window.load(Ordering::Relaxed);
-                    let w = if w == 0 { READ_AHEAD_START } else { (w * 2).min(self.cfg.read_ahead_bytes.max(READ_AHEAD_START)) };
-                    window.store(w, Ordering::Relaxed);
-                    self.read_ahead(ds, arr, end, w).await;
-                } else {
-                    window.store(0, Ordering::Relaxed);
+                let next = read_ahead.lock().advance(offset, offset + out.len() as u64, self.cfg.read_ahead_bytes.max(READ_AHEAD_START));
+                if let Some((from, to)) = next {
+                    self.read_ahead(ds, arr, from, to).await;
                 }
                 out
             }
@@ -1061,13 +1048,13 @@ impl AtlasFs {
     }
 
     /// Bytes `[offset, offset+len)` of an array's `.npy` form.
-    /// A sequential reader of `ds/arr.npy` has reached byte `from`: start decoding the
-    /// blocks of the next `window` bytes so they are ready when it gets there.
-    async fn read_ahead(&self, ds: &str, arr: &str, from: u64, window: u64) {
+    /// A sequential reader of `ds/arr.npy` will get to bytes `[from, to)`: start
+    /// decoding their blocks so they are ready when it gets there.
+    async fn read_ahead(&self, ds: &str, arr: &str, from: u64, to: u64) {
         let Some(schema) = self.schema(ds, arr) else { return };
         let Ok((header, el, size)) = self.npy_layout(&schema) else { return };
         let h = header.len() as u64;
-        let (d0, d1) = (from.max(h) - h, (from + window).min(size).saturating_sub(h));
+        let (d0, d1) = (from.max(h) - h, to.min(size).saturating_sub(h));
         if d0 >= d1 {
             return;
         }
@@ -1897,7 +1884,7 @@ mod tests {
     #[test]
     fn stack_read_ahead_follows_out_of_order_sequential_reads() {
         let mb = 1 << 20;
-        let mut ra = StackReadAhead::default();
+        let mut ra = ReadAhead::default();
         assert_eq!(ra.advance(0, mb, 16 * mb), Some((mb, 3 * mb)));
         // Out of order, inside what was read ahead: still sequential, only the new part.
         assert_eq!(ra.advance(2 * mb, 3 * mb, 16 * mb), Some((3 * mb, 7 * mb)));
