@@ -510,50 +510,49 @@ def bench_large(quick, runs, res):
     if not can_drop:
         res.notes.append("not root: the OS page cache was not dropped, so 'cold' means a fresh mount only")
 
-    times = []
-    for _ in range(runs):
-        drop_caches()
-        times.append(timed(lambda: np.load(plain))[0])
-    res.add("plain .npy (local disk, cold)", times, "cold", "large", None, "full")
-    prewarm(plain.parent)
-    res.add("plain .npy (local disk, warm)", [timed(lambda: np.load(plain))[0] for _ in range(runs)], "warm", "large", None, "full")
     want = np.load(plain, mmap_mode="r")
-
-    for codec in C.CODECS:
-        store = d / f"atlas-{codec}"
-        cold, warm, rss, work = [], [], [], {}
-        for r in range(runs):
+    # Rounds, each measuring every reader once, so that a slow spell of this VM (they
+    # come and go over minutes) hits all readers alike instead of one of them.
+    plain_cold, plain_warm = [], []
+    acc = {codec: dict(cold=[], warm=[], rss=[], work={}, api_cold=[], api_warm=[]) for codec in C.CODECS}
+    for r in range(runs):
+        drop_caches()
+        plain_cold.append(timed(lambda: np.load(plain))[0])
+        plain_warm.append(timed(lambda: np.load(plain))[0])
+        for codec in C.CODECS:
+            store, a_ = d / f"atlas-{codec}", acc[codec]
             drop_caches()
             with Mount(store) as m:
                 m.reset_peak()
                 dt, got, w = m.counted(lambda: np.load(f))
-                cold.append(dt)
+                a_["cold"].append(dt)
                 if r == 0:
-                    work["cold"] = w
+                    a_["work"]["cold"] = w
                     same(f"large/{codec} atlasfs", got, want)
                 del got
                 dt, got, w = m.counted(lambda: np.load(f))
-                warm.append(dt)
-                work.setdefault("warm", w)
+                a_["warm"].append(dt)
+                a_["work"].setdefault("warm", w)
                 del got
-                rss.append(m.peak())
-        res.add("atlasfs np.load", cold, "cold", "large", codec, "full", max(rss), daemon=work["cold"])
-        res.add("atlasfs np.load", warm, "warm", "large", codec, "full", max(rss), daemon=work["warm"])
-
-        cold, warm = [], []
-        for r in range(runs):
+                a_["rss"].append(m.peak())
             drop_caches()
             a = atlas.Atlas.open(str(store))
             dt, got = timed(lambda: a.open_dataset("big").read_array("data"))
-            cold.append(dt)
+            a_["api_cold"].append(dt)
             if r == 0:
                 same(f"large/{codec} atlas-python", got, want)
             del got, a
             a = atlas.Atlas.open(str(store))  # fresh handle, page cache now warm
-            warm.append(timed(lambda: a.open_dataset("big").read_array("data"))[0])
+            a_["api_warm"].append(timed(lambda: a.open_dataset("big").read_array("data"))[0])
             del a
-        res.add("atlas-python read_array", cold, "cold", "large", codec, "full")
-        res.add("atlas-python read_array", warm, "warm", "large", codec, "full")
+    res.add("plain .npy (local disk, cold)", plain_cold, "cold", "large", None, "full")
+    res.add("plain .npy (local disk, warm)", plain_warm, "warm", "large", None, "full")
+    for codec in C.CODECS:
+        a_ = acc[codec]
+        res.add("atlasfs np.load", a_["cold"], "cold", "large", codec, "full", max(a_["rss"]), daemon=a_["work"]["cold"])
+        res.add("atlasfs np.load", a_["warm"], "warm", "large", codec, "full", max(a_["rss"]), daemon=a_["work"]["warm"])
+        res.add("atlas-python read_array", a_["api_cold"], "cold", "large", codec, "full")
+        res.add("atlas-python read_array", a_["api_warm"], "warm", "large", codec, "full")
         decode_limit(codec, plain, res, runs)
     drop_caches()
     trace_requests(res, "`np.load` of the array (zstd, OS cache dropped)", 1, d / "atlas-zstd", lambda: np.load(f))
