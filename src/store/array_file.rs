@@ -257,6 +257,22 @@ pub struct ArrayFile {
     withdrawn: u32,
 }
 
+/// The committed blocks behind `locs`, each once, grouped by layer: what one read
+/// or read-ahead loads (fill and pending chunks have none).
+fn blocks_by_layer<'a>(locs: impl IntoIterator<Item = &'a ChunkLoc>) -> HashMap<u64, (Arc<Layer>, Vec<crate::format::BlockMeta>)> {
+    let mut seen = HashSet::new();
+    let mut by_layer: HashMap<u64, (Arc<Layer>, Vec<crate::format::BlockMeta>)> = HashMap::new();
+    for loc in locs {
+        if let ChunkLoc::Layer(l, a) = loc
+            && seen.insert((l.id, a.block_id.0))
+        {
+            let b = l.block(a.block_id.0).expect("addresses were validated when the layer was indexed").clone();
+            by_layer.entry(l.id).or_insert_with(|| (l.clone(), vec![])).1.push(b);
+        }
+    }
+    by_layer
+}
+
 fn sidecar_number(file_name: &str) -> Option<u32> {
     let n = file_name.strip_prefix("data.")?.strip_suffix(".af")?;
     n.parse::<u32>().ok().filter(|&n| n >= 1)
@@ -592,27 +608,20 @@ impl ArrayFile {
     /// datasets spent 4.4 ms, a quarter of it moving futures around).
     pub async fn read_regions_into(&self, parts: &[(&str, &[usize], &[usize])], mut dst: &mut [u8], concurrency: usize) -> Result<()> {
         let mut plan = Vec::with_capacity(parts.len());
-        let mut blocks: HashMap<(u64, u32), (Arc<Layer>, crate::format::BlockMeta)> = HashMap::new();
         for &(name, start, extent) in parts {
             let r = self.resolve(name).ok_or_else(|| self.not_found(name))?;
             let Some(elsize) = r.spec.dtype.element_size() else { return Err(Error::Invalid(format!("{name:?}/{} is not fixed-width", self.array))) };
             let (locs, any_fill) = self.box_locs(&r, name, start, extent)?;
-            for (_, loc) in &locs {
-                if let ChunkLoc::Layer(l, a) = loc {
-                    blocks.entry((l.id, a.block_id.0)).or_insert_with(|| (l.clone(), l.block(a.block_id.0).expect("addresses were validated when the layer was indexed").clone()));
-                }
-            }
             plan.push((name, start, extent, r, elsize, locs, any_fill));
         }
-        let mut by_layer: HashMap<u64, (Arc<Layer>, Vec<crate::format::BlockMeta>)> = HashMap::new();
-        for (l, b) in blocks.values() {
-            by_layer.entry(l.id).or_insert_with(|| (l.clone(), vec![])).1.push(b.clone());
-        }
+        let by_layer = blocks_by_layer(plan.iter().flat_map(|p| p.5.iter().map(|(_, loc)| loc)));
         let runs = by_layer.values().filter(|(_, bs)| bs.len() > 1).map(|(l, bs)| self.cache.load_blocks(&*self.store, l, bs));
         futures::future::try_join_all(runs).await?;
-        let mut loads = Vec::with_capacity(blocks.len());
-        for (key, (l, b)) in &blocks {
-            loads.push(async move { Ok::<_, Error>((*key, self.cache.layer_block(&*self.store, l, b).await?)) });
+        let mut loads = vec![];
+        for (l, bs) in by_layer.values() {
+            for b in bs {
+                loads.push(async move { Ok::<_, Error>(((l.id, b.id.0), self.cache.layer_block(&*self.store, l, b).await?)) });
+            }
         }
         let loaded: HashMap<(u64, u32), Bytes> = futures::stream::iter(loads).buffer_unordered(concurrency.max(1)).collect::<Vec<_>>().await.into_iter().collect::<Result<_>>()?;
         for (name, start, extent, r, elsize, locs, any_fill) in plan {
@@ -642,13 +651,7 @@ impl ArrayFile {
     /// Loads the committed blocks behind `locs` with one request per run of adjacent
     /// uncached blocks in a layer (see [`BlockCache::load_blocks`]).
     async fn load_layer_blocks(&self, locs: &[(Vec<u32>, ChunkLoc)]) -> Result<()> {
-        let mut by_layer: HashMap<u64, (Arc<Layer>, Vec<crate::format::BlockMeta>)> = HashMap::new();
-        for (_, loc) in locs {
-            if let ChunkLoc::Layer(l, a) = loc {
-                let b = l.block(a.block_id.0).expect("addresses were validated when the layer was indexed").clone();
-                by_layer.entry(l.id).or_insert_with(|| (l.clone(), vec![])).1.push(b);
-            }
-        }
+        let by_layer = blocks_by_layer(locs.iter().map(|(_, loc)| loc));
         let loads = by_layer.values().filter(|(_, bs)| bs.len() > 1).map(|(l, bs)| self.cache.load_blocks(&*self.store, l, bs));
         futures::future::try_join_all(loads).await?;
         Ok(())
@@ -666,8 +669,7 @@ impl ArrayFile {
     /// started once however many of them it holds chunks of (the stacked view's
     /// datasets share blocks).
     pub fn prefetch_many<'a>(&self, boxes: impl IntoIterator<Item = (&'a str, &'a [usize], &'a [usize])>) -> usize {
-        let mut started = HashSet::new();
-        let mut by_layer: HashMap<u64, (Arc<Layer>, Vec<crate::format::BlockMeta>)> = HashMap::new();
+        let mut locs = vec![];
         for (name, start, extent) in boxes {
             let Some(r) = self.resolve(name) else { continue };
             if start.len() != r.spec.shape.len() || extent.len() != r.spec.shape.len() {
@@ -678,15 +680,10 @@ impl ArrayFile {
             if ext.contains(&0) && !ext.is_empty() {
                 continue;
             }
-            for coord in r.spec.grid().overlapping(&lo, &ext) {
-                let ChunkLoc::Layer(layer, addr) = self.locate(&r, name, &coord) else { continue };
-                if !started.insert((layer.id, addr.block_id.0)) {
-                    continue;
-                }
-                let b = layer.block(addr.block_id.0).expect("addresses were validated when the layer was indexed").clone();
-                by_layer.entry(layer.id).or_insert_with(|| (layer.clone(), vec![])).1.push(b);
-            }
+            locs.extend(r.spec.grid().overlapping(&lo, &ext).into_iter().map(|coord| self.locate(&r, name, &coord)));
         }
+        let by_layer = blocks_by_layer(&locs);
+        let started = by_layer.values().map(|(_, bs)| bs.len()).sum();
         for (layer, blocks) in by_layer.into_values() {
             let (cache, store) = (self.cache.clone(), self.store.clone());
             tokio::spawn(async move {
@@ -707,7 +704,7 @@ impl ArrayFile {
                 }
             });
         }
-        started.len()
+        started
     }
 
     pub fn has_pending_entry(&self, name: &str) -> bool {
