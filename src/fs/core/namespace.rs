@@ -1,0 +1,412 @@
+//! Names: lookups, attributes, listings, and the operations that change the tree
+//! (mkdir, rmdir, unlink, rename, setattr). Inodes follow renames.
+
+use super::*;
+
+impl AtlasFs {
+    /// Attributes of a node, or ENOENT if it no longer exists.
+    pub async fn getattr(&self, ino: u64) -> FsResult<NodeAttr> {
+        self.getattr_fh(ino, None).await
+    }
+
+    /// `getattr`, also of an inode a rename or unlink made the kernel forget while a
+    /// descriptor still reads it (`fstat` asks by inode): the size of the version that
+    /// descriptor reads. `fh` is the kernel's descriptor when it names one.
+    pub async fn getattr_fh(&self, ino: u64, fh: Option<u64>) -> FsResult<NodeAttr> {
+        self.stable(|| self.getattr_once(ino, fh)).await
+    }
+
+    pub(super) async fn getattr_once(&self, ino: u64, fh: Option<u64>) -> FsResult<NodeAttr> {
+        let err = match self.key(ino) {
+            Ok(key) => return self.attr_of(ino, &key).await,
+            Err(e) => e,
+        };
+        let by_fh = fh.and_then(|f| self.handle(f).ok()).filter(|h| matches!(&**h, Handle::Array { ino: i, .. } if *i == ino));
+        let open = by_fh.or_else(|| self.handles.lock().values().find(|h| matches!(&***h, Handle::Array { ino: i, .. } if *i == ino)).cloned());
+        if let Some(t) = self.tombstones.lock().get(&ino)
+            && t.at.elapsed() < Duration::from_secs(TOMBSTONE_SECS)
+            && let Frozen::Bytes { len, .. } = &*t.frozen
+        {
+            return Ok(self.attr(ino, Kind::File, *len, self.started));
+        }
+        if let Some(h) = open
+            && let Handle::Array { ds, arr, frozen, .. } = &*h
+        {
+            let size = match frozen.lock().clone().as_deref() {
+                Some(Frozen::Bytes { len, .. }) => Some(*len),
+                Some(Frozen::Gone) => None,
+                // Not frozen yet: the store still holds the version it reads (a
+                // replacement freezes its readers before it commits).
+                None => match self.schema(ds, arr) {
+                    Some(schema) => Some(self.npy_size(ds, arr, &schema).await?),
+                    None => None,
+                },
+            };
+            if let Some(size) = size {
+                let mtime = self.mtimes.lock().get(&(ds.clone(), arr.clone())).copied().unwrap_or(self.started);
+                return Ok(self.attr(ino, Kind::File, size, mtime));
+            }
+        }
+        Err(err)
+    }
+
+    pub(super) async fn attr_of(&self, ino: u64, key: &NodeKey) -> FsResult<NodeAttr> {
+        match key {
+            NodeKey::Root | NodeKey::ControlDir | NodeKey::StackedDir => Ok(self.attr(ino, Kind::Dir, 0, self.started)),
+            NodeKey::StackedNpy(a) => Ok(self.attr(ino, Kind::File, self.stack(a).ok_or_else(|| FsError::noent(format!("stacked/{a}.npy")))?.size(), self.started)),
+            NodeKey::StackedList(a) => {
+                Ok(self.attr(ino, Kind::File, self.stack(a).ok_or_else(|| FsError::noent(format!("stacked/{a}.datasets")))?.listing().len() as u64, self.started))
+            }
+            NodeKey::Control(c) => {
+                let size = if *c == ControlFile::Stats { self.stats_json().len() as u64 } else { 0 };
+                Ok(self.attr(ino, Kind::File, size, SystemTime::now()))
+            }
+            NodeKey::Dataset(ds) => {
+                if self.atlas.dataset_exists(ds) {
+                    Ok(self.attr(ino, Kind::Dir, 0, self.started))
+                } else {
+                    Err(FsError::noent(ds))
+                }
+            }
+            NodeKey::File(ds, name) => {
+                if let Some(s) = self.staged_entry(ds, name) {
+                    let s = s.lock();
+                    return Ok(self.attr(ino, Kind::File, s.len, s.mtime));
+                }
+                let arr = array_of(name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?;
+                let schema = self.schema(ds, arr).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?;
+                let size = self.npy_size(ds, arr, &schema).await?;
+                let mtime = self.mtimes.lock().get(&(ds.clone(), arr.to_string())).copied().unwrap_or(self.started);
+                Ok(self.attr(ino, Kind::File, size, mtime))
+            }
+        }
+    }
+
+    pub(super) fn child_key(&self, parent: u64, name: &str) -> FsResult<NodeKey> {
+        match self.key(parent)? {
+            NodeKey::Root if name == CONTROL_DIR => Ok(NodeKey::ControlDir),
+            NodeKey::Root => Ok(NodeKey::Dataset(name.to_string())),
+            NodeKey::ControlDir if name == STACKED_DIR => Ok(NodeKey::StackedDir),
+            NodeKey::ControlDir => ControlFile::ALL.into_iter().find(|c| c.name() == name).map(NodeKey::Control).ok_or_else(|| FsError::noent(format!("{CONTROL_DIR}/{name}"))),
+            NodeKey::StackedDir => match (name.strip_suffix(".npy"), name.strip_suffix(".datasets")) {
+                (Some(a), _) => Ok(NodeKey::StackedNpy(a.to_string())),
+                (_, Some(a)) => Ok(NodeKey::StackedList(a.to_string())),
+                _ => Err(FsError::noent(format!("{CONTROL_DIR}/{STACKED_DIR}/{name}"))),
+            },
+            NodeKey::Dataset(ds) => Ok(NodeKey::File(ds, name.to_string())),
+            _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+        }
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<NodeAttr> {
+        self.stable(|| async {
+            let key = self.child_key(parent, name)?;
+            let ino = self.inodes.lock().ino(key.clone());
+            self.attr_of(ino, &key).await
+        })
+        .await
+    }
+
+    /// Entries of a directory with their attributes, `.` and `..` excluded.
+    pub async fn readdir(&self, ino: u64) -> FsResult<Vec<(String, NodeAttr)>> {
+        self.stable(|| self.readdir_once(ino)).await
+    }
+
+    pub(super) async fn readdir_once(&self, ino: u64) -> FsResult<Vec<(String, NodeAttr)>> {
+        let mut out = vec![];
+        match self.key(ino)? {
+            NodeKey::Root => {
+                out.push((CONTROL_DIR.to_string(), self.attr(CONTROL_DIR_INO, Kind::Dir, 0, self.started)));
+                let names = self.atlas.list_datasets();
+                let mut inodes = self.inodes.lock();
+                for n in names {
+                    let i = inodes.ino(NodeKey::Dataset(n.clone()));
+                    out.push((n, self.attr(i, Kind::Dir, 0, self.started)));
+                }
+            }
+            NodeKey::ControlDir => {
+                out.push((STACKED_DIR.to_string(), self.attr(STACKED_DIR_INO, Kind::Dir, 0, self.started)));
+                for c in ControlFile::ALL {
+                    out.push((c.name().to_string(), self.attr_of(c.ino(), &NodeKey::Control(c)).await?));
+                }
+            }
+            NodeKey::StackedDir => {
+                for a in self.atlas.list_arrays() {
+                    let Some(st) = self.stack(&a) else { continue };
+                    let mut inodes = self.inodes.lock();
+                    let (i, j) = (inodes.ino(NodeKey::StackedNpy(a.clone())), inodes.ino(NodeKey::StackedList(a.clone())));
+                    drop(inodes);
+                    out.push((format!("{a}.npy"), self.attr(i, Kind::File, st.size(), self.started)));
+                    out.push((format!("{a}.datasets"), self.attr(j, Kind::File, st.listing().len() as u64, self.started)));
+                }
+            }
+            NodeKey::Dataset(ds) => {
+                let meta = self.atlas.dataset_meta(&ds).ok_or_else(|| FsError::noent(&ds))?;
+                for (arr, schema) in &meta.arrays {
+                    let name = format!("{arr}.npy");
+                    if self.staged_entry(&ds, &name).is_some() {
+                        continue;
+                    }
+                    let i = self.inodes.lock().ino(NodeKey::File(ds.clone(), name.clone()));
+                    let size = match self.npy_size(&ds, arr, schema).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(dataset = %ds, array = %arr, error = %e, "cannot size array; listing it as empty");
+                            0
+                        }
+                    };
+                    let mtime = self.mtimes.lock().get(&(ds.clone(), arr.clone())).copied().unwrap_or(self.started);
+                    out.push((name, self.attr(i, Kind::File, size, mtime)));
+                }
+                let staged: Vec<(String, Arc<Mutex<Staged>>)> = self.staged.lock().iter().filter(|((d, _), _)| d == &ds).map(|((_, n), s)| (n.clone(), s.clone())).collect();
+                for (name, s) in staged {
+                    let i = self.inodes.lock().ino(NodeKey::File(ds.clone(), name.clone()));
+                    let s = s.lock();
+                    out.push((name, self.attr(i, Kind::File, s.len, s.mtime)));
+                }
+            }
+            _ => return Err(FsError::new(libc::ENOTDIR, "not a directory")),
+        }
+        Ok(out)
+    }
+
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        match self.key(ino)? {
+            NodeKey::Root | NodeKey::ControlDir | NodeKey::StackedDir | NodeKey::Dataset(_) => Ok(self.new_handle(Handle::Dir(Mutex::new(None)))),
+            _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+        }
+    }
+
+    /// The listing of directory `ino` for a read at `offset` through handle `fh`:
+    /// fresh at offset 0 (a rewinddir sees changes), the handle's copy after that.
+    pub async fn readdir_handle(&self, fh: u64, ino: u64, offset: u64) -> FsResult<Listing> {
+        let h = self.handle(fh)?;
+        let Handle::Dir(cached) = &*h else { return Err(FsError::new(libc::ENOTDIR, "not a directory handle")) };
+        if offset > 0
+            && let Some(l) = cached.lock().clone()
+        {
+            return Ok(l);
+        }
+        let listing: Listing = Arc::new(self.readdir(ino).await?);
+        *cached.lock() = Some(listing.clone());
+        Ok(listing)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.lock().remove(&fh);
+    }
+
+    pub async fn mkdir(&self, parent: u64, name: &str) -> FsResult<NodeAttr> {
+        self.writable()?;
+        crate::fs::names::check_new_name(name)?;
+        match self.child_key(parent, name)? {
+            NodeKey::Dataset(ds) => {
+                self.atlas.create_dataset(&ds).await?;
+                let ino = self.inodes.lock().ino(NodeKey::Dataset(ds));
+                Ok(self.attr(ino, Kind::Dir, 0, SystemTime::now()))
+            }
+            NodeKey::ControlDir => Err(FsError::new(libc::EEXIST, format!("{CONTROL_DIR} is reserved"))),
+            _ => Err(FsError::new(libc::EPERM, format!("{name}: directories can only be made at the top level (one per dataset)"))),
+        }
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.writable()?;
+        match self.child_key(parent, name)? {
+            NodeKey::Dataset(ds) => {
+                let meta = self.atlas.dataset_meta(&ds).ok_or_else(|| FsError::noent(&ds))?;
+                let staged = self.staged.lock().keys().any(|(d, _)| d == &ds);
+                if !meta.arrays.is_empty() || staged {
+                    return Err(FsError::new(libc::ENOTEMPTY, format!("{ds}: dataset holds {} arrays; remove them first", meta.arrays.len())));
+                }
+                self.atlas.delete_dataset(&ds).await?;
+                self.inodes.lock().remove(&NodeKey::Dataset(ds));
+                Ok(())
+            }
+            NodeKey::ControlDir | NodeKey::StackedDir => Err(FsError::new(libc::EBUSY, format!("{CONTROL_DIR} cannot be removed"))),
+            _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+        }
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.writable()?;
+        match self.child_key(parent, name)? {
+            NodeKey::File(ds, name) => {
+                if let Some(s) = self.staged.lock().remove(&(ds.clone(), name.clone())) {
+                    s.lock().dropped = true;
+                    self.inodes.lock().remove(&NodeKey::File(ds, name));
+                    return Ok(());
+                }
+                let arr = array_of(&name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?;
+                if self.schema(&ds, arr).is_none() {
+                    return Err(FsError::noent(format!("{ds}/{name}")));
+                }
+                // Descriptors still open keep reading what they opened, as on a local
+                // filesystem; new opens of the old inode get ESTALE, then ENOENT.
+                self.inodes.lock().remove(&NodeKey::File(ds.clone(), name.clone()));
+                self.freeze_readers(&ds, arr).await;
+                self.atlas.open_dataset(&ds).await?.delete_array(arr).await?;
+                self.bump_generation(&ds, arr);
+                Ok(())
+            }
+            NodeKey::Control(_) | NodeKey::StackedNpy(_) | NodeKey::StackedList(_) => Err(FsError::new(libc::EPERM, "control files cannot be removed")),
+            _ => Err(FsError::new(libc::EISDIR, "is a directory")),
+        }
+    }
+
+    /// Copies an array (definition and data) to another name, possibly in another dataset.
+    pub(super) async fn copy_array(&self, src_ds: &str, src: &str, dst_ds: &str, dst: &str) -> FsResult<()> {
+        let schema = self.schema(src_ds, src).ok_or_else(|| FsError::noent(format!("{src_ds}/{src}.npy")))?;
+        let from = self.atlas.open_dataset(src_ds).await?;
+        let fill = from.array_fill_value(src).await?;
+        let (shape, cells) = from.read_cells(src, &[], &[]).await?.ok_or_else(|| FsError::noent(format!("{src_ds}/{src}.npy")))?;
+        let def = ArrayDef {
+            dtype: schema.dtype.clone(),
+            dimension_names: schema.dimension_names.clone(),
+            shape: schema.shape.clone(),
+            chunk_shape: Some(schema.chunk_shape.clone()),
+            fill,
+        };
+        let to = self.atlas.open_dataset(dst_ds).await?;
+        to.replace_array(dst, def, [Ok((vec![0; shape.len()], shape, cells))]).await?;
+        self.bump_generation(dst_ds, dst);
+        Ok(())
+    }
+
+    pub async fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> FsResult<()> {
+        self.writable()?;
+        crate::fs::names::check_new_name(new_name)?;
+        let from = self.child_key(parent, name)?;
+        let to = self.child_key(new_parent, new_name)?;
+        match (from, to) {
+            (NodeKey::File(ds, name), NodeKey::File(nds, nname)) => {
+                if !self.atlas.dataset_exists(&nds) {
+                    return Err(FsError::noent(&nds));
+                }
+                if let Some(s) = self.staged_entry(&ds, &name) {
+                    // A staged file (typically a tool's temp file) moves into place. A
+                    // replacement of an array under readers, step by step (one at a time):
+                    // 1. the name goes to the temp file's inode, which shows the staged
+                    //    bytes (its size is theirs) until the commit is in; the replaced
+                    //    inode is forgotten, so opens through it get ESTALE and look again;
+                    // 2. descriptors still reading the old version are frozen on it;
+                    // 3. the staged bytes are committed.
+                    // So every descriptor reads one version whole, as with rename(2) on a
+                    // local filesystem.
+                    if ds == nds && name == nname {
+                        return Ok(());
+                    }
+                    let _one_at_a_time = self.replacing.lock().await;
+                    let Some(s) = self.staged_entry(&ds, &name).filter(|t| Arc::ptr_eq(t, &s)) else { return Err(FsError::noent(format!("{ds}/{name}"))) };
+                    let replaced;
+                    {
+                        // The new name, its staged bytes and its inode change together.
+                        let mut inodes = self.inodes.lock();
+                        replaced = inodes.by_key.get(&NodeKey::File(nds.clone(), nname.clone())).copied();
+                        self.swaps.fetch_add(1, Ordering::AcqRel);
+                        if array_of(&nname).is_some() {
+                            self.staged.lock().insert((nds.clone(), nname.clone()), s.clone());
+                        }
+                        inodes.rename(&NodeKey::File(ds.clone(), name.clone()), NodeKey::File(nds.clone(), nname.clone()));
+                        self.swaps.fetch_add(1, Ordering::AcqRel);
+                    }
+                    self.unstage(&ds, &name, &s);
+                    match array_of(&nname) {
+                        Some(arr) => {
+                            self.freeze_readers_keeping(&nds, arr, replaced).await;
+                            let res = self.commit_staged(&nds, arr, &s).await;
+                            self.unstage(&nds, &nname, &s);
+                            if let Err(e) = &res {
+                                tracing::warn!(dataset = %nds, file = %nname, error = %e, "rejected a .npy renamed into place; the store is unchanged");
+                            }
+                            return res;
+                        }
+                        None if is_temp_name(&nname) => {
+                            self.staged.lock().insert((nds, nname), s);
+                            return Ok(());
+                        }
+                        None => return Err(FsError::inval(format!("{nds}/{nname}: only <array>.npy or hidden temp names"))),
+                    }
+                }
+                let src = array_of(&name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?.to_string();
+                if self.schema(&ds, &src).is_none() {
+                    return Err(FsError::noent(format!("{ds}/{name}")));
+                }
+                let dst = array_of(&nname).ok_or_else(|| FsError::inval(format!("{nds}/{nname}: an array must be named <array>.npy")))?.to_string();
+                if ds == nds && src == dst {
+                    return Ok(());
+                }
+                self.freeze_readers(&nds, &dst).await;
+                self.freeze_readers(&ds, &src).await;
+                self.copy_array(&ds, &src, &nds, &dst).await?;
+                self.atlas.open_dataset(&ds).await?.delete_array(&src).await?;
+                self.bump_generation(&ds, &src);
+                self.inodes.lock().rename(&NodeKey::File(ds, name), NodeKey::File(nds, nname));
+                Ok(())
+            }
+            (NodeKey::Dataset(ds), NodeKey::Dataset(nds)) => {
+                if ds == nds {
+                    return Ok(());
+                }
+                let meta = self.atlas.dataset_meta(&ds).ok_or_else(|| FsError::noent(&ds))?;
+                if let Some(target) = self.atlas.dataset_meta(&nds) {
+                    if !target.arrays.is_empty() {
+                        return Err(FsError::new(libc::ENOTEMPTY, format!("{nds} is not empty")));
+                    }
+                    self.atlas.delete_dataset(&nds).await?;
+                }
+                let view = self.atlas.create_dataset(&nds).await?;
+                for (k, v) in &meta.attributes {
+                    view.set_attribute(k, v.clone())?;
+                }
+                for arr in meta.arrays.keys() {
+                    self.copy_array(&ds, arr, &nds, arr).await?;
+                }
+                self.atlas.delete_dataset(&ds).await?;
+                self.inodes.lock().rename_dataset(&ds, &nds);
+                Ok(())
+            }
+            (NodeKey::Control(_) | NodeKey::ControlDir | NodeKey::StackedDir | NodeKey::StackedNpy(_) | NodeKey::StackedList(_), _)
+            | (_, NodeKey::Control(_) | NodeKey::ControlDir | NodeKey::StackedDir | NodeKey::StackedNpy(_) | NodeKey::StackedList(_)) => {
+                Err(FsError::new(libc::EPERM, "control files cannot be renamed"))
+            }
+            _ => Err(FsError::new(libc::EXDEV, "a dataset and an array cannot take each other's place")),
+        }
+    }
+
+    /// truncate/ftruncate and metadata changes. Modes and owners are fixed by the
+    /// mount; times are kept for rsync and cp -p.
+    pub async fn setattr(&self, ino: u64, size: Option<u64>, mtime: Option<SystemTime>) -> FsResult<NodeAttr> {
+        let key = self.key(ino)?;
+        if let NodeKey::File(ds, name) = &key {
+            if let Some(size) = size {
+                self.writable()?;
+                if let Some(s) = self.staged_entry(ds, name) {
+                    let mut s = s.lock();
+                    s.file.set_len(size)?;
+                    s.len = size;
+                    s.dirty = true;
+                    s.rejected = None;
+                } else if size == 0 && array_of(name).is_some_and(|a| self.schema(ds, a).is_some()) {
+                    // truncate(2) to zero starts a rewrite; the old array stays until the new bytes are committed.
+                    self.stage(ds, name)?;
+                } else {
+                    let cur = self.attr_of(ino, &key).await?.size;
+                    if cur != size {
+                        return Err(FsError::inval(format!("{ds}/{name}: an array's size follows from its shape; truncate to 0 and rewrite it instead")));
+                    }
+                }
+            }
+            if let Some(t) = mtime {
+                if let Some(s) = self.staged_entry(ds, name) {
+                    s.lock().mtime = t;
+                } else if let Some(arr) = array_of(name) {
+                    self.mtimes.lock().insert((ds.clone(), arr.to_string()), t);
+                }
+            }
+        }
+        self.attr_of(ino, &key).await
+    }
+
+    // ---- extended attributes ----
+}

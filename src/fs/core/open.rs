@@ -1,0 +1,107 @@
+//! Opens: which [`Handle`] a descriptor gets, and whether the kernel may keep the
+//! pages it cached of the file.
+
+use super::*;
+
+impl AtlasFs {
+    /// Opens a file. `flags` are the open(2) flags.
+    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<Opened> {
+        loop {
+            let seq = self.swaps.load(Ordering::Acquire);
+            if seq % 2 == 1 {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let res = self.open_once(ino, flags).await;
+            if self.swaps.load(Ordering::Acquire) == seq {
+                return res;
+            }
+            // A rename moved a name meanwhile: this descriptor may pair the inode with
+            // the other version. Open again (a replaced inode then gets ESTALE).
+            if let Ok(o) = res {
+                self.handles.lock().remove(&o.fh);
+            }
+        }
+    }
+
+    pub(super) async fn open_once(&self, ino: u64, flags: i32) -> FsResult<Opened> {
+        let key = match self.key(ino) {
+            Ok(k) => k,
+            Err(e) => return self.open_tombstone(ino, flags).ok_or(e),
+        };
+        let acc = flags & libc::O_ACCMODE;
+        let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
+        let trunc = flags & libc::O_TRUNC != 0;
+        if write {
+            self.writable()?;
+        }
+        match key {
+            NodeKey::Control(c) => {
+                if write && c == ControlFile::Stats {
+                    return Err(FsError::new(libc::EACCES, "stats is read-only"));
+                }
+                let snapshot = if c == ControlFile::Stats { self.stats_json().into_bytes() } else { vec![] };
+                Ok(Opened { fh: self.new_handle(Handle::Control { file: c, snapshot }), direct_io: true, keep_cache: false, read_only: !write })
+            }
+            NodeKey::StackedNpy(_) | NodeKey::StackedList(_) if write => Err(FsError::new(libc::EACCES, "the stacked view is read-only")),
+            NodeKey::StackedNpy(a) => {
+                let stack = self.stack(&a).ok_or_else(|| FsError::noent(format!("stacked/{a}.npy")))?;
+                let version = self.atlas.version();
+                let keep_cache = self.cached_gen.lock().insert(ino, version) == Some(version);
+                Ok(Opened { fh: self.new_handle(Handle::Stacked { array: a, stack, read_ahead: Mutex::default() }), direct_io: false, keep_cache, read_only: !write })
+            }
+            NodeKey::StackedList(a) => {
+                let stack = self.stack(&a).ok_or_else(|| FsError::noent(format!("stacked/{a}.datasets")))?;
+                Ok(Opened { fh: self.new_handle(Handle::Bytes(stack.listing().into_bytes())), direct_io: true, keep_cache: false, read_only: !write })
+            }
+            NodeKey::File(ds, name) => {
+                if let Some(s) = self.staged_entry(&ds, &name) {
+                    // A truncating open starts its own staged file (see Handle::Staged).
+                    let staged = if write && trunc { self.stage(&ds, &name)? } else { s };
+                    return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: write, staged }), direct_io: false, keep_cache: false, read_only: !write });
+                }
+                let arr = array_of(&name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?.to_string();
+                if self.schema(&ds, &arr).is_none() {
+                    // A name the kernel still caches (e.g. after a rejected write) opened
+                    // with O_TRUNC: the kernel strips O_CREAT, but this is a create.
+                    if write && trunc && self.atlas.dataset_exists(&ds) {
+                        let staged = self.stage(&ds, &name)?;
+                        return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: true, staged }), direct_io: false, keep_cache: false, read_only: false });
+                    }
+                    return Err(FsError::noent(format!("{ds}/{name}")));
+                }
+                if write && trunc {
+                    let staged = self.stage(&ds, &name)?;
+                    self.cached_gen.lock().remove(&ino);
+                    return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: true, staged }), direct_io: false, keep_cache: false, read_only: false });
+                }
+                if write {
+                    let overlay = Overlay { file: tempfile::tempfile()?, ranges: vec![] };
+                    return Ok(Opened { fh: self.new_handle(Handle::Update { ds, arr, overlay: Mutex::new(overlay) }), direct_io: false, keep_cache: false, read_only: false });
+                }
+                // Cached pages stay valid while the array has not changed through this mount.
+                let generation = self.generations.lock().get(&(ds.clone(), arr.clone())).copied().unwrap_or(0);
+                let keep_cache = self.cached_gen.lock().insert(ino, generation) == Some(generation);
+                self.opened.lock().insert((ds.clone(), arr.clone()), std::time::Instant::now());
+                Ok(Opened {
+                    fh: self.new_handle(Handle::Array { ds, arr, read_ahead: Mutex::default(), frozen: Mutex::new(None), ino }),
+                    direct_io: false,
+                    keep_cache,
+                    read_only: !write,
+                })
+            }
+            _ => Err(FsError::new(libc::EISDIR, "is a directory")),
+        }
+    }
+
+    /// A read-only open of an inode renamed over a moment ago: its old version.
+    pub(super) fn open_tombstone(&self, ino: u64, flags: i32) -> Option<Opened> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            return None;
+        }
+        let t = self.tombstones.lock();
+        let t = t.get(&ino).filter(|t| t.at.elapsed() < Duration::from_secs(TOMBSTONE_SECS))?;
+        let h = Handle::Array { ds: t.ds.clone(), arr: t.arr.clone(), read_ahead: Mutex::default(), frozen: Mutex::new(Some(t.frozen.clone())), ino };
+        Some(Opened { fh: self.new_handle(h), direct_io: false, keep_cache: false, read_only: true })
+    }
+}
