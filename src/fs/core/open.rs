@@ -12,9 +12,30 @@ impl AtlasFs {
                 tokio::task::yield_now().await;
                 continue;
             }
+            // A write open of an inode held in passthrough cannot share it (see
+            // `passthrough`): the name moves to a new inode first.
+            if flags & libc::O_ACCMODE != libc::O_RDONLY && self.held_in_passthrough(ino) {
+                return Err(self.move_to_new_inode(ino));
+            }
             let res = self.open_once(ino, flags).await;
             if self.swaps.load(Ordering::Acquire) == seq {
-                return res.map(|o| if self.is_file(ino) { self.settle_io(ino, o) } else { o });
+                let o = res?;
+                if o.backing.is_some() {
+                    self.await_releases(ino).await;
+                }
+                let key = self.inodes.lock().key(ino);
+                return match key {
+                    Some(NodeKey::File(ds, name)) => {
+                        let generation = array_of(&name).map(|a| self.generation(&ds, a));
+                        let fh = o.fh;
+                        self.settle_io(ino, o, generation).map_err(|()| {
+                            self.handles.lock().remove(&fh);
+                            self.move_to_new_inode(ino)
+                        })
+                    }
+                    // Tombstones (no name any more) and control files keep no mode.
+                    _ => Ok(o),
+                };
             }
             // A rename moved a name meanwhile: this descriptor may pair the inode with
             // the other version. Open again (a replaced inode then gets ESTALE).
@@ -22,11 +43,6 @@ impl AtlasFs {
                 self.handles.lock().remove(&o.fh);
             }
         }
-    }
-
-    /// A file (not a directory or control file): its opens have an I/O mode.
-    fn is_file(&self, ino: u64) -> bool {
-        matches!(self.inodes.lock().key(ino), Some(NodeKey::File(..)) | None)
     }
 
     pub(super) async fn open_once(&self, ino: u64, flags: i32) -> FsResult<Opened> {

@@ -13,9 +13,13 @@
 //! - **I/O modes.** The kernel refuses (EIO) an open that would mix page-cached
 //!   and passthrough opens of one inode, or two backing files for one inode. So
 //!   the core counts, per inode, cached opens and passthrough opens (with their
-//!   file): a passthrough open is granted only when it mixes with neither; any
-//!   other open of an inode that has passthrough opens gets direct I/O, which
-//!   belongs to no mode.
+//!   file and version): a passthrough open is granted only when it mixes with
+//!   neither; a write open of an inode that has passthrough opens gets direct
+//!   I/O, which belongs to no mode. Once the array has changed, an open of an
+//!   inode still held open in passthrough to the old version moves the name to
+//!   a new inode and answers ESTALE: the kernel looks the name up again and opens
+//!   the new inode, free to take any mode (shared `mmap` included), while the old
+//!   descriptors keep the old inode and version, as after a rename over it.
 //! - **Fallback.** Without the spool, without `CAP_SYS_ADMIN`, or on a kernel
 //!   without passthrough, opens take the decoded path; the first refusal is
 //!   logged once and turns passthrough off for the mount.
@@ -40,8 +44,9 @@ pub(super) enum IoMode {
 #[derive(Default)]
 pub(super) struct InodeIo {
     cached: usize,
-    /// The spool file of this inode's passthrough opens, and how many there are.
-    passthrough: Option<(u64, usize)>,
+    /// The spool file of this inode's passthrough opens, how many there are, and
+    /// the array's generation they read.
+    passthrough: Option<(u64, usize, u64)>,
 }
 
 #[derive(Default)]
@@ -94,7 +99,7 @@ impl Filling {
 }
 
 impl AtlasFs {
-    fn generation(&self, ds: &str, arr: &str) -> u64 {
+    pub(super) fn generation(&self, ds: &str, arr: &str) -> u64 {
         self.generations.lock().get(&(ds.to_string(), arr.to_string())).copied().unwrap_or(0)
     }
 
@@ -168,16 +173,26 @@ impl AtlasFs {
     /// Decides how the kernel does I/O for a new open `o` of file inode `ino` and
     /// records it (see the module note): keeps `o.backing` only if passthrough can
     /// be granted, and sets direct I/O where a cached open would mix with
-    /// passthrough opens.
-    pub(super) fn settle_io(&self, ino: u64, mut o: Opened) -> Opened {
+    /// passthrough opens. `generation` is the array's, for an array. Err: the
+    /// inode is held in passthrough to an older version; the caller moves the
+    /// name to a new inode.
+    pub(super) fn settle_io(&self, ino: u64, mut o: Opened, generation: Option<u64>) -> Result<Opened, ()> {
         if o.direct_io && o.backing.is_none() {
-            return o;
+            return Ok(o);
         }
         let mut io = self.io.lock();
         let st = io.by_ino.entry(ino).or_default();
+        let gen_now = generation.unwrap_or(0);
+        // While an inode has a backing file the kernel takes only passthrough opens
+        // of it, to that same file: anything else must go to a new inode.
+        if let Some((id, _, held)) = st.passthrough
+            && (held != gen_now || o.backing.as_ref().is_none_or(|b| b.id != id))
+        {
+            return Err(());
+        }
         let backing = o.backing.take();
         let mode = match backing {
-            Some(b) if st.cached == 0 && st.passthrough.is_none_or(|(id, _)| id == b.id) => {
+            Some(b) if st.cached == 0 => {
                 let id = b.id;
                 o.backing = Some(b);
                 // The kernel accepts no other open flags with passthrough but
@@ -190,14 +205,46 @@ impl AtlasFs {
         };
         match mode {
             IoMode::Cached => st.cached += 1,
-            IoMode::Passthrough(id) => st.passthrough.get_or_insert((id, 0)).1 += 1,
+            IoMode::Passthrough(id) => st.passthrough.get_or_insert((id, 0, gen_now)).1 += 1,
             IoMode::Direct => {
                 o.direct_io = true;
                 o.keep_cache = false;
             }
         }
         io.by_fh.insert(o.fh, (ino, mode));
-        o
+        Ok(o)
+    }
+
+    /// Whether some descriptor of `ino` passes through to a spool file.
+    pub(super) fn held_in_passthrough(&self, ino: u64) -> bool {
+        self.io.lock().by_ino.get(&ino).is_some_and(|st| st.passthrough.is_some())
+    }
+
+    /// Moves the name of `ino` to a new inode, leaving `ino` to the descriptors that
+    /// have it open (as a rename over it would), and returns the ESTALE that makes
+    /// the kernel look the name up again and open the new inode.
+    pub(super) fn move_to_new_inode(&self, ino: u64) -> FsError {
+        let Some(NodeKey::File(ds, name)) = self.inodes.lock().key(ino) else {
+            return FsError::new(libc::ESTALE, format!("inode {ino} was replaced or removed"));
+        };
+        self.inodes.lock().remove(&NodeKey::File(ds.clone(), name.clone()));
+        let dir = self.inodes.lock().ino(NodeKey::Dataset(ds.clone()));
+        self.invalidate(Invalidate::Entry { parent: dir, name: name.clone() });
+        tracing::debug!(dataset = %ds, file = %name, "the old inode stays with descriptors passing through to its version; the name moves to a new inode");
+        FsError::new(libc::ESTALE, format!("{ds}/{name}: opened again under a new inode"))
+    }
+
+    /// The kernel sends RELEASE after close(2) returns, in the background: an open
+    /// that follows a close at once may arrive before it. Give the cached opens of
+    /// `ino` a moment (at most ~2 ms) to be released, so that passthrough is not
+    /// refused for descriptors already closed.
+    pub(super) async fn await_releases(&self, ino: u64) {
+        for _ in 0..20 {
+            if self.io.lock().by_ino.get(&ino).is_none_or(|st| st.cached == 0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_micros(100)).await;
+        }
     }
 
     /// Forgets the I/O mode of a descriptor at its last close.
@@ -208,7 +255,7 @@ impl AtlasFs {
         match mode {
             IoMode::Cached => st.cached = st.cached.saturating_sub(1),
             IoMode::Passthrough(_) => {
-                if let Some((_, n)) = &mut st.passthrough {
+                if let Some((_, n, _)) = &mut st.passthrough {
                     *n -= 1;
                     if *n == 0 {
                         st.passthrough = None;
@@ -242,7 +289,7 @@ impl AtlasFs {
             && let IoMode::Passthrough(_) = mode
         {
             let st = io.by_ino.entry(ino).or_default();
-            if let Some((_, n)) = &mut st.passthrough {
+            if let Some((_, n, _)) = &mut st.passthrough {
                 *n -= 1;
                 if *n == 0 {
                     st.passthrough = None;

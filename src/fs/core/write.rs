@@ -100,7 +100,7 @@ impl AtlasFs {
         let ino = self.inodes.lock().ino(key);
         self.cached_gen.lock().remove(&ino);
         let fh = self.new_handle(Handle::Staged { ds, name, writable: true, staged });
-        let opened = self.settle_io(ino, Opened { fh, direct_io: false, keep_cache: false, read_only: false, backing: None });
+        let opened = self.settle_io(ino, Opened { fh, direct_io: false, keep_cache: false, read_only: false, backing: None }, None).expect("a write open is always settled");
         Ok((self.attr(ino, Kind::File, 0, SystemTime::now()), opened))
     }
 
