@@ -45,3 +45,44 @@ fn zarr_stacked_open_is_lazy() {
     eprintln!("{out}");
     m.unmount();
 }
+
+#[path = "conformance/moto.rs"]
+mod moto;
+
+/// Copies a local store directory into the bucket under `prefix`.
+fn upload(dir: &Path, store: std::sync::Arc<dyn object_store::ObjectStore>, prefix: &str) {
+    use object_store::ObjectStoreExt as _;
+    fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() { files(&p, out) } else { out.push(p) }
+        }
+    }
+    let mut all = vec![];
+    files(dir, &mut all);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        for f in all {
+            let rel = f.strip_prefix(dir).unwrap().to_str().unwrap().to_string();
+            let key = object_store::path::Path::from(format!("{prefix}/{rel}"));
+            store.put(&key, object_store::PutPayload::from(std::fs::read(&f).unwrap())).await.unwrap();
+        }
+    });
+}
+
+/// The same view over a store on S3 (moto): chunks fetched on demand, `_stacked`
+/// opened from metadata only, the dask mean right.
+#[test]
+fn zarr_view_on_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mp) = (dir.path().join("store"), dir.path().join("mnt"));
+    std::fs::create_dir(&mp).unwrap();
+    common::run_python("zarr_check.py", &["many", s(&store), "20"]);
+    let server = moto::MotoServer::start("zarr");
+    upload(&store, server.store(), "many");
+    let endpoint = server.endpoint();
+    let env = [("AWS_ACCESS_KEY_ID", moto::ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", moto::SECRET_KEY), ("AWS_REGION", moto::REGION), ("AWS_ALLOW_HTTP", "true")];
+    let m = Mounted::start_with(std::ffi::OsStr::new("s3://zarr/many"), &mp, &["--endpoint", &endpoint], &env);
+    let out = common::run_python("zarr_check.py", &["lazy", s(&store), s(m.mp()), "20"]);
+    eprintln!("{out}");
+    m.unmount();
+}

@@ -90,7 +90,8 @@ struct ZArray {
     chunk: Vec<usize>,
     fill: Option<FillValue>,
     source: Source,
-    json: Value,
+    /// Its `zarr.json` (shared: lookups clone the array's model).
+    json: Arc<Value>,
 }
 
 impl ZArray {
@@ -352,7 +353,7 @@ fn var_attrs(split: &Split, name: &str, dtype: &DType, fill: Option<&FillValue>)
 }
 
 fn group_json(attrs: Map<String, Value>, arrays: &IndexMap<String, ZArray>) -> Vec<u8> {
-    let meta: Map<String, Value> = arrays.iter().map(|(n, a)| (n.clone(), a.json.clone())).collect();
+    let meta: Map<String, Value> = arrays.iter().map(|(n, a)| (n.clone(), (*a.json).clone())).collect();
     render(&json!({
         "zarr_format": 3,
         "node_type": "group",
@@ -376,8 +377,9 @@ async fn dataset_group(atlas: &Atlas, ds: &str) -> FsResult<Option<Group>> {
             continue;
         }
         let fill = fill_of(atlas, ds, name).await?;
-        let mut a = ZArray { dtype: s.dtype.clone(), shape: s.shape.clone(), chunk: s.chunk_shape.clone(), fill, source: Source::Plain(ds.to_string()), json: Value::Null };
-        a.json = array_json(&a.dtype, &a.shape, &a.zchunk(), &s.dimension_names, a.fill.as_ref(), var_attrs(&sp, name, &a.dtype, a.fill.as_ref()));
+        let mut a =
+            ZArray { dtype: s.dtype.clone(), shape: s.shape.clone(), chunk: s.chunk_shape.clone(), fill, source: Source::Plain(ds.to_string()), json: Arc::new(Value::Null) };
+        a.json = Arc::new(array_json(&a.dtype, &a.shape, &a.zchunk(), &s.dimension_names, a.fill.as_ref(), var_attrs(&sp, name, &a.dtype, a.fill.as_ref())));
         arrays.insert(name.clone(), a);
     }
     let json = group_json(sp.attrs, &arrays);
@@ -409,22 +411,28 @@ async fn stacked_group(atlas: &Atlas) -> FsResult<Group> {
         let fill = fill_of(atlas, &template, name).await?;
         let attrs = var_attrs(&sp, name, &s.dtype, fill.as_ref());
         let mut a = if sp.coords.contains(name) {
-            ZArray { dtype: s.dtype.clone(), shape: s.shape.clone(), chunk: s.chunk_shape.clone(), fill, source: Source::Plain(template.clone()), json: Value::Null }
+            ZArray { dtype: s.dtype.clone(), shape: s.shape.clone(), chunk: s.chunk_shape.clone(), fill, source: Source::Plain(template.clone()), json: Arc::new(Value::Null) }
         } else {
             let shape = std::iter::once(included.len()).chain(s.shape.iter().copied()).collect();
             let chunk = std::iter::once(1).chain(s.chunk_shape.iter().copied()).collect();
-            ZArray { dtype: s.dtype.clone(), shape, chunk, fill, source: Source::Stacked(included.clone()), json: Value::Null }
+            ZArray { dtype: s.dtype.clone(), shape, chunk, fill, source: Source::Stacked(included.clone()), json: Arc::new(Value::Null) }
         };
         let dims: Vec<String> = match a.source {
             Source::Stacked(_) => std::iter::once("dataset".to_string()).chain(s.dimension_names.iter().cloned()).collect(),
             _ => s.dimension_names.clone(),
         };
-        a.json = array_json(&a.dtype, &a.shape, &a.zchunk(), &dims, a.fill.as_ref(), attrs);
+        a.json = Arc::new(array_json(&a.dtype, &a.shape, &a.zchunk(), &dims, a.fill.as_ref(), attrs));
         arrays.insert(name.clone(), a);
     }
-    let mut d =
-        ZArray { dtype: DType::String, shape: vec![included.len()], chunk: vec![included.len().max(1)], fill: None, source: Source::Names(included.clone()), json: Value::Null };
-    d.json = array_json(&d.dtype, &d.shape, &d.zchunk(), &["dataset".to_string()], None, Map::new());
+    let mut d = ZArray {
+        dtype: DType::String,
+        shape: vec![included.len()],
+        chunk: vec![included.len().max(1)],
+        fill: None,
+        source: Source::Names(included.clone()),
+        json: Arc::new(Value::Null),
+    };
+    d.json = Arc::new(array_json(&d.dtype, &d.shape, &d.zchunk(), &["dataset".to_string()], None, Map::new()));
     arrays.insert("dataset".into(), d);
     let mut attrs = sp.attrs;
     if !excluded.is_empty() {
@@ -589,22 +597,24 @@ impl ZarrView {
                 if let Some(el) = a.dtype.element_size() {
                     return Ok((a.zchunk().iter().product::<usize>() * el) as u64);
                 }
-                Ok(self.read(atlas, node).await?.len() as u64)
+                Ok(self.read(atlas, node).await?.0.len() as u64)
             }
-            ZNode::GroupJson(_) | ZNode::ArrayJson(..) => Ok(self.read(atlas, node).await?.len() as u64),
+            ZNode::GroupJson(_) | ZNode::ArrayJson(..) => Ok(self.read(atlas, node).await?.0.len() as u64),
             _ => Ok(0),
         }
     }
 
-    /// The whole content of a file node.
-    pub async fn read(&self, atlas: &Atlas, node: &ZNode) -> FsResult<Vec<u8>> {
+    /// The whole content of a file node, and whether its size follows from metadata
+    /// that cannot change without the chunk grid changing (fixed-width chunks), so
+    /// the kernel may serve it through its page cache.
+    pub async fn read(&self, atlas: &Atlas, node: &ZNode) -> FsResult<(Vec<u8>, bool)> {
         let gone = || FsError::noent(format!(".atlasfs/{ZARR_DIR}: {node:?}"));
         match node {
-            ZNode::GroupJson(g) => Ok(self.group(atlas, g).await?.ok_or_else(gone)?.json.clone()),
-            ZNode::ArrayJson(g, arr) => Ok(render(&self.array(atlas, g, arr).await?.ok_or_else(gone)?.json)),
+            ZNode::GroupJson(g) => Ok((self.group(atlas, g).await?.ok_or_else(gone)?.json.clone(), false)),
+            ZNode::ArrayJson(g, arr) => Ok((render(&self.array(atlas, g, arr).await?.ok_or_else(gone)?.json), false)),
             ZNode::Chunk(g, arr, coord) => {
                 let a = self.array(atlas, g, arr).await?.ok_or_else(gone)?;
-                self.chunk_bytes(atlas, &a, arr, coord, false).await?.ok_or_else(gone)
+                Ok((self.chunk_bytes(atlas, &a, arr, coord, false).await?.ok_or_else(gone)?, a.dtype.element_size().is_some()))
             }
             _ => Err(FsError::new(libc::EISDIR, "is a directory")),
         }

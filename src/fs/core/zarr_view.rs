@@ -69,7 +69,9 @@ impl AtlasFs {
     }
 
     /// Opens a file of the view: its bytes, rendered now (so a `zarr.json` read
-    /// after a change shows it), served without the page cache.
+    /// after a change shows it). `zarr.json` and string chunks bypass the page cache
+    /// (their size may have changed since the kernel cached it); fixed-width chunks
+    /// go through it (pages dropped at each open), which saves a round trip per read.
     pub(super) async fn zarr_open(&self, ino: u64, path: &[String], write: bool) -> FsResult<Opened> {
         if write {
             self.refuse_zarr_write(ino, None, "open for writing")?;
@@ -79,7 +81,7 @@ impl AtlasFs {
         if node.is_dir() {
             return Err(FsError::new(libc::EISDIR, "is a directory"));
         }
-        let bytes = self.zarr.read(&self.atlas, &node).await?;
-        Ok(Opened { fh: self.new_handle(Handle::Bytes(bytes)), direct_io: true, keep_cache: false, read_only: true })
+        let (bytes, sized) = self.zarr.read(&self.atlas, &node).await?;
+        Ok(Opened { fh: self.new_handle(Handle::Bytes(bytes)), direct_io: !sized, keep_cache: false, read_only: true })
     }
 }
