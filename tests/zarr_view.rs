@@ -46,6 +46,7 @@ fn zarr_stacked_open_is_lazy() {
     m.unmount();
 }
 
+#[allow(dead_code)]
 #[path = "conformance/moto.rs"]
 mod moto;
 
