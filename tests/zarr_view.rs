@@ -32,7 +32,8 @@ fn zarr_view_matches_atlas_python() {
 }
 
 /// Opening `_stacked` over many datasets reads metadata only (a few FUSE reads, no
-/// data block), and a dask mean over all of them is right.
+/// data block), and a dask mean over all of them is right; a dataset another writer
+/// adds shows in the view after `--metadata-ttl`.
 #[test]
 fn zarr_stacked_open_is_lazy() {
     let n = std::env::var("ATLASFS_ZARR_DATASETS").unwrap_or_else(|_| "100".into());
@@ -40,8 +41,10 @@ fn zarr_stacked_open_is_lazy() {
     let (store, mp) = (dir.path().join("store"), dir.path().join("mnt"));
     std::fs::create_dir(&mp).unwrap();
     common::run_python("zarr_check.py", &["many", s(&store), &n]);
-    let m = Mounted::start(&store, &mp, &[]);
+    let m = Mounted::start(&store, &mp, &["--metadata-ttl", "1"]);
     let out = common::run_python("zarr_check.py", &["lazy", s(&store), s(m.mp()), &n]);
+    eprintln!("{out}");
+    let out = common::run_python("zarr_check.py", &["refresh", s(&store), s(m.mp()), &n]);
     eprintln!("{out}");
     m.unmount();
 }

@@ -6,6 +6,7 @@ usage:
                                        with tensorstore, checks EROFS and freshness
   zarr_check.py many STORE N           N small datasets for the laziness check
   zarr_check.py lazy STORE MOUNT N     opens _stacked of N datasets, prints stats deltas
+  zarr_check.py refresh STORE MOUNT N  another writer adds a dataset; the view shows it
 
 The oracle is `Atlas.open_as_xarray_dataset` / `open_as_many_xarray_dataset`; the view
 is opened as docs/zarr.md recommends: `xr.open_zarr(path, mask_and_scale=False)`.
@@ -271,6 +272,28 @@ def lazy(store, mp, n):
     print(f"open _stacked of {n}: {reads} FUSE reads, {misses} block loads; mean: {s2['reads'] - s1['reads']} reads")
 
 
+def refresh(store, mp, n):
+    """Another writer (atlas-python, on the store itself) adds a dataset; the mount,
+    started with --metadata-ttl, shows it in the view once it has refreshed."""
+    import time
+    a = atlas.Atlas.open(store)
+    v = a.create_dataset("zz_new")
+    v.define_array("t", dtype="int64", dims=["t"], shape=[50])
+    v.write_array("t", start=[0], data=np.arange(50, dtype="int64"))
+    v.define_array("v", dtype="float32", dims=["t", "z"], shape=[50, 20], chunk_shape=[25, 20])
+    v.write_array("v", start=[0, 0], data=np.full((50, 20), -1, dtype="float32"))
+    v.set_attribute("_pyatlas_coords", '["t"]')
+    a.flush()
+    deadline = time.monotonic() + 60  # a bound on the wait, not a speed check
+    while not os.path.exists(os.path.join(mp, ".atlasfs", "zarr", "zz_new", "zarr.json")):
+        assert time.monotonic() < deadline, "the new dataset never showed in the zarr view"
+        time.sleep(0.2)
+    st = open_view(mp, "_stacked")
+    assert st.sizes["dataset"] == n + 1 and str(st["dataset"].values[-1]) == "zz_new", st["dataset"].values
+    assert float(st["v"].sel(dataset="zz_new").mean()) == -1.0
+    print("another writer's dataset shows in the view after --metadata-ttl")
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "write":
@@ -281,5 +304,7 @@ if __name__ == "__main__":
         many(sys.argv[2], int(sys.argv[3]))
     elif cmd == "lazy":
         lazy(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif cmd == "refresh":
+        refresh(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         sys.exit(__doc__)
