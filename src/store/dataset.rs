@@ -342,6 +342,28 @@ impl DatasetView {
         Ok(cells)
     }
 
+    /// Whether a layer holds chunk `coord` of `array` (index lookups only).
+    pub async fn holds_chunk(&self, array: &str, coord: &[u32]) -> Result<bool> {
+        self.declared(array)?;
+        let file = self.atlas.file(array).await?;
+        file.read().await.holds_chunk(&self.name, coord)
+    }
+
+    /// Chunk `coord` of `array` as stored, decoded (edge chunks trimmed), or `None`
+    /// where no layer holds it (it reads as the fill value).
+    pub async fn read_stored_chunk(&self, array: &str, coord: &[u32]) -> Result<Option<Cells>> {
+        self.declared(array)?;
+        let file = self.atlas.file(array).await?;
+        let res = file.read().await.stored_chunk(&self.name, coord).await;
+        match res {
+            Err(Error::Stale(_)) => {
+                file.write().await.refresh().await?;
+                file.read().await.stored_chunk(&self.name, coord).await
+            }
+            r => r,
+        }
+    }
+
     /// The fill value stored with the array's entry.
     pub async fn array_fill_value(&self, array: &str) -> Result<Option<FillValue>> {
         if self.array_meta(array).is_none() {

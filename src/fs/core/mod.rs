@@ -31,6 +31,7 @@ mod read;
 mod versions;
 mod write;
 mod xattr;
+mod zarr_view;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -122,6 +123,8 @@ pub enum NodeKey {
     StackedNpy(String),
     /// `.atlasfs/stacked/<array>.datasets`
     StackedList(String),
+    /// `.atlasfs/zarr/` and everything under it: the path components below it.
+    Zarr(Vec<String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,6 +333,8 @@ pub struct AtlasFs {
     tombstones: Mutex<HashMap<u64, Tombstone>>,
     /// When each array was last opened for reading.
     opened: Mutex<HashMap<(String, String), std::time::Instant>>,
+    /// The zarr view's cached group models.
+    zarr: crate::fs::zarr::ZarrView,
 }
 
 /// `<array>.npy` → `<array>`.
@@ -367,6 +372,7 @@ impl AtlasFs {
             swaps: AtomicU64::new(0),
             tombstones: Mutex::new(HashMap::new()),
             opened: Mutex::new(HashMap::new()),
+            zarr: Default::default(),
         }
     }
 

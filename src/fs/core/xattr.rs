@@ -83,6 +83,7 @@ impl AtlasFs {
     /// Sets a dataset attribute. The value is JSON (`1`, `2.5`, `true`, `"text"`,
     /// `"2024-01-01T00:00:00Z"`); anything that is not JSON is stored as a string.
     pub async fn setxattr(&self, ino: u64, name: &str, value: &[u8]) -> FsResult<()> {
+        self.refuse_zarr_write(ino, None, "setxattr")?;
         self.writable()?;
         match self.key(ino)? {
             NodeKey::Dataset(ds) => {
@@ -107,6 +108,7 @@ impl AtlasFs {
     }
 
     pub async fn removexattr(&self, ino: u64, name: &str) -> FsResult<()> {
+        self.refuse_zarr_write(ino, None, "removexattr")?;
         self.writable()?;
         match self.key(ino)? {
             NodeKey::Dataset(ds) => {
