@@ -40,10 +40,10 @@ pub trait ArrayElement: Clone + Send + Sync + 'static {
 pub struct TimestampNs(pub i64);
 
 impl TimestampNs {
-    pub fn new(ns: i64) -> Self {
+    pub const fn new(ns: i64) -> Self {
         TimestampNs(ns)
     }
-    pub fn nanos(self) -> i64 {
+    pub const fn nanos(self) -> i64 {
         self.0
     }
 }

@@ -495,7 +495,10 @@ fn reexported_types() {
     assert_eq!(stats.clone(), stats);
     assert_ne!(StatValue::TimestampNs(1), StatValue::Int(1));
 
-    let ts = TimestampNs::new(5);
+    const TS: TimestampNs = TimestampNs::new(5);
+    const NS: i64 = TS.nanos();
+    let ts = TS;
+    assert_eq!(NS, 5);
     assert_eq!((ts.nanos(), ts.0, TimestampNs::from(5i64), i64::from(ts)), (5, 5, ts, 5));
     assert!(TimestampNs::default() < ts);
 
