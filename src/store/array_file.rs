@@ -1175,7 +1175,7 @@ impl ArrayFile {
     /// Stats of a live entry as of the last flush; an error if `data.stats` is corrupt.
     pub fn entry_stats(&self, name: &str) -> Result<Option<EntryStats>> {
         if let Some(e) = &self.stats_error {
-            return Err(Error::Meta { path: self.dir.clone().join(STATS_NAME).to_string(), msg: e.clone() });
+            return Err(Error::MetaFile { path: self.dir.clone().join(STATS_NAME).to_string(), msg: e.clone() });
         }
         Ok(self.resolve(name).and(self.stats.get(name).cloned()))
     }

@@ -368,7 +368,7 @@ impl AtlasFs {
                 }
                 let view = self.atlas.create_dataset(&nds).await?;
                 for (k, v) in &meta.attributes {
-                    view.set_attribute(k, v.clone())?;
+                    view.try_set_attribute(k, v.clone())?;
                 }
                 for arr in meta.arrays.keys() {
                     self.copy_array(&ds, arr, &nds, arr).await?;
