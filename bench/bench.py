@@ -685,6 +685,57 @@ def bench_writes(quick, runs, res):
                      f"(zstd, JSON metadata: what `mount --create` and Atlas.create make); atlas-python reads each source file with np.load")
 
 
+# ---------------------------------------------------------------- 5. the zarr view
+
+def bench_zarrview(quick, runs, res):
+    """`.mean().compute()` of one variable over every dataset: xarray + dask through
+    `.atlasfs/zarr/_stacked` against atlas-python's open_as_many_xarray_dataset."""
+    import atlas
+    import dask
+    import xarray as xr
+    import zarr  # noqa: F401  (imported here so that no timing pays for it)
+    d = C.workload_dir(quick, "zarrview")
+    n = C.SIZES[C.profile_name(quick)]["zarrview"]
+    names = C.dataset_names(n)
+    store = d / "atlas"
+    prewarm(store)
+
+    def via_atlas():
+        a = atlas.Atlas.open(str(store))
+        return float(a.open_as_many_xarray_dataset(names, concat_dim="dataset")[C.READ_VAR].mean().compute())
+
+    def via_view(chunks):
+        ds = xr.open_zarr(MNT / ".atlasfs" / "zarr" / "_stacked", mask_and_scale=False, chunks=chunks)
+        assert ds.sizes["dataset"] == n, ds.sizes
+        return float(ds[C.READ_VAR].mean().compute())
+
+    want = via_atlas()  # also warms the page cache and the imports
+    res.add("atlas-python open_as_many_xarray_dataset + mean", [timed(via_atlas)[0] for _ in range(runs)], "cold", "zarrview")
+    with Mount(store):
+        via_view("auto")  # xarray's zarr backend and dask start-up, outside the timing
+    # chunks="auto" (docs/zarr.md's advice for whole-store reductions): dask tasks of
+    # many datasets' chunks, which zarr-python reads concurrently; {} = one dask task
+    # per zarr chunk (per dataset), open_zarr's default.
+    for label, chunks in (("chunks=\"auto\"", "auto"), ("default chunks", {})):
+        cold, warm, rss = [], [], []
+        for _ in range(runs):
+            with Mount(store) as m:
+                m.reset_peak()
+                dt, got = timed(lambda: via_view(chunks))
+                cold.append(dt)
+                warm.append(timed(lambda: via_view(chunks))[0])
+                rss.append(m.peak())
+            if abs(got - want) > 1e-4 * max(1.0, abs(want)):
+                raise SystemExit(f"bench: zarr view mean {got} != atlas-python {want}")
+        reader = f"atlasfs zarr view, xr.open_zarr({label}) + mean"
+        res.add(reader, cold, "cold", "zarrview", rss=max(rss))
+        res.add(reader, warm, "warm", "zarrview", rss=max(rss))
+    res.notes.append(f"{n} datasets written by atlas-python `add_xarray_dataset` (the profile case's `{C.READ_VAR}`, "
+                     f"float32 (50, 168), one chunk each, depth/time coordinates; zstd); `.mean().compute()` with dask's "
+                     f"default scheduler ({dask.config.get('scheduler', 'threads')}); the view opened with "
+                     "`xr.open_zarr(MOUNT/.atlasfs/zarr/_stacked, mask_and_scale=False, chunks=...)`")
+
+
 # ---------------------------------------------------------------- targets and the document
 
 def find(results, w, **kw):
@@ -732,6 +783,9 @@ def targets(results):
     add("mount ≤ 0.3 s", "listing", find(results, "listing", reader="atlasfs mount (command returns)"), 1.0, 0.3, absolute=True)
     add("writes ≤ 1.0× atlas-python", "writes", find(results, "writes", reader="atlasfs: cp -r + fsync"),
         find(results, "writes", reader="atlas-python define+write+flush"), 1.0)
+    add("zarr view mean (cold) ≤ 1.0× atlas-python open_as_many + mean", "zarrview",
+        find(results, "zarrview", reader="atlasfs zarr view, xr.open_zarr(chunks=\"auto\") + mean", state="cold"),
+        find(results, "zarrview", reader="atlas-python open_as_many_xarray_dataset + mean"), 1.0)
     budget = results.get("_meta", {}).get("cache_budget")
     for w in C.WORKLOADS:
         peak = max((r["rss"] for r in results.get(w, {}).get("records", []) if r.get("rss")), default=None)
@@ -1048,10 +1102,22 @@ def render(results, out_path):
         render_fuse(p, w)
         render_profile(p, w)
 
+    if "zarrview" in results:
+        w = results["zarrview"]
+        p("## 5. The zarr view: xarray + dask over every dataset\n")
+        p(". ".join(w["notes"]) + f". Measured {w['date']}. See [zarr.md](zarr.md).\n")
+        api = find(results, "zarrview", reader="atlas-python open_as_many_xarray_dataset + mean")
+        p("| reader | state | time | ÷ atlas-python | daemon peak RSS |")
+        p("|---|---|---:|---:|---:|")
+        for r in w["records"]:
+            rss = f"{r['rss'] / MiB:.0f} MiB" if r.get("rss") else ""
+            p(f"| {r['reader']} | {r['state'] or ''} | {fmt_s(r['median'])} | {r['median'] / api:.2f}× | {rss} |")
+        p("")
+
     p("## Reproducing\n")
     p("```sh\nbench/run.sh                 # everything (installs deps, builds, generates data once under bench/data/, measures, writes this file)\n"
       "bench/run.sh --quick         # small sizes, 1 run: a smoke test (writes bench/results/quick.md, not this file)\n"
-      "bench/run.sh --only large    # one workload (sensors, profile, gridded, large, listing, writes); others keep their last results\n```\n")
+      "bench/run.sh --only large    # one workload (sensors, profile, gridded, large, listing, writes, zarrview); others keep their last results\n```\n")
     p("Raw numbers (every run) are in `bench/results/latest.json`.")
     out_path.write_text("\n".join(L) + "\n")
 
@@ -1117,6 +1183,9 @@ def main():
             elif w == "listing":
                 bench_listing(args.quick, runs, res)
                 storage = {}
+            elif w == "zarrview":
+                bench_zarrview(args.quick, runs, res)
+                storage = {"atlas zstd": C.dir_bytes(C.workload_dir(args.quick, w) / "atlas")}
             else:
                 bench_writes(args.quick, runs, res)
                 storage = {}

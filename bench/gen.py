@@ -128,6 +128,19 @@ def gen_writes(n, out):
     save_npy_tree(out / "src", names, lambda name: {"temperature": C.case_arrays("profile", names.index(name))["temperature"]})
 
 
+def gen_zarrview(n, out):
+    """The zarr-view case: n datasets written with add_xarray_dataset, each the profile
+    case's temperature (depth × time, float32) with its coordinates, one store (zstd)."""
+    import atlas
+    import xarray as xr
+    coords = C.case_coords("profile")
+    names = C.dataset_names(n)
+    with atlas.Atlas.create(str(out / "atlas")) as a:
+        for i, name in enumerate(names):
+            t = C.case_arrays("profile", i)["temperature"]
+            a.add_xarray_dataset(xr.Dataset({"temperature": (("depth", "time"), t)}, coords=coords, attrs={"cast_id": i}), name)
+
+
 def generate(quick, name):
     out = C.workload_dir(quick, name)
     if C.is_complete(quick, name):
@@ -145,6 +158,8 @@ def generate(quick, name):
         gen_listing(size, out)
     elif name == "writes":
         gen_writes(size, out)
+    elif name == "zarrview":
+        gen_zarrview(size, out)
     (out / ".gen_seconds").write_text(f"{time.perf_counter() - t:.1f}\n")  # reported in the document
     (out / ".complete").write_text(C.marker_text(quick, name))
     print(f"gen: {name}: written in {time.perf_counter() - t:.1f} s ({C.dir_bytes(out) / 2**20:.0f} MiB)", flush=True)

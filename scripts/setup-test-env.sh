@@ -6,7 +6,8 @@
 #   - cargo-fuzz (cargo install), for the fuzz targets in fuzz/ (scripts/fuzz.sh)
 #   - a Python venv at .venv with numpy, atlas-python 0.10.0 (the compatibility
 #     oracle) with its cloud extra (obstore, so that it reads and writes S3 too) and
-#     moto[server] (a real S3-compatible server for object-store tests)
+#     moto[server] (a real S3-compatible server for object-store tests), and for the
+#     zarr view's tests (tests/zarr_view.rs) zarr>=3, xarray, dask and tensorstore
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! .venv/bin/python -c 'import numpy, atlas, moto, obstore; assert atlas.__version__ == "0.10.0"' 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check numpy "atlas-python[cloud]==0.10.0" "moto[server]"
+fi
+if ! .venv/bin/python -c 'import zarr, xarray, dask, tensorstore; assert int(zarr.__version__.split(".")[0]) >= 3' 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check "zarr>=3" xarray dask tensorstore
 fi
 # pjdfstest, the POSIX conformance suite (its Rust rewrite), for tests/pjdfstest.rs
 if ! command -v pjdfstest >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/pjdfstest" ]; then

@@ -443,7 +443,7 @@ fn check_array<T: El>(rt: &Runtime, view: &DatasetView, name: &str, exp: &Value,
         }
     }
     // every value
-    match rt.block_on(view.read_array::<T>(name, &[], &[])) {
+    match rt.block_on(view.read_array::<T>(name, vec![], vec![])) {
         Err(e) => errs.push(format!("{at}: read_array: {e}")),
         Ok(None) => errs.push(format!("{at}: read_array gave None")),
         Ok(Some(a)) => {
@@ -459,7 +459,7 @@ fn check_array<T: El>(rt: &Runtime, view: &DatasetView, name: &str, exp: &Value,
     if !shape.is_empty() {
         let start: Vec<usize> = shape.iter().map(|s| s / 3).collect();
         let extent: Vec<usize> = shape.iter().zip(&start).map(|(s, a)| s - a).collect();
-        match rt.block_on(view.read_array::<T>(name, &start, &shape)) {
+        match rt.block_on(view.read_array::<T>(name, start.to_vec(), shape.to_vec())) {
             Ok(Some(a)) if a.shape() == extent.as_slice() => {
                 let got: Vec<Value> = a.iter().map(El::enc).collect();
                 let w = region_of(want, &shape, &start, &extent);
@@ -470,14 +470,14 @@ fn check_array<T: El>(rt: &Runtime, view: &DatasetView, name: &str, exp: &Value,
         }
     }
     // stats
-    match rt.block_on(view.array_stats(name)) {
+    match rt.block_on(view.try_array_stats(name)) {
         Err(e) => errs.push(format!("{at}: array_stats: {e}")),
         Ok(s) => errs.extend(check_stats(&T::DTYPE, &exp["stats"], s).map(|d| format!("{at}: {d}"))),
     }
 }
 
 fn check_across<T: El>(rt: &Runtime, atlas: &Atlas, name: &str, datasets: &[String], exp: &Value, errs: &mut Vec<String>) {
-    let parts = match rt.block_on(atlas.read_array_across::<T>(name, datasets, &[], &[])) {
+    let parts = match rt.block_on(atlas.read_array_across::<T>(name, datasets, vec![], vec![])) {
         Ok(p) => p,
         Err(e) => return errs.push(format!("read_array_across({name}): {e}")),
     };
@@ -704,7 +704,7 @@ impl<T: El> DynCase for Case<T> {
     fn write(&mut self, rt: &Runtime, view: &DatasetView, start: &[usize], extent: &[usize], salt: u64) {
         let n: usize = extent.iter().product();
         let data = ArrayD::from_shape_vec(IxDyn(extent), (0..n).map(|i| T::sample(i, salt)).collect()).unwrap();
-        rt.block_on(view.write_array::<T>(&self.name, start, data.view())).unwrap_or_else(|e| panic!("write {}/{} at {start:?}: {e}", self.ds, self.name));
+        rt.block_on(view.write_array::<T>(&self.name, start.to_vec(), data.view())).unwrap_or_else(|e| panic!("write {}/{} at {start:?}: {e}", self.ds, self.name));
         self.model.slice_each_axis_mut(|ax| Slice::from(start[ax.axis.index()]..start[ax.axis.index()] + extent[ax.axis.index()])).assign(&data);
         self.touched.extend(chunks_in(start, extent, &self.chunk));
         self.dirty = true;
@@ -782,7 +782,7 @@ impl<'r> Writer<'r> {
     }
     /// Sets `written`; the store should reload it as `reloads`.
     fn attr_as(&mut self, ds: &str, key: &str, written: Attr, reloads: Attr) {
-        self.view(ds).set_attribute(key, written).unwrap();
+        self.view(ds).try_set_attribute(key, written).unwrap();
         let list = &mut self.attrs.iter_mut().find(|(d, _)| d == ds).unwrap().1;
         match list.iter_mut().find(|(k, _)| k == key) {
             Some(slot) => slot.1 = reloads,

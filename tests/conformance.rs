@@ -215,8 +215,8 @@ async fn s3_url_location_child() {
     let a = loc.create(StoreConfig::default(), StoreOptions::default()).await.unwrap_or_else(|e| panic!("create {url}: {e}"));
     let d = a.create_dataset("d").await.unwrap();
     d.define_array::<f32>("t", vec!["i".into()], vec![3], Some(vec![2]), None).await.unwrap();
-    d.write_array::<f32>("t", &[0], ArrayD::from_shape_vec(IxDyn(&[3]), vec![1.0, 2.0, 3.0]).unwrap().view()).await.unwrap();
-    d.set_attribute("who", Attr::String("url".into())).unwrap();
+    d.write_array::<f32>("t", vec![0], ArrayD::from_shape_vec(IxDyn(&[3]), vec![1.0, 2.0, 3.0]).unwrap().view()).await.unwrap();
+    d.try_set_attribute("who", Attr::String("url".into())).unwrap();
     a.flush().await.unwrap();
     match loc.create(StoreConfig::default(), StoreOptions::default()).await {
         Err(Error::StoreAlreadyExists(_)) => {}
@@ -227,13 +227,13 @@ async fn s3_url_location_child() {
     let r = loc.open(StoreOptions::default()).await.unwrap();
     assert_eq!(r.list_datasets(), ["d"]);
     let rd = r.open_dataset("d").await.unwrap();
-    assert_eq!(rd.read_array::<f32>("t", &[], &[]).await.unwrap().unwrap(), ArrayD::from_shape_vec(IxDyn(&[3]), vec![1.0f32, 2.0, 3.0]).unwrap());
+    assert_eq!(rd.read_array::<f32>("t", vec![], vec![]).await.unwrap().unwrap(), ArrayD::from_shape_vec(IxDyn(&[3]), vec![1.0f32, 2.0, 3.0]).unwrap());
     assert_eq!(rd.get_attribute("who"), Some(Attr::String("url".into())));
-    rd.write_array::<f32>("t", &[2], ArrayD::from_shape_vec(IxDyn(&[1]), vec![30.0]).unwrap().view()).await.unwrap();
+    rd.write_array::<f32>("t", vec![2], ArrayD::from_shape_vec(IxDyn(&[1]), vec![30.0]).unwrap().view()).await.unwrap();
     r.flush().await.unwrap();
     r.compact().await.unwrap();
 
     let r2 = loc.open(StoreOptions::default()).await.unwrap();
-    let got = r2.open_dataset("d").await.unwrap().read_array::<f32>("t", &[], &[]).await.unwrap().unwrap();
+    let got = r2.open_dataset("d").await.unwrap().read_array::<f32>("t", vec![], vec![]).await.unwrap().unwrap();
     assert_eq!(got, ArrayD::from_shape_vec(IxDyn(&[3]), vec![1.0f32, 2.0, 30.0]).unwrap());
 }

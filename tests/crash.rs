@@ -162,8 +162,8 @@ async fn observe(a: &Atlas, allowed: &BTreeMap<Key, Vec<St>>, ctx: &str) -> Resu
         let view = a.open_dataset(ds).await.map_err(|e| format!("{ctx}: open_dataset {ds}: {e}"))?;
         for arr in view.list_arrays() {
             let k = (d, parse_index(&arr, 'a').ok_or_else(|| format!("{ctx}: unexpected array {ds}/{arr}"))?);
-            let data: ArrayD<i64> = match view.read_array::<i64>(&arr, &[], &[]).await {
-                Ok(Some(x)) => x,
+            let data: ArrayD<i64> = match view.read_array::<i64>(&arr, vec![], vec![]).await {
+                Ok(Some(x)) => x.into_owned(),
                 Ok(None) => {
                     problems.push(format!("{ds}/{arr}: listed but reads as None"));
                     continue;
@@ -311,7 +311,7 @@ async fn apply(a: &Atlas, op: &Op, m: &mut Model) -> atlasfs::Result<bool> {
                 }
                 view.define_array::<i64>(&arr, vec!["r".into(), "c".into()], shape.clone(), Some(vec![1, 4]), None).await?;
             }
-            view.write_array(&arr, &[0, 0], data.view()).await?;
+            view.write_array(&arr, vec![0, 0], data.view()).await?;
             m.set(*k, St::V(*v, shape.clone()));
             Ok(false)
         }

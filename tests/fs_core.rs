@@ -19,7 +19,7 @@ async fn fs_with_data() -> (AtlasFs, Vec<Vec<f32>>) {
         let d = a.create_dataset(&format!("d{i}")).await.unwrap();
         d.define_array::<f32>("v", vec!["x".into(), "y".into()], vec![5, 6], Some(vec![2, 4]), None).await.unwrap();
         let vals: Vec<f32> = (0..30).map(|k| (i * 100 + k) as f32).collect();
-        d.write_array("v", &[0, 0], ArrayD::from_shape_vec(IxDyn(&[5, 6]), vals.clone()).unwrap().view()).await.unwrap();
+        d.write_array("v", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[5, 6]), vals.clone()).unwrap().view()).await.unwrap();
         want.push(vals);
     }
     // a dataset whose copy has another shape is left out of the stack
@@ -96,7 +96,7 @@ async fn stacked_reads_match(codec: Codec) {
             _ => rows,
         };
         if written > 0 {
-            d.write_array("v", &[0, 0], ArrayD::from_shape_vec(IxDyn(&[written, cols]), vals[..written * cols].to_vec()).unwrap().view()).await.unwrap();
+            d.write_array("v", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[written, cols]), vals[..written * cols].to_vec()).unwrap().view()).await.unwrap();
         }
         all.extend(vals[..written * cols].iter().copied().chain(std::iter::repeat_n(-9.0, (rows - written) * cols)));
     }
@@ -133,7 +133,7 @@ async fn staged_write_commits_on_close_and_bad_bytes_change_nothing() {
     fs.write(o.fh, 0, &bytes[..100]).await.unwrap();
     fs.flush(o.fh).await.unwrap();
     fs.release(o.fh).await.unwrap();
-    let got = fs.atlas().open_dataset("d0").await.unwrap().read_array::<f32>("w", &[], &[]).await.unwrap().unwrap();
+    let got = fs.atlas().open_dataset("d0").await.unwrap().read_array::<f32>("w", vec![], vec![]).await.unwrap().unwrap();
     assert_eq!(got.iter().copied().collect::<Vec<_>>(), new);
     assert_eq!(got.shape(), &[3, 4]);
     fs.fsync(None).await.unwrap();
@@ -146,7 +146,7 @@ async fn staged_write_commits_on_close_and_bad_bytes_change_nothing() {
     let err = fs.flush(o.fh).await.unwrap_err();
     assert_eq!(err.errno, libc::EINVAL, "{err}");
     fs.release(o.fh).await.unwrap();
-    let v = fs.atlas().open_dataset("d0").await.unwrap().read_array::<f32>("v", &[], &[]).await.unwrap().unwrap();
+    let v = fs.atlas().open_dataset("d0").await.unwrap().read_array::<f32>("v", vec![], vec![]).await.unwrap().unwrap();
     assert_eq!(v[[0, 1]], 1.0);
     assert!(!fs.atlas().has_pending().await, "a rejected write leaves nothing pending");
 
@@ -170,7 +170,7 @@ async fn in_place_writes_touch_only_their_elements() {
     assert_eq!(seen, (-1.0f32).to_le_bytes());
     assert_eq!(fs.write(o.fh, v.size, &[0; 4]).await.unwrap_err().errno, libc::EFBIG);
     fs.release(o.fh).await.unwrap();
-    let got: Vec<f32> = fs.atlas().open_dataset("d2").await.unwrap().read_array::<f32>("v", &[], &[]).await.unwrap().unwrap().iter().copied().collect();
+    let got: Vec<f32> = fs.atlas().open_dataset("d2").await.unwrap().read_array::<f32>("v", vec![], vec![]).await.unwrap().unwrap().iter().copied().collect();
     let mut expect = want[2].clone();
     expect[7] = -1.0;
     expect[29] = -2.0;
@@ -212,7 +212,7 @@ async fn refresh_picks_up_another_writers_flush() {
     let d = a.create_dataset("d").await.unwrap();
     for name in ["v", "gone"] {
         d.define_array::<i32>(name, vec!["x".into()], vec![3], None, None).await.unwrap();
-        d.write_array(name, &[0], ArrayD::from_shape_vec(IxDyn(&[3]), vec![1, 2, 3]).unwrap().view()).await.unwrap();
+        d.write_array(name, vec![0], ArrayD::from_shape_vec(IxDyn(&[3]), vec![1, 2, 3]).unwrap().view()).await.unwrap();
     }
     a.flush().await.unwrap();
     let fs = AtlasFs::new(Atlas::open(store.clone(), Path::default()).await.unwrap(), FsConfig::default());
@@ -222,11 +222,11 @@ async fn refresh_picks_up_another_writers_flush() {
     // The other writer: new values, a new dataset, a deleted array.
     let other = Atlas::open(store.clone(), Path::default()).await.unwrap();
     let od = other.open_dataset("d").await.unwrap();
-    od.write_array("v", &[1], ArrayD::from_shape_vec(IxDyn(&[1]), vec![20]).unwrap().view()).await.unwrap();
+    od.write_array("v", vec![1], ArrayD::from_shape_vec(IxDyn(&[1]), vec![20]).unwrap().view()).await.unwrap();
     od.delete_array("gone").await.unwrap();
     let n = other.create_dataset("new").await.unwrap();
     n.define_array::<f32>("w", vec!["x".into()], vec![2], None, None).await.unwrap();
-    n.write_array("w", &[0], ArrayD::from_shape_vec(IxDyn(&[2]), vec![5f32, 6.]).unwrap().view()).await.unwrap();
+    n.write_array("w", vec![0], ArrayD::from_shape_vec(IxDyn(&[2]), vec![5f32, 6.]).unwrap().view()).await.unwrap();
     other.flush().await.unwrap();
 
     assert_eq!(read_all(&fs, "d", "v.npy").await.unwrap(), before, "before a refresh the view is unchanged");
@@ -276,7 +276,7 @@ async fn sequential_reads_decode_the_next_blocks_ahead() {
     let (rows, cols) = (2048usize, 2048usize); // 16 MiB of f32: two 8 MiB blocks
     d.define_array::<f32>("big", vec!["r".into(), "c".into()], vec![rows, cols], Some(vec![256, cols]), None).await.unwrap();
     let vals: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
-    d.write_array("big", &[0, 0], ArrayD::from_shape_vec(IxDyn(&[rows, cols]), vals).unwrap().view()).await.unwrap();
+    d.write_array("big", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[rows, cols]), vals).unwrap().view()).await.unwrap();
     a.flush().await.unwrap();
     let fs = AtlasFs::new(Atlas::open(store, Path::default()).await.unwrap(), FsConfig::default());
     let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
@@ -314,7 +314,7 @@ async fn open_descriptors_keep_their_version_across_a_refresh() {
     let a = Atlas::create(store.clone(), Path::default(), StoreConfig::default()).await.unwrap();
     let d = a.create_dataset("d").await.unwrap();
     d.define_array::<i32>("v", vec!["x".into()], vec![4], Some(vec![2]), None).await.unwrap();
-    d.write_array("v", &[0], ArrayD::from_shape_vec(IxDyn(&[4]), vec![1, 2, 3, 4]).unwrap().view()).await.unwrap();
+    d.write_array("v", vec![0], ArrayD::from_shape_vec(IxDyn(&[4]), vec![1, 2, 3, 4]).unwrap().view()).await.unwrap();
     a.flush().await.unwrap();
     let fs = AtlasFs::new(Atlas::open(store.clone(), Path::default()).await.unwrap(), FsConfig::default());
     let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
@@ -324,7 +324,7 @@ async fn open_descriptors_keep_their_version_across_a_refresh() {
     let first = fs.read(o.fh, 0, head + 8).await.unwrap();
 
     let other = Atlas::open(store.clone(), Path::default()).await.unwrap();
-    other.open_dataset("d").await.unwrap().write_array("v", &[0], ArrayD::from_shape_vec(IxDyn(&[4]), vec![10, 20, 30, 40]).unwrap().view()).await.unwrap();
+    other.open_dataset("d").await.unwrap().write_array("v", vec![0], ArrayD::from_shape_vec(IxDyn(&[4]), vec![10, 20, 30, 40]).unwrap().view()).await.unwrap();
     other.flush().await.unwrap();
     assert_eq!(fs.refresh().await.unwrap(), ["d"]);
 

@@ -196,14 +196,14 @@ fn one_array_across_1000_datasets_over_a_counted_slow_failing_wire() {
         for i in 0..N {
             let d = a.create_dataset(&format!("d{i:04}")).await.unwrap();
             d.define_array::<f32>("v", vec!["t".into()], vec![24], None, None).await.unwrap();
-            d.write_array("v", &[0], ArrayD::from_shape_vec(IxDyn(&[24]), values(i)).unwrap().view()).await.unwrap();
+            d.write_array("v", vec![0], ArrayD::from_shape_vec(IxDyn(&[24]), values(i)).unwrap().view()).await.unwrap();
             if i == N / 2 {
                 a.flush().await.unwrap();
             }
         }
         let d = a.open_dataset("d0000").await.unwrap();
         d.define_array::<f32>("w", vec!["t".into()], vec![3], None, None).await.unwrap();
-        d.write_array("w", &[0], ArrayD::from_shape_vec(IxDyn(&[3]), vec![7f32, 8., 9.]).unwrap().view()).await.unwrap();
+        d.write_array("w", vec![0], ArrayD::from_shape_vec(IxDyn(&[3]), vec![7f32, 8., 9.]).unwrap().view()).await.unwrap();
         a.flush().await.unwrap();
     });
 
@@ -274,7 +274,7 @@ fn a_cache_dir_serves_the_next_mount_from_disk() {
         let a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
         let d = a.create_dataset("big").await.unwrap();
         d.define_array::<f32>("x", vec!["i".into()], vec![n], Some(vec![1 << 18]), None).await.unwrap();
-        d.write_array("x", &[0], ArrayD::from_shape_vec(IxDyn(&[n]), big.clone()).unwrap().view()).await.unwrap();
+        d.write_array("x", vec![0], ArrayD::from_shape_vec(IxDyn(&[n]), big.clone()).unwrap().view()).await.unwrap();
         a.flush().await.unwrap();
     });
     let cache_dir = tempfile::tempdir().unwrap();
@@ -339,17 +339,17 @@ fn adjacent_blocks_of_one_read_are_fetched_together() {
         let a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
         let d = a.create_dataset("d").await.unwrap();
         d.define_array::<f32>("x", vec!["i".into()], vec![n], Some(vec![1 << 18]), None).await.unwrap();
-        d.write_array("x", &[0], ArrayD::from_shape_vec(IxDyn(&[n]), data.clone()).unwrap().view()).await.unwrap();
+        d.write_array("x", vec![0], ArrayD::from_shape_vec(IxDyn(&[n]), data.clone()).unwrap().view()).await.unwrap();
         a.flush().await.unwrap();
     });
     rt.block_on(async {
         let a = Atlas::open(store.clone(), prefix.clone()).await.unwrap();
         let d = a.open_dataset("d").await.unwrap();
         // Opening the array file alone (footers, stats) is the baseline.
-        d.read_array::<f32>("x", &[0], &[1]).await.unwrap();
+        d.read_array::<f32>("x", vec![0], vec![1]).await.unwrap();
         let blocks = a.info().await.unwrap();
         wire.reset();
-        let got = d.read_array::<f32>("x", &[0], &[n]).await.unwrap().unwrap();
+        let got = d.read_array::<f32>("x", vec![0], vec![n]).await.unwrap().unwrap();
         assert!(got.as_slice().unwrap() == &data[..], "x differs from what was written");
         let gets = wire.gets.load(Ordering::Relaxed);
         println!("48 MiB in six adjacent blocks: {} after the first block was cached; {:?}", wire.counts(), blocks.arrays);

@@ -106,6 +106,9 @@ pub enum Command {
 pub enum CliError {
     #[error(transparent)]
     Store(#[from] atlasfs::Error),
+    /// The store to open is not there (the library's `StoreNotFound` names no path).
+    #[error("no atlas store at {0}")]
+    NoStore(String),
     #[error("{path}: {source}")]
     Npy { path: String, source: NpyError },
     #[error("{path}: {source}")]
@@ -194,14 +197,13 @@ pub async fn open_store(store: &str) -> Result<Atlas> {
 pub async fn open_store_with(store: &str, options: StoreOptions) -> Result<Atlas> {
     let location = location(store)?;
     if let Location::Local(dir) = &location
-        && dir.is_dir()
         && !MetaFile::ALL.iter().any(|m| dir.join(m.file_name()).is_file())
     {
-        return Err(CliError::Store(atlasfs::Error::StoreNotFound(format!("{} (no atlas.json or other metadata file; make one with 'atlasfs create')", dir.display()))));
+        return Err(CliError::NoStore(format!("{} (no atlas.json or other metadata file; make one with 'atlasfs create')", dir.display())));
     }
     let atlas = location.open(options).await?;
     if !atlas.exists() {
-        return Err(CliError::Store(atlasfs::Error::StoreNotFound(format!("{} (no metadata file; make one with 'atlasfs create')", location.redacted()))));
+        return Err(CliError::NoStore(format!("{} (no metadata file; make one with 'atlasfs create')", location.redacted())));
     }
     Ok(atlas)
 }

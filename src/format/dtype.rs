@@ -25,9 +25,10 @@ impl DType {
         self.element_size().is_none()
     }
 
-    /// Whether this crate can define, read and write arrays of this dtype.
+    /// Whether this crate can define, read and write arrays of this dtype (`Binary`
+    /// through the Rust API only, as in 0.10: it has no `.npy` form).
     pub fn is_supported(&self) -> bool {
-        !matches!(self, DType::Binary | DType::List { .. } | DType::FixedSizeList { .. })
+        !matches!(self, DType::List { .. } | DType::FixedSizeList { .. })
     }
 
     /// The short user-facing name (as atlas-python spells it).

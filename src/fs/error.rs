@@ -46,13 +46,14 @@ impl std::error::Error for FsError {}
 impl From<StoreError> for FsError {
     fn from(e: StoreError) -> Self {
         let errno = match &e {
-            StoreError::DatasetNotFound(_) | StoreError::ArrayNotFound(_) | StoreError::StoreNotFound(_) => libc::ENOENT,
+            StoreError::DatasetNotFound(_) | StoreError::ArrayNotFound(_) | StoreError::StoreNotFound => libc::ENOENT,
             StoreError::DatasetAlreadyExists(_) | StoreError::ArrayAlreadyExists(_) | StoreError::StoreAlreadyExists(_) => libc::EEXIST,
             StoreError::InvalidName(_) | StoreError::Invalid(_) | StoreError::DTypeMismatch { .. } | StoreError::NonFiniteAttribute(_) => libc::EINVAL,
             StoreError::Unsupported(_) => libc::EINVAL,
             StoreError::Conflict(_) => libc::EBUSY,
             StoreError::Stale(_) => libc::ESTALE,
-            StoreError::Corrupt { .. } | StoreError::Meta { .. } | StoreError::Io(_) | StoreError::ObjectStore(_) | StoreError::DiskCache(_) => libc::EIO,
+            StoreError::Corrupt { .. } | StoreError::MetaFile { .. } | StoreError::Io(_) | StoreError::ObjectStore(_) | StoreError::DiskCache(_) => libc::EIO,
+            StoreError::ArrayFormat(_) | StoreError::Meta(_) | StoreError::MetaEncode(_) | StoreError::MetaDecode(_) | StoreError::MetaLz4Decompress(_) => libc::EIO,
         };
         FsError::new(errno, e.to_string())
     }

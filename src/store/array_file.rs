@@ -505,6 +505,26 @@ impl ArrayFile {
         Error::ArrayNotFound(format!("{} (no live entry for dataset {name:?} in {})", self.array, self.dir))
     }
 
+    /// Whether some layer (or the pending writes) holds chunk `coord` of the entry;
+    /// `false` where it reads as the fill value. Index lookups only, no block I/O.
+    pub fn holds_chunk(&self, name: &str, coord: &[u32]) -> Result<bool> {
+        let r = self.resolve(name).ok_or_else(|| self.not_found(name))?;
+        Ok(r.spec.grid().contains(coord) && !matches!(self.locate(&r, name, coord), ChunkLoc::Fill))
+    }
+
+    /// One chunk of the entry as stored: its decoded cells (edge chunks trimmed to
+    /// their in-bounds extent), or `None` where no layer holds it.
+    pub async fn stored_chunk(&self, name: &str, coord: &[u32]) -> Result<Option<Cells>> {
+        let r = self.resolve(name).ok_or_else(|| self.not_found(name))?;
+        if !r.spec.grid().contains(coord) {
+            return Ok(None);
+        }
+        if matches!(self.locate(&r, name, coord), ChunkLoc::Fill) {
+            return Ok(None);
+        }
+        self.chunk_cells(&r, name, coord).await.map(Some)
+    }
+
     /// Reads the box `start .. start+extent` of an entry into C-order cells.
     pub async fn read_region(&self, name: &str, start: &[usize], extent: &[usize]) -> Result<Cells> {
         let r = self.resolve(name).ok_or_else(|| self.not_found(name))?;
@@ -1155,7 +1175,7 @@ impl ArrayFile {
     /// Stats of a live entry as of the last flush; an error if `data.stats` is corrupt.
     pub fn entry_stats(&self, name: &str) -> Result<Option<EntryStats>> {
         if let Some(e) = &self.stats_error {
-            return Err(Error::Meta { path: self.dir.clone().join(STATS_NAME).to_string(), msg: e.clone() });
+            return Err(Error::MetaFile { path: self.dir.clone().join(STATS_NAME).to_string(), msg: e.clone() });
         }
         Ok(self.resolve(name).and(self.stats.get(name).cloned()))
     }

@@ -6,6 +6,12 @@
 //!
 //! Unlike atlas 0.10's Rust API, every method takes `&self` (state sits behind
 //! locks), so one `Atlas` can be shared across threads, e.g. by the FUSE daemon.
+//! 0.10 has `&mut self` on `create_dataset`, `delete_dataset`, `flush` and
+//! `compact`; everything a 0.10 caller can write still compiles (`s.flush()` on a
+//! `let mut s`, `Atlas::flush(&mut s)` by coercion, holding `&mut Atlas` while views
+//! are alive, since views borrow nothing), and the only difference such a program
+//! sees is an `unused_mut` warning. Taking `&mut self` instead would forbid the
+//! shared use the filesystem core is built on, for no caller's gain.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path as FsPath;
@@ -13,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures::{StreamExt, TryStreamExt};
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArcArray, ArrayD, IxDyn};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
@@ -146,7 +152,7 @@ async fn replace_checked(store: &dyn ObjectStore, path: &Path, bytes: Vec<u8>) -
     store.put(&tmp, PutPayload::from(bytes)).await?;
     let got = store.head(&tmp).await?.size;
     if got != want {
-        return Err(Error::Meta { path: tmp.to_string(), msg: format!("the store kept {got} of the {want} bytes written") });
+        return Err(Error::MetaFile { path: tmp.to_string(), msg: format!("the store kept {got} of the {want} bytes written") });
     }
     store.rename(&tmp, path).await?;
     Ok(store.head(path).await?)
@@ -344,7 +350,8 @@ impl Atlas {
     pub async fn open_path_with(path: impl AsRef<FsPath>, options: StoreOptions) -> Result<Atlas> {
         let path = path.as_ref();
         if !path.is_dir() {
-            return Err(Error::StoreNotFound(path.display().to_string()));
+            tracing::warn!(path = %path.display(), "open_path: no such directory");
+            return Err(Error::StoreNotFound);
         }
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(path)?);
         let mut a = Self::open_with(store, Path::default(), options).await?;
@@ -525,7 +532,13 @@ impl Atlas {
 
     /// Reads the same region of `array` from many datasets, in parallel with bounded
     /// concurrency. Names that are unknown or lack the array give `None`.
-    pub async fn read_array_across<T: ArrayElement>(&self, array: &str, names: &[String], start: &[usize], shape: &[usize]) -> Result<Vec<Option<ArrayD<T>>>> {
+    pub async fn read_array_across<T: ArrayElement + Send + Sync + 'static>(
+        &self,
+        array: &str,
+        names: &[String],
+        start: Vec<usize>,
+        shape: Vec<usize>,
+    ) -> Result<Vec<Option<ArcArray<T, IxDyn>>>> {
         let present: Vec<bool> = {
             let m = self.inner.meta.lock();
             names.iter().map(|n| m.datasets.get(n).is_some_and(|d| d.arrays.contains_key(array))).collect()
@@ -534,11 +547,12 @@ impl Atlas {
             return Err(Error::ArrayNotFound(array.to_string()));
         }
         let views: Vec<Option<DatasetView>> = names.iter().zip(&present).map(|(n, &p)| p.then(|| DatasetView::new(self.clone(), n))).collect();
+        let (start, shape) = (&start, &shape);
         futures::stream::iter(views)
             .map(|v| async move {
                 match v {
                     None => Ok(None),
-                    Some(v) => v.read_array::<T>(array, start, shape).await,
+                    Some(v) => v.read_array::<T>(array, start.clone(), shape.clone()).await,
                 }
             })
             .buffered(self.inner.options.read_concurrency)
@@ -549,7 +563,13 @@ impl Atlas {
     /// Reads the same region of `array` from every listed dataset into one
     /// `[N, *shape]` array. Every dataset must declare the array; differing result
     /// shapes are an error (0.10 panicked: D9).
-    pub async fn read_array_across_stacked<T: ArrayElement>(&self, array: &str, names: &[String], start: &[usize], shape: &[usize]) -> Result<ArrayD<T>> {
+    pub async fn read_array_across_stacked<T: ArrayElement + Send + Sync + Clone + 'static>(
+        &self,
+        array: &str,
+        names: &[String],
+        start: Vec<usize>,
+        shape: Vec<usize>,
+    ) -> Result<ArrayD<T>> {
         if names.is_empty() {
             return Err(Error::ArrayNotFound(array.to_string()));
         }
@@ -574,7 +594,7 @@ impl Atlas {
                     first_shape
                 )));
             }
-            data.extend(p.into_iter());
+            data.extend(p.iter().cloned());
         }
         let mut full = vec![names.len()];
         full.extend(first_shape);

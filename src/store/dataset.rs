@@ -5,7 +5,7 @@
 //! (0.10 silently re-created the dataset: D8).
 
 use indexmap::IndexMap;
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::{ArcArray, ArrayD, ArrayView, IxDyn};
 
 use super::array_file::EntrySpec;
 use super::atlas::Atlas;
@@ -14,7 +14,7 @@ use super::element::ArrayElement;
 use super::meta::{ArraySchema, DatasetMeta, MetaFormat};
 use super::{Error, Result, validate_name};
 use crate::format::cells::Cells;
-use crate::format::{DType, EntryStats, FillValue};
+use crate::format::{DType, EntryStats as ArrayStats, FillValue};
 
 /// Everything needed to define an array whose dtype is known at run time.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +50,7 @@ fn validate_geometry(array: &str, dtype: &DType, dims: &[String], shape: &[usize
     let bad = |m: String| Err(Error::Invalid(format!("array {array:?}: {m}")));
     if !dtype.is_supported() {
         return Err(Error::Unsupported(format!(
-            "dtype {} cannot be stored (supported: bool, int8..int64, uint8..uint64, float32, float64, timestamp_nanoseconds, string)",
+            "dtype {} cannot be stored (supported: bool, int8..int64, uint8..uint64, float32, float64, timestamp_nanoseconds, string, binary)",
             dtype.name()
         )));
     }
@@ -100,9 +100,10 @@ impl DatasetView {
         Ok(r)
     }
 
-    /// A snapshot of this dataset's metadata.
-    pub fn meta(&self) -> Result<DatasetMeta> {
-        self.with_meta(Clone::clone).ok_or_else(|| Error::DatasetNotFound(self.name.clone()))
+    /// A snapshot of this dataset's metadata; empty if the dataset has been deleted
+    /// (0.10's signature; [`Atlas::dataset_meta`] tells the two apart).
+    pub fn meta(&self) -> DatasetMeta {
+        self.with_meta(Clone::clone).unwrap_or_default()
     }
 
     /// Arrays declared here, in insertion order.
@@ -114,10 +115,25 @@ impl DatasetView {
         self.with_meta(|m| m.arrays.get(array).cloned()).flatten()
     }
 
-    /// Upserts an attribute; overwriting keeps the key's position. Non-finite floats
-    /// are refused in JSON stores, which cannot represent them (0.10 wrote `null`
-    /// and could then not reopen the store: D7).
-    pub fn set_attribute(&self, key: &str, value: Attr) -> Result<()> {
+    /// Upserts an attribute; overwriting keeps the key's position. 0.10's signature
+    /// has no error: a value [`try_set_attribute`](Self::try_set_attribute) refuses is
+    /// dropped with a warning in the log (0.10 stored it and broke the store, D7, or
+    /// re-created a deleted dataset, D8).
+    ///
+    /// `&self` where 0.10 has `&mut self` (as for every mutating method here and on
+    /// [`Atlas`]): each 0.10 call still compiles, a view can be shared between
+    /// tasks, and the filesystem core calls it through shared handles; the only
+    /// difference a 0.10 program sees is an `unused_mut` warning on its `let mut`.
+    pub fn set_attribute(&self, key: &str, value: Attr) {
+        if let Err(e) = self.try_set_attribute(key, value) {
+            tracing::warn!(dataset = %self.name, key, "attribute not set: {e}");
+        }
+    }
+
+    /// [`set_attribute`](Self::set_attribute) that reports a refusal: non-finite
+    /// floats in a JSON store, which cannot represent them (0.10 wrote `null` and
+    /// could then not reopen the store: D7), and a deleted dataset (D8).
+    pub fn try_set_attribute(&self, key: &str, value: Attr) -> Result<()> {
         if let Attr::Float64(x) = value
             && !x.is_finite()
             && self.atlas.meta_file().format == MetaFormat::Json
@@ -244,7 +260,7 @@ impl DatasetView {
 
     /// Writes `data` at `start`. The region must lie inside the array (an error
     /// otherwise; 0.10's docs promised truncation but it errored too).
-    pub async fn write_array<T: ArrayElement>(&self, array: &str, start: &[usize], data: ArrayViewD<'_, T>) -> Result<()> {
+    pub async fn write_array<T: ArrayElement>(&self, array: &str, start: Vec<usize>, data: ArrayView<'_, T, IxDyn>) -> Result<()> {
         let schema = self.declared(array)?;
         Self::check_dtype(&schema, &T::DTYPE)?;
         if data.ndim() != schema.shape.len() {
@@ -254,7 +270,7 @@ impl DatasetView {
             return Ok(());
         }
         let cells = T::to_cells(data.iter());
-        self.write_cells(array, start, data.shape(), &cells).await
+        self.write_cells(array, &start, data.shape(), &cells).await
     }
 
     /// Writes C-order cells of shape `extent` at `start` (untyped).
@@ -277,13 +293,13 @@ impl DatasetView {
         Ok(())
     }
 
-    /// Reads a region (see [`clamp_region`] for the start/shape convention).
-    /// `Ok(None)` if the array is not declared here.
-    pub async fn read_array<T: ArrayElement>(&self, array: &str, start: &[usize], shape: &[usize]) -> Result<Option<ArrayD<T>>> {
+    /// Reads a region (see [`clamp_region`] for the start/shape convention: empty
+    /// `start` and `shape` read everything). `Ok(None)` if the array is not declared here.
+    pub async fn read_array<T: ArrayElement>(&self, array: &str, start: Vec<usize>, shape: Vec<usize>) -> Result<Option<ArcArray<T, IxDyn>>> {
         let Some(schema) = self.array_meta(array) else { return Ok(None) };
         Self::check_dtype(&schema, &T::DTYPE)?;
-        let Some((extent, cells)) = self.read_cells(array, start, shape).await? else { return Ok(None) };
-        Ok(Some(ArrayD::from_shape_vec(IxDyn(&extent), T::from_cells(cells)).expect("region size matches cells")))
+        let Some((extent, cells)) = self.read_cells(array, &start, &shape).await? else { return Ok(None) };
+        Ok(Some(ArrayD::from_shape_vec(IxDyn(&extent), T::from_cells(cells)).expect("region size matches cells").into_shared()))
     }
 
     /// Reads a region as untyped C-order cells; returns the region's shape too.
@@ -342,6 +358,28 @@ impl DatasetView {
         Ok(cells)
     }
 
+    /// Whether a layer holds chunk `coord` of `array` (index lookups only).
+    pub async fn holds_chunk(&self, array: &str, coord: &[u32]) -> Result<bool> {
+        self.declared(array)?;
+        let file = self.atlas.file(array).await?;
+        file.read().await.holds_chunk(&self.name, coord)
+    }
+
+    /// Chunk `coord` of `array` as stored, decoded (edge chunks trimmed), or `None`
+    /// where no layer holds it (it reads as the fill value).
+    pub async fn read_stored_chunk(&self, array: &str, coord: &[u32]) -> Result<Option<Cells>> {
+        self.declared(array)?;
+        let file = self.atlas.file(array).await?;
+        let res = file.read().await.stored_chunk(&self.name, coord).await;
+        match res {
+            Err(Error::Stale(_)) => {
+                file.write().await.refresh().await?;
+                file.read().await.stored_chunk(&self.name, coord).await
+            }
+            r => r,
+        }
+    }
+
     /// The fill value stored with the array's entry.
     pub async fn array_fill_value(&self, array: &str) -> Result<Option<FillValue>> {
         if self.array_meta(array).is_none() {
@@ -352,9 +390,20 @@ impl DatasetView {
         Ok(spec.and_then(|s| s.fill))
     }
 
-    /// Stats as of the last flush that carried data for this array. Errors (for
-    /// example a corrupt `data.stats`) are returned, not hidden (0.10 gave `None`: D11).
-    pub async fn array_stats(&self, array: &str) -> Result<Option<EntryStats>> {
+    /// Stats as of the last flush that carried data for this array; `None` if the
+    /// array is not declared here, has none yet, or they cannot be read (0.10's
+    /// signature, which hides errors: D11; they are logged, and
+    /// [`try_array_stats`](Self::try_array_stats) returns them).
+    pub async fn array_stats(&self, array: &str) -> Option<ArrayStats> {
+        self.try_array_stats(array).await.unwrap_or_else(|e| {
+            tracing::warn!(dataset = %self.name, array, "statistics unreadable: {e}");
+            None
+        })
+    }
+
+    /// [`array_stats`](Self::array_stats) with its errors (for example a corrupt
+    /// `data.stats`) returned, not hidden.
+    pub async fn try_array_stats(&self, array: &str) -> Result<Option<ArrayStats>> {
         if self.array_meta(array).is_none() {
             return Ok(None);
         }
@@ -398,7 +447,7 @@ mod tests {
         assert!(validate_geometry("a", &DType::Float32, &d(&["x"]), &[4], &[0]).is_err());
         assert!(validate_geometry("a", &DType::Float32, &d(&["x"]), &[1 << 33], &[1]).is_err());
         assert!(validate_geometry("a", &DType::Float64, &d(&["x", "y"]), &[1 << 20, 1 << 20], &[1 << 15, 1 << 15]).is_err());
-        assert!(validate_geometry("a", &DType::Binary, &d(&["x"]), &[4], &[4]).is_err());
+        assert!(validate_geometry("a", &DType::List { child: Box::new(DType::Int8) }, &d(&["x"]), &[4], &[4]).is_err());
         assert!(validate_geometry("a", &DType::Int8, &[], &[], &[]).is_ok());
     }
 }

@@ -16,12 +16,14 @@ pub mod dataset;
 pub mod disk_cache;
 mod element;
 pub mod layer;
+mod merged;
 pub mod meta;
 
 pub use atlas::{ArrayFileInfo, Atlas, StoreConfig, StoreInfo, StoreOptions};
 pub use attr::Attr;
 pub use dataset::{ArrayDef, DatasetView, clamp_region};
 pub use element::{ArrayElement, TimestampNs};
+pub use merged::{DeltaCache, MergedArrayMeta};
 pub use meta::{ArraySchema, DatasetMeta, MetaFormat};
 
 pub use crate::format::cells::Cells;
@@ -32,6 +34,11 @@ use crate::format::FormatError;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything the store API can fail with.
+///
+/// The first thirteen variants are atlas-rust 0.10's `Error`, in its order and with
+/// its payloads, so 0.10 callers' matches and `?` conversions compile unchanged;
+/// the variants after `ObjectStore` are atlasfs's additions (a 0.10 `match` that
+/// lists every variant without a `_` arm needs one more arm: docs/migrating.md).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("dataset not found: {0}")]
@@ -42,12 +49,33 @@ pub enum Error {
     ArrayNotFound(String),
     #[error("array already exists: {0}")]
     ArrayAlreadyExists(String),
-    #[error("no atlas store at {0}")]
-    StoreNotFound(String),
+    /// `open_path` of a directory that does not exist (0.10 declared this and gave
+    /// `ObjectStore` instead). The path is in the log line.
+    #[error("store not found at path")]
+    StoreNotFound,
     #[error("a store already exists at {0} (open it instead, or choose an empty location)")]
     StoreAlreadyExists(String),
     #[error("invalid name '{0}': must be non-empty, no '/', not '.' or '..', no leading '_'")]
     InvalidName(String),
+    /// A file in the store failed to decode without a path to name (0.10 wrapped
+    /// its `array-format` errors here). atlasfs reports files with `Corrupt`.
+    #[error("array format error: {0}")]
+    ArrayFormat(#[from] FormatError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// JSON metadata could not be encoded or decoded (atlasfs names the file with
+    /// `MetaFile` instead; this one comes from `?` on a `serde_json` result).
+    #[error("metadata error: {0}")]
+    Meta(#[from] serde_json::Error),
+    #[error("metadata encode error: {0}")]
+    MetaEncode(#[from] rmp_serde::encode::Error),
+    #[error("metadata decode error: {0}")]
+    MetaDecode(#[from] rmp_serde::decode::Error),
+    #[error("metadata lz4 decompress error: {0}")]
+    MetaLz4Decompress(#[from] lz4_flex::block::DecompressError),
+    #[error("object store error: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    // ---- atlasfs's additions ----
     /// Bad arguments: rank, bounds, chunk shape, limits.
     #[error("invalid argument: {0}")]
     Invalid(String),
@@ -61,17 +89,13 @@ pub enum Error {
     #[error("{path}: {source}")]
     Corrupt { path: String, source: FormatError },
     #[error("{path}: metadata error: {msg}")]
-    Meta { path: String, msg: String },
+    MetaFile { path: String, msg: String },
     /// A file changed under us (another writer compacted); refresh and retry.
     #[error("{0}: changed by another writer since it was opened")]
     Stale(String),
     /// Another writer changed the same dataset; our changes stay pending in memory.
     #[error("conflict: {0}")]
     Conflict(String),
-    #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("object store error: {0}")]
-    ObjectStore(#[from] object_store::Error),
     #[error(transparent)]
     DiskCache(#[from] disk_cache::DiskCacheError),
 }

@@ -88,15 +88,16 @@ async fn define<T: ArrayElement>(ds: &DatasetView, array: &str, dim_names: &[&st
 }
 
 async fn write<T: ArrayElement>(ds: &DatasetView, array: &str, start: &[usize], data: &ArrayD<T>) {
-    ds.write_array::<T>(array, start, data.view()).await.unwrap_or_else(|e| panic!("write_array {}/{array} at {start:?}: {e}", ds.name()));
+    ds.write_array::<T>(array, start.to_vec(), data.view()).await.unwrap_or_else(|e| panic!("write_array {}/{array} at {start:?}: {e}", ds.name()));
 }
 
 /// A read that must find the array.
 async fn read<T: ArrayElement>(ds: &DatasetView, array: &str, start: &[usize], shape: &[usize]) -> ArrayD<T> {
-    ds.read_array::<T>(array, start, shape)
+    ds.read_array::<T>(array, start.to_vec(), shape.to_vec())
         .await
         .unwrap_or_else(|e| panic!("read_array {}/{array} {start:?}+{shape:?}: {e}", ds.name()))
         .unwrap_or_else(|| panic!("read_array {}/{array}: Ok(None), array should be declared", ds.name()))
+        .into_owned()
 }
 
 async fn read_all<T: ArrayElement>(ds: &DatasetView, array: &str) -> ArrayD<T> {
@@ -109,7 +110,7 @@ async fn assert_reads<T: ArrayElement + PartialEq + Debug>(ds: &DatasetView, arr
 }
 
 async fn stats(ds: &DatasetView, array: &str) -> Option<ArrayStats> {
-    ds.array_stats(array).await.unwrap_or_else(|e| panic!("array_stats {}/{array}: {e}", ds.name()))
+    ds.try_array_stats(array).await.unwrap_or_else(|e| panic!("array_stats {}/{array}: {e}", ds.name()))
 }
 
 fn stat_tuple(s: &ArrayStats) -> (u64, u64, Option<StatValue>, Option<StatValue>) {
@@ -245,7 +246,7 @@ pub async fn dataset_lifecycle(make: Make) {
     // A view of a deleted dataset refuses mutations (0.10 re-created it: D8).
     let v = ds(&r, "b").await;
     r.delete_dataset("b").await.unwrap();
-    matches_err(&v.set_attribute("k", Attr::Int64(1)), "set_attribute on deleted dataset", |e| matches!(e, Error::DatasetNotFound(_)));
+    matches_err(&v.try_set_attribute("k", Attr::Int64(1)), "set_attribute on deleted dataset", |e| matches!(e, Error::DatasetNotFound(_)));
     matches_err(&v.define_array::<f32>("x", dims(&["i"]), vec![2], None, None).await, "define_array on deleted dataset", |e| matches!(e, Error::DatasetNotFound(_)));
     assert!(!r.dataset_exists("b"), "a stale view must not resurrect its dataset");
 }
@@ -332,12 +333,12 @@ pub async fn dtypes_roundtrip(make: Make) {
         }
         assert!(d.array_meta("nope").is_none());
         assert!(a.array_dtype("nope").is_none());
-        assert!(d.read_array::<f32>("nope", &[], &[]).await.unwrap().is_none(), "{pass}: unknown array reads as None");
+        assert!(d.read_array::<f32>("nope", vec![], vec![]).await.unwrap().is_none(), "{pass}: unknown array reads as None");
 
         // dtype must match exactly.
-        matches_err(&d.read_array::<f64>("f32", &[], &[]).await, "read f32 as f64", |e| matches!(e, Error::DTypeMismatch { .. }));
-        matches_err(&d.read_array::<i64>("time", &[], &[]).await, "read timestamps as i64", |e| matches!(e, Error::DTypeMismatch { .. }));
-        matches_err(&d.write_array::<i32>("f32", &[0, 0], arr(&[1, 1], vec![1]).view()).await, "write i32 into f32", |e| matches!(e, Error::DTypeMismatch { .. }));
+        matches_err(&d.read_array::<f64>("f32", vec![], vec![]).await, "read f32 as f64", |e| matches!(e, Error::DTypeMismatch { .. }));
+        matches_err(&d.read_array::<i64>("time", vec![], vec![]).await, "read timestamps as i64", |e| matches!(e, Error::DTypeMismatch { .. }));
+        matches_err(&d.write_array::<i32>("f32", vec![0, 0], arr(&[1, 1], vec![1]).view()).await, "write i32 into f32", |e| matches!(e, Error::DTypeMismatch { .. }));
     }
 }
 
@@ -381,11 +382,11 @@ pub async fn partial_writes_and_regions(make: Make) {
     assert_reads(&rd, "v", &model.full(), "after second flush + reopen").await;
 
     // Empty writes do nothing.
-    rd.write_array::<f64>("v", &[0, 0], ArrayD::<f64>::zeros(IxDyn(&[0, 3])).view()).await.unwrap();
+    rd.write_array::<f64>("v", vec![0, 0], ArrayD::<f64>::zeros(IxDyn(&[0, 3])).view()).await.unwrap();
     // Out-of-bounds and wrong-rank writes are errors and change nothing.
-    matches_err(&rd.write_array::<f64>("v", &[5, 6], block(0.0, &[2, 2]).view()).await, "out-of-bounds write", |e| matches!(e, Error::Invalid(_)));
-    matches_err(&rd.write_array::<f64>("v", &[0], block(0.0, &[2]).view()).await, "rank-1 write into rank 2", |e| matches!(e, Error::Invalid(_)));
-    matches_err(&rd.write_array::<f64>("nope", &[0, 0], block(0.0, &[1, 1]).view()).await, "write undeclared", |e| matches!(e, Error::ArrayNotFound(_)));
+    matches_err(&rd.write_array::<f64>("v", vec![5, 6], block(0.0, &[2, 2]).view()).await, "out-of-bounds write", |e| matches!(e, Error::Invalid(_)));
+    matches_err(&rd.write_array::<f64>("v", vec![0], block(0.0, &[2]).view()).await, "rank-1 write into rank 2", |e| matches!(e, Error::Invalid(_)));
+    matches_err(&rd.write_array::<f64>("nope", vec![0, 0], block(0.0, &[1, 1]).view()).await, "write undeclared", |e| matches!(e, Error::ArrayNotFound(_)));
     assert_reads(&rd, "v", &model.full(), "after refused writes").await;
 
     // Region reads: start/shape convention with clamping (§1.10).
@@ -498,7 +499,7 @@ pub async fn attributes(make: Make) {
     let e = a.create_dataset("e").await.unwrap();
     assert_eq!(d.get_attribute("missing"), None);
     let ts = 1_700_000_000_123_456_789i64;
-    let set = |k: &str, v: Attr| d.set_attribute(k, v).unwrap_or_else(|e| panic!("set_attribute {k}: {e}"));
+    let set = |k: &str, v: Attr| d.try_set_attribute(k, v).unwrap_or_else(|e| panic!("set_attribute {k}: {e}"));
     set("flag", Attr::Bool(true));
     set("when", Attr::TimestampNanoseconds(ts));
     set("station", Attr::String("KNMI".into()));
@@ -511,9 +512,9 @@ pub async fn attributes(make: Make) {
     set("month", Attr::Int64(2)); // overwrite keeps the position
     assert_eq!(d.remove_attribute("gone").unwrap(), true);
     assert_eq!(d.remove_attribute("gone").unwrap(), false);
-    e.set_attribute("only_e", Attr::Bool(false)).unwrap();
-    matches_err(&d.set_attribute("nan", Attr::Float64(f64::NAN)), "NaN attribute in a JSON store", |e| matches!(e, Error::NonFiniteAttribute(k) if k == "nan"));
-    matches_err(&d.set_attribute("inf", Attr::Float64(f64::INFINITY)), "Inf attribute in a JSON store", |e| matches!(e, Error::NonFiniteAttribute(_)));
+    e.try_set_attribute("only_e", Attr::Bool(false)).unwrap();
+    matches_err(&d.try_set_attribute("nan", Attr::Float64(f64::NAN)), "NaN attribute in a JSON store", |e| matches!(e, Error::NonFiniteAttribute(k) if k == "nan"));
+    matches_err(&d.try_set_attribute("inf", Attr::Float64(f64::INFINITY)), "Inf attribute in a JSON store", |e| matches!(e, Error::NonFiniteAttribute(_)));
     assert_eq!(d.get_attribute("month"), Some(Attr::Int64(2)));
 
     let before: Vec<(String, Attr)> = vec![
@@ -527,7 +528,7 @@ pub async fn attributes(make: Make) {
         ("looks_like_time".into(), Attr::String("2023-11-14T22:13:20Z".into())),
     ];
     assert_eq!(d.attributes().into_iter().collect::<Vec<_>>(), before, "in memory");
-    assert_eq!(d.meta().unwrap().attributes.into_iter().collect::<Vec<_>>(), before, "meta() in memory");
+    assert_eq!(d.meta().attributes.into_iter().collect::<Vec<_>>(), before, "meta() in memory");
     a.flush().await.unwrap();
 
     let r = loc.open().await;
@@ -540,7 +541,7 @@ pub async fn attributes(make: Make) {
     assert_eq!(ds(&r, "e").await.attributes().into_iter().collect::<Vec<_>>(), vec![("only_e".to_string(), Attr::Bool(false))]);
 
     // A change after reopen persists too.
-    rd.set_attribute("scale", Attr::Float64(-0.25)).unwrap();
+    rd.try_set_attribute("scale", Attr::Float64(-0.25)).unwrap();
     rd.remove_attribute("flag").unwrap();
     r.flush().await.unwrap();
     let rd2 = ds(&loc.open().await, "d").await;
@@ -557,7 +558,7 @@ pub async fn flush_boundary(make: Make) {
         let d = a.create_dataset(n).await.unwrap();
         define::<f32>(&d, "temp", &["y", "x"], &[4, 4], Some(&[2, 2]), None).await;
         write(&d, "temp", &[0, 0], &arr(&[4, 4], vec![if n == "one" { 42.0f32 } else { 7.0 }; 16])).await;
-        d.set_attribute("month", Attr::Int64(1)).unwrap();
+        d.try_set_attribute("month", Attr::Int64(1)).unwrap();
     }
     assert!(a.has_pending().await);
     let fresh = loc.open().await;
@@ -594,7 +595,7 @@ pub async fn flush_boundary(make: Make) {
         assert_eq!((m.dtype, m.shape, m.chunk_shape, m.dimension_names), (DType::Float32, vec![4, 4], vec![2, 2], dims(&["y", "x"])));
     }
     // Unflushed changes on top of flushed state stay invisible.
-    ds(&a, "one").await.write_array::<f32>("temp", &[0, 0], arr(&[1, 1], vec![-1.0f32]).view()).await.unwrap();
+    ds(&a, "one").await.write_array::<f32>("temp", vec![0, 0], arr(&[1, 1], vec![-1.0f32]).view()).await.unwrap();
     a.create_dataset("three").await.unwrap();
     let r2 = loc.open().await;
     assert_eq!(r2.list_datasets(), ["one", "two"]);
@@ -674,7 +675,7 @@ pub async fn delete_array_persists(make: Make) {
     d.delete_array("drop").await.unwrap();
     assert_eq!(d.list_arrays(), ["keep"]);
     assert!(d.array_meta("drop").is_none());
-    assert!(d.read_array::<i32>("drop", &[], &[]).await.unwrap().is_none(), "deleted array reads as None at once");
+    assert!(d.read_array::<i32>("drop", vec![], vec![]).await.unwrap().is_none(), "deleted array reads as None at once");
     assert_eq!(a.list_arrays(), ["keep"]);
     matches_err(&d.delete_array("drop").await, "delete twice", |e| matches!(e, Error::ArrayNotFound(_)));
     matches_err(&d.delete_array("never").await, "delete unknown", |e| matches!(e, Error::ArrayNotFound(_)));
@@ -685,7 +686,7 @@ pub async fn delete_array_persists(make: Make) {
     let rd = ds(&r, "d").await;
     assert_eq!(rd.list_arrays(), ["keep"]);
     assert_eq!(r.list_arrays(), ["keep"]);
-    assert!(rd.read_array::<i32>("drop", &[], &[]).await.unwrap().is_none());
+    assert!(rd.read_array::<i32>("drop", vec![], vec![]).await.unwrap().is_none());
     assert_reads(&rd, "keep", &arr(&[4], vec![1, 2, 3, 4]), "other array after delete").await;
 
     // Re-define the same name: no resurrection of the old chunks (D1), no orphan clash (D3).
@@ -713,7 +714,7 @@ pub async fn delete_dataset_persists(make: Make) {
         let d = a.create_dataset(n).await.unwrap();
         define::<f32>(&d, "temp", &["i"], &[3], None, None).await;
         write(&d, "temp", &[0], &arr(&[3], vec![v; 3])).await;
-        d.set_attribute("v", Attr::Float64(v as f64)).unwrap();
+        d.try_set_attribute("v", Attr::Float64(v as f64)).unwrap();
     }
     let only_a = ds(&a, "a").await;
     define::<i32>(&only_a, "only_a", &["i"], &[2], None, None).await;
@@ -874,29 +875,36 @@ pub async fn bulk_reads(make: Make) {
     let row = |i: usize| arr(&[2, 3], (0..6).map(|k| (i * 10 + k) as f32).collect::<Vec<_>>());
 
     for (pass, a) in [("same handle", a.clone()), ("reopened", r)] {
-        let got = a.read_array_across::<f32>("t", &names(&["d2", "missing", "d0", "other", "d1"]), &[], &[]).await.unwrap();
+        let owned = |v: Vec<Option<ndarray::ArcArray<f32, IxDyn>>>| v.into_iter().map(|o| o.map(|a| a.into_owned())).collect::<Vec<_>>();
+        let got = owned(a.read_array_across::<f32>("t", &names(&["d2", "missing", "d0", "other", "d1"]), vec![], vec![]).await.unwrap());
         assert_eq!(got, vec![Some(row(2)), None, Some(row(0)), None, Some(row(1))], "{pass}: across, input order, None for absent");
-        let got = a.read_array_across::<f32>("t", &names(&["d1", "d0"]), &[1, 1], &[5, 5]).await.unwrap();
+        let got = owned(a.read_array_across::<f32>("t", &names(&["d1", "d0"]), vec![1, 1], vec![5, 5]).await.unwrap());
         assert_eq!(got, vec![Some(arr(&[1, 2], vec![14.0, 15.0])), Some(arr(&[1, 2], vec![4.0, 5.0]))], "{pass}: across, clamped region");
-        matches_err(&a.read_array_across::<f32>("t", &names(&["missing", "other"]), &[], &[]).await, "across with no qualifying dataset", |e| matches!(e, Error::ArrayNotFound(_)));
-        matches_err(&a.read_array_across::<f32>("t", &names(&["d0", "wrongtype"]), &[], &[]).await, "across with a dtype clash", |e| matches!(e, Error::DTypeMismatch { .. }));
+        matches_err(&a.read_array_across::<f32>("t", &names(&["missing", "other"]), vec![], vec![]).await, "across with no qualifying dataset", |e| {
+            matches!(e, Error::ArrayNotFound(_))
+        });
+        matches_err(&a.read_array_across::<f32>("t", &names(&["d0", "wrongtype"]), vec![], vec![]).await, "across with a dtype clash", |e| {
+            matches!(e, Error::DTypeMismatch { .. })
+        });
 
-        let st = a.read_array_across_stacked::<f32>("t", &names(&["d0", "d1", "d2"]), &[], &[]).await.unwrap();
+        let st = a.read_array_across_stacked::<f32>("t", &names(&["d0", "d1", "d2"]), vec![], vec![]).await.unwrap();
         let mut want = vec![];
         for i in 0..3 {
             want.extend(row(i).iter().copied());
         }
         assert_eq!(st, arr(&[3, 2, 3], want), "{pass}: stacked");
-        let st = a.read_array_across_stacked::<f32>("t", &names(&["d2", "d0"]), &[0, 2], &[2, 1]).await.unwrap();
+        let st = a.read_array_across_stacked::<f32>("t", &names(&["d2", "d0"]), vec![0, 2], vec![2, 1]).await.unwrap();
         assert_eq!(st, arr(&[2, 2, 1], vec![22.0, 25.0, 2.0, 5.0]), "{pass}: stacked region");
-        matches_err(&a.read_array_across_stacked::<f32>("t", &[], &[], &[]).await, "stacked, no names", |e| matches!(e, Error::ArrayNotFound(_)));
+        matches_err(&a.read_array_across_stacked::<f32>("t", &[], vec![], vec![]).await, "stacked, no names", |e| matches!(e, Error::ArrayNotFound(_)));
         matches_err(
-            &a.read_array_across_stacked::<f32>("t", &names(&["d0", "other"]), &[], &[]).await,
+            &a.read_array_across_stacked::<f32>("t", &names(&["d0", "other"]), vec![], vec![]).await,
             "stacked, dataset lacks the array",
             |e| matches!(e, Error::ArrayNotFound(m) if m.contains("other")),
         );
-        matches_err(&a.read_array_across_stacked::<f32>("t", &names(&["d0", "missing"]), &[], &[]).await, "stacked, unknown dataset", |e| matches!(e, Error::ArrayNotFound(_)));
-        matches_err(&a.read_array_across_stacked::<f32>("t", &names(&["d0", "odd"]), &[], &[]).await, "stacked, shapes differ (0.10 panicked: D9)", |e| {
+        matches_err(&a.read_array_across_stacked::<f32>("t", &names(&["d0", "missing"]), vec![], vec![]).await, "stacked, unknown dataset", |e| {
+            matches!(e, Error::ArrayNotFound(_))
+        });
+        matches_err(&a.read_array_across_stacked::<f32>("t", &names(&["d0", "odd"]), vec![], vec![]).await, "stacked, shapes differ (0.10 panicked: D9)", |e| {
             matches!(e, Error::Invalid(_))
         });
     }
@@ -922,7 +930,7 @@ pub async fn sidecar_numbering(make: Make) {
 
     a.flush().await.unwrap();
     assert_eq!(loc.array_dir("x").await, ["data.1.af", "data.2.af", "data.af", "data.stats"], "nothing pending: no sidecar");
-    d.set_attribute("k", Attr::Int64(1)).unwrap();
+    d.try_set_attribute("k", Attr::Int64(1)).unwrap();
     a.flush().await.unwrap();
     assert_eq!(loc.array_dir("x").await, ["data.1.af", "data.2.af", "data.af", "data.stats"], "metadata-only flush: no sidecar");
 
@@ -962,13 +970,13 @@ pub async fn meta_variants(make: Make) {
         define::<String>(&d, "s", &["i"], &[2], None, None).await;
         write(&d, "f", &[0], &arr(&[4], vec![1.0f32, 2.0, 3.0, 4.0])).await;
         write(&d, "s", &[0], &arr(&[2], strings(&["x", "yz"]))).await;
-        d.set_attribute("n", Attr::Int64(-3)).unwrap();
-        d.set_attribute("t", Attr::TimestampNanoseconds(1_500_000_000)).unwrap();
-        d.set_attribute("b", Attr::Bool(false)).unwrap();
-        d.set_attribute("s", Attr::String("str".into())).unwrap();
-        d.set_attribute("x", Attr::Float64(0.125)).unwrap();
+        d.try_set_attribute("n", Attr::Int64(-3)).unwrap();
+        d.try_set_attribute("t", Attr::TimestampNanoseconds(1_500_000_000)).unwrap();
+        d.try_set_attribute("b", Attr::Bool(false)).unwrap();
+        d.try_set_attribute("s", Attr::String("str".into())).unwrap();
+        d.try_set_attribute("x", Attr::Float64(0.125)).unwrap();
         if format == MetaFormat::MsgPack {
-            d.set_attribute("nan", Attr::Float64(f64::NAN)).unwrap();
+            d.try_set_attribute("nan", Attr::Float64(f64::NAN)).unwrap();
         }
         a.flush().await.unwrap();
         let top: Vec<String> = loc.files().await.into_iter().filter(|f| !f.contains('/')).collect();
@@ -997,7 +1005,7 @@ pub async fn meta_variants(make: Make) {
             assert!(matches!(rd.get_attribute("nan"), Some(Attr::Float64(x)) if x.is_nan()), "{what}: msgpack keeps NaN");
         }
         // A second round trip through the reopened handle.
-        rd.set_attribute("n", Attr::Int64(4)).unwrap();
+        rd.try_set_attribute("n", Attr::Int64(4)).unwrap();
         r.flush().await.unwrap();
         assert_eq!(ds(&loc.open().await, "d").await.get_attribute("n"), Some(Attr::Int64(4)), "{what}");
         matches_err(&loc.try_create(StoreConfig::default()).await.map(|_| ()), &format!("create over {file}"), |e| matches!(e, Error::StoreAlreadyExists(_)));
@@ -1020,7 +1028,7 @@ pub async fn laziness_and_arrays(make: Make) {
     assert!(r.loaded_arrays().is_empty(), "open loads no array file");
     assert_eq!(r.list_arrays(), ["x", "y", "z"]);
     let p = ds(&r, "p").await;
-    let _ = p.meta().unwrap();
+    let _ = p.meta();
     let _ = p.array_meta("y");
     assert!(r.loaded_arrays().is_empty(), "metadata calls load no array file");
     assert_reads(&p, "x", &arr(&[2], vec![1u8, 2]), "lazy").await;
@@ -1062,13 +1070,13 @@ pub async fn two_writers_disjoint(make: Make) {
     let p = h1.create_dataset("p").await.unwrap();
     define::<f32>(&p, "x", &["i"], &[2], None, None).await;
     write(&p, "x", &[0], &arr(&[2], vec![10f32, 11.])).await;
-    p.set_attribute("who", Attr::String("h1".into())).unwrap();
+    p.try_set_attribute("who", Attr::String("h1".into())).unwrap();
     let q = h2.create_dataset("q").await.unwrap();
     define::<f32>(&q, "x", &["i"], &[3], None, None).await;
     write(&q, "x", &[0], &arr(&[3], vec![20f32, 21., 22.])).await;
-    q.set_attribute("who", Attr::String("h2".into())).unwrap();
+    q.try_set_attribute("who", Attr::String("h2".into())).unwrap();
     // h2 also edits the shared base dataset's attributes, h1 the base array: still disjoint.
-    ds(&h2, "base").await.set_attribute("edited_by", Attr::String("h2".into())).unwrap();
+    ds(&h2, "base").await.try_set_attribute("edited_by", Attr::String("h2".into())).unwrap();
     h1.flush().await.expect("first writer flushes");
     h2.flush().await.expect("second writer merges and flushes");
 
@@ -1134,8 +1142,8 @@ pub async fn two_writers_conflict(make: Make) {
 
     // Same dataset's attributes on both sides: a metadata conflict, copied too.
     let (h3, h4) = (loc.open().await, loc.open().await);
-    ds(&h3, "d").await.set_attribute("k", Attr::Int64(3)).unwrap();
-    ds(&h4, "d").await.set_attribute("k", Attr::Int64(4)).unwrap();
+    ds(&h3, "d").await.try_set_attribute("k", Attr::Int64(3)).unwrap();
+    ds(&h4, "d").await.try_set_attribute("k", Attr::Int64(4)).unwrap();
     h3.flush().await.unwrap();
     matches_err(&h4.flush().await, "second attribute writer", |e| matches!(e, Error::Conflict(_)));
     let r = loc.open().await;
@@ -1146,7 +1154,7 @@ pub async fn two_writers_conflict(make: Make) {
     assert_eq!(ds(&r, newest).await.get_attribute("k"), Some(Attr::Int64(4)), "the copy keeps the other side's attribute");
     assert_reads(&ds(&r, newest).await, "x", &arr(&[4], vec![50i32, 11, 3, 4]), "and the dataset's arrays").await;
     // The winner can keep writing.
-    ds(&h3, "d").await.set_attribute("k", Attr::Int64(5)).unwrap();
+    ds(&h3, "d").await.try_set_attribute("k", Attr::Int64(5)).unwrap();
     h3.flush().await.unwrap();
     assert_eq!(ds(&loc.open().await, "d").await.get_attribute("k"), Some(Attr::Int64(5)));
 }
@@ -1172,7 +1180,7 @@ pub async fn conflict_race_inside_flush(make: Make) {
         // The same chunk and the same attribute of `d` on both sides; `e` only here.
         let other = loc.open().await;
         write(&ds(&other, "d").await, "x", &[0], &arr(&[2], vec![10i32, 11])).await;
-        ds(&other, "d").await.set_attribute("k", Attr::Int64(1)).unwrap();
+        ds(&other, "d").await.try_set_attribute("k", Attr::Int64(1)).unwrap();
         let flushed = Arc::new(parking_lot::Mutex::new(None));
         let (o, f) = (other.clone(), flushed.clone());
         let sidecar = |p: &Path| p.filename().is_some_and(|n| n.starts_with("data.") && n.ends_with(".af") && n != "data.af");
@@ -1188,7 +1196,7 @@ pub async fn conflict_race_inside_flush(make: Make) {
         );
         let here = Atlas::open(hooked.clone(), loc.prefix.clone()).await.unwrap();
         write(&ds(&here, "d").await, "x", &[0], &arr(&[2], vec![20i32, 21])).await;
-        ds(&here, "d").await.set_attribute("k", Attr::Int64(2)).unwrap();
+        ds(&here, "d").await.try_set_attribute("k", Attr::Int64(2)).unwrap();
         write(&ds(&here, "e").await, "x", &[2], &arr(&[2], vec![50i32, 51])).await;
         let mine = here.flush().await;
         assert!(hooked.fired.lock().is_some(), "{when:?}: the other writer's flush ran inside ours");

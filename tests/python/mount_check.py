@@ -143,7 +143,7 @@ def check_read(mount, oracle, absent=(), copy_root=None, extra_root_names=()):
     if root != want_root:
         errs.append(f"ls {mount}: {root}, expected {want_root}")
     ctl = sorted(os.listdir(os.path.join(mount, ".atlasfs")))
-    if ctl != ["compact", "flush", "stacked", "stats"]:
+    if ctl != ["compact", "flush", "stacked", "stats", "zarr"]:
         errs.append(f"ls .atlasfs: {ctl}")
     check_stacked(errs, mount, oracle, root)
     for ds, name in absent:

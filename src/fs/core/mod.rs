@@ -32,6 +32,7 @@ mod read;
 mod versions;
 mod write;
 mod xattr;
+mod zarr_view;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -130,6 +131,8 @@ pub enum NodeKey {
     StackedNpy(String),
     /// `.atlasfs/stacked/<array>.datasets`
     StackedList(String),
+    /// `.atlasfs/zarr/` and everything under it: the path components below it.
+    Zarr(Vec<String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,6 +358,8 @@ pub struct AtlasFs {
     fills: Arc<tokio::sync::Semaphore>,
     /// This filesystem, for work it starts in the background.
     me: std::sync::OnceLock<std::sync::Weak<AtlasFs>>,
+    /// The zarr view's cached group models.
+    zarr: crate::fs::zarr::ZarrView,
 }
 
 /// `<array>.npy` → `<array>`.
@@ -407,6 +412,7 @@ impl AtlasFs {
             io: Mutex::new(IoModes::default()),
             fills: Arc::new(tokio::sync::Semaphore::new(1)),
             me: std::sync::OnceLock::new(),
+            zarr: Default::default(),
         }
     }
 

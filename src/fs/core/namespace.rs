@@ -53,6 +53,7 @@ impl AtlasFs {
     pub(super) async fn attr_of(&self, ino: u64, key: &NodeKey) -> FsResult<NodeAttr> {
         match key {
             NodeKey::Root | NodeKey::ControlDir | NodeKey::StackedDir => Ok(self.attr(ino, Kind::Dir, 0, self.started)),
+            NodeKey::Zarr(p) => self.zarr_attr(ino, p).await,
             NodeKey::StackedNpy(a) => Ok(self.attr(ino, Kind::File, self.stack(a).ok_or_else(|| FsError::noent(format!("stacked/{a}.npy")))?.size(), self.started)),
             NodeKey::StackedList(a) => {
                 Ok(self.attr(ino, Kind::File, self.stack(a).ok_or_else(|| FsError::noent(format!("stacked/{a}.datasets")))?.listing().len() as u64, self.started))
@@ -87,6 +88,8 @@ impl AtlasFs {
             NodeKey::Root if name == CONTROL_DIR => Ok(NodeKey::ControlDir),
             NodeKey::Root => Ok(NodeKey::Dataset(name.to_string())),
             NodeKey::ControlDir if name == STACKED_DIR => Ok(NodeKey::StackedDir),
+            NodeKey::ControlDir if name == crate::fs::zarr::ZARR_DIR => Ok(NodeKey::Zarr(vec![])),
+            NodeKey::Zarr(p) => Ok(NodeKey::Zarr(p.into_iter().chain([name.to_string()]).collect())),
             NodeKey::ControlDir => ControlFile::ALL.into_iter().find(|c| c.name() == name).map(NodeKey::Control).ok_or_else(|| FsError::noent(format!("{CONTROL_DIR}/{name}"))),
             NodeKey::StackedDir => match (name.strip_suffix(".npy"), name.strip_suffix(".datasets")) {
                 (Some(a), _) => Ok(NodeKey::StackedNpy(a.to_string())),
@@ -126,6 +129,8 @@ impl AtlasFs {
             }
             NodeKey::ControlDir => {
                 out.push((STACKED_DIR.to_string(), self.attr(STACKED_DIR_INO, Kind::Dir, 0, self.started)));
+                let zi = self.inodes.lock().ino(NodeKey::Zarr(vec![]));
+                out.push((crate::fs::zarr::ZARR_DIR.to_string(), self.attr(zi, Kind::Dir, 0, self.started)));
                 for c in ControlFile::ALL {
                     out.push((c.name().to_string(), self.attr_of(c.ino(), &NodeKey::Control(c)).await?));
                 }
@@ -165,6 +170,7 @@ impl AtlasFs {
                     out.push((name, self.attr(i, Kind::File, s.len, s.mtime)));
                 }
             }
+            NodeKey::Zarr(p) => return self.zarr_readdir(&p).await,
             _ => return Err(FsError::new(libc::ENOTDIR, "not a directory")),
         }
         Ok(out)
@@ -172,7 +178,7 @@ impl AtlasFs {
 
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         match self.key(ino)? {
-            NodeKey::Root | NodeKey::ControlDir | NodeKey::StackedDir | NodeKey::Dataset(_) => Ok(self.new_handle(Handle::Dir(Mutex::new(None)))),
+            NodeKey::Root | NodeKey::ControlDir | NodeKey::StackedDir | NodeKey::Dataset(_) | NodeKey::Zarr(_) => Ok(self.new_handle(Handle::Dir(Mutex::new(None)))),
             _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
         }
     }
@@ -197,6 +203,7 @@ impl AtlasFs {
     }
 
     pub async fn mkdir(&self, parent: u64, name: &str) -> FsResult<NodeAttr> {
+        self.refuse_zarr_write(parent, Some(name), "mkdir")?;
         self.writable()?;
         crate::fs::names::check_new_name(name)?;
         match self.child_key(parent, name)? {
@@ -211,6 +218,7 @@ impl AtlasFs {
     }
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.refuse_zarr_write(parent, Some(name), "rmdir")?;
         self.writable()?;
         match self.child_key(parent, name)? {
             NodeKey::Dataset(ds) => {
@@ -229,6 +237,7 @@ impl AtlasFs {
     }
 
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.refuse_zarr_write(parent, Some(name), "unlink")?;
         self.writable()?;
         match self.child_key(parent, name)? {
             NodeKey::File(ds, name) => {
@@ -274,6 +283,8 @@ impl AtlasFs {
     }
 
     pub async fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> FsResult<()> {
+        self.refuse_zarr_write(parent, Some(name), "rename")?;
+        self.refuse_zarr_write(new_parent, Some(new_name), "rename")?;
         self.writable()?;
         crate::fs::names::check_new_name(new_name)?;
         let from = self.child_key(parent, name)?;
@@ -357,7 +368,7 @@ impl AtlasFs {
                 }
                 let view = self.atlas.create_dataset(&nds).await?;
                 for (k, v) in &meta.attributes {
-                    view.set_attribute(k, v.clone())?;
+                    view.try_set_attribute(k, v.clone())?;
                 }
                 for arr in meta.arrays.keys() {
                     self.copy_array(&ds, arr, &nds, arr).await?;
@@ -381,6 +392,9 @@ impl AtlasFs {
     /// truncate/ftruncate and metadata changes. Modes and owners are fixed by the
     /// mount; times are kept for rsync and cp -p.
     pub async fn setattr(&self, ino: u64, size: Option<u64>, mtime: Option<SystemTime>) -> FsResult<NodeAttr> {
+        if size.is_some() || mtime.is_some() {
+            self.refuse_zarr_write(ino, None, "setattr")?;
+        }
         let key = self.key(ino)?;
         if let NodeKey::File(ds, name) = &key {
             if let Some(size) = size {

@@ -53,10 +53,11 @@ impl AtlasFs {
         let acc = flags & libc::O_ACCMODE;
         let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
         let trunc = flags & libc::O_TRUNC != 0;
-        if write {
+        if write && !matches!(key, NodeKey::Zarr(_)) {
             self.writable()?;
         }
         match key {
+            NodeKey::Zarr(p) => self.zarr_open(ino, &p, write || trunc).await,
             NodeKey::Control(c) => {
                 if write && c == ControlFile::Stats {
                     return Err(FsError::new(libc::EACCES, "stats is read-only"));

@@ -80,6 +80,7 @@ impl AtlasFs {
 
     /// Creates a file in a dataset directory and opens it for writing.
     pub async fn create(&self, parent: u64, name: &str, flags: i32) -> FsResult<(NodeAttr, Opened)> {
+        self.refuse_zarr_write(parent, Some(name), "create")?;
         self.writable()?;
         crate::fs::names::check_new_name(name)?;
         let key = self.child_key(parent, name)?;

@@ -66,7 +66,7 @@ impl AtlasFs {
                     "dimension_names" => serde_json::json!(s.dimension_names),
                     "codec" => serde_json::json!(format!("{:?}", s.codec)),
                     "fill_value" => fill_json(view.array_fill_value(arr).await?.as_ref()),
-                    "stats" => match view.array_stats(arr).await? {
+                    "stats" => match view.try_array_stats(arr).await? {
                         None => serde_json::Value::Null,
                         Some(st) => {
                             serde_json::json!({"row_count": st.row_count, "null_count": st.null_count, "min": stat_json(st.min.as_ref()), "max": stat_json(st.max.as_ref())})
@@ -83,6 +83,7 @@ impl AtlasFs {
     /// Sets a dataset attribute. The value is JSON (`1`, `2.5`, `true`, `"text"`,
     /// `"2024-01-01T00:00:00Z"`); anything that is not JSON is stored as a string.
     pub async fn setxattr(&self, ino: u64, name: &str, value: &[u8]) -> FsResult<()> {
+        self.refuse_zarr_write(ino, None, "setxattr")?;
         self.writable()?;
         match self.key(ino)? {
             NodeKey::Dataset(ds) => {
@@ -98,7 +99,7 @@ impl AtlasFs {
                     Ok(_) => return Err(FsError::inval("attribute values are a bool, number or string")),
                     Err(_) => Attr::String(text.to_string()),
                 };
-                self.atlas.open_dataset(&ds).await?.set_attribute(key, attr)?;
+                self.atlas.open_dataset(&ds).await?.try_set_attribute(key, attr)?;
                 Ok(())
             }
             NodeKey::File(..) => Err(FsError::new(libc::EPERM, "array facts are read-only")),
@@ -107,6 +108,7 @@ impl AtlasFs {
     }
 
     pub async fn removexattr(&self, ino: u64, name: &str) -> FsResult<()> {
+        self.refuse_zarr_write(ino, None, "removexattr")?;
         self.writable()?;
         match self.key(ino)? {
             NodeKey::Dataset(ds) => {
