@@ -423,7 +423,7 @@ fn corrupt_stats_file() {
 
     let mp = dir.path().join("mnt");
     std::fs::create_dir(&mp).unwrap();
-    let m = Mounted::start(&store, &mp, &["--read-only"]);
+    let m = Mounted::start(&store, &mp, &["--read-only", "--xattrs"]);
     let p = m.mp().join("a/t.npy");
     let o = timed(Command::new("getfattr").args(["-n", "user.atlas.stats", "--only-values"]).arg(&p));
     assert!(!o.status.success(), "getfattr user.atlas.stats succeeded with a damaged {file}");

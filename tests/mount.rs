@@ -410,7 +410,7 @@ fn semantics_errors_xattrs_read_only(ctx: &Ctx, b: &Backend) {
     let after = ctx.path("after.pkl");
     let mp = ctx.mkdir("mnt");
     b.py("mount_store.py", &["small", &store, s(&oracle)]);
-    let m = b.mount(&store, &mp, &[]);
+    let m = b.mount(&store, &mp, &["--xattrs"]);
     let mpp = m.mp().to_path_buf();
     let mut problems = vec![];
     b.py_soft(&mut problems, "mount_check.py", &["semantics", s(&mpp), s(&oracle), s(&after)]);
@@ -430,7 +430,7 @@ fn semantics_errors_xattrs_read_only(ctx: &Ctx, b: &Backend) {
     b.py("mount_check.py", &args);
 
     // read-only: every change is EROFS, reads work, and the store is untouched
-    let m = b.mount(&store, &mp, &["--read-only"]);
+    let m = b.mount(&store, &mp, &["--read-only", "--xattrs"]);
     py("mount_check.py", &["readonly", s(m.mp()), s(&after)]);
     let st = Command::new("mkdir").arg(m.mp().join("nope")).stderr(Stdio::null()).status().unwrap();
     assert!(!st.success(), "mkdir on a read-only mount must fail");
@@ -718,8 +718,9 @@ print(len(a.list_datasets()))
 
 // ------------------------------------------------------------------ scenario 9: --no-xattrs
 
-/// `--no-xattrs`: every xattr call is refused as unsupported (the kernel stops asking
-/// after the first ENOSYS), while listing and reading work as before.
+/// By default (and with the old `--no-xattrs`) every xattr call is refused as
+/// unsupported (the kernel stops asking after the first ENOSYS), while listing and
+/// reading work as before.
 #[test]
 fn s9_mount_without_xattrs() {
     let ctx = Ctx::new();
@@ -728,13 +729,13 @@ fn s9_mount_without_xattrs() {
     std::fs::write(&src, npy_i64(&[4, 5, 6])).unwrap();
     run(Command::new(bin()).arg("create").arg(&store));
     run(Command::new(bin()).arg("put").arg(&store).arg("ds/a").arg(&src));
-    let m = mounted(store.as_os_str(), &ctx.mkdir("mnt"), &["--no-xattrs"], &[]);
+    let m = mounted(store.as_os_str(), &ctx.mkdir("mnt"), &[], &[]);
     let f = m.mp().join("ds/a.npy");
     assert!(run(Command::new("ls").arg("-l").arg(m.mp().join("ds"))).contains("a.npy"), "ls -l lists the array");
     assert_eq!(i64s_of(&std::fs::read(&f).unwrap(), 3), [4, 5, 6]);
     for _ in 0..2 {
         let out = Command::new("getfattr").arg("-n").arg("user.atlas.dtype").arg(&f).output().unwrap();
-        assert!(!out.status.success(), "getfattr must fail on a --no-xattrs mount");
+        assert!(!out.status.success(), "getfattr must fail on a mount without --xattrs");
         assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not supported"), "getfattr: {}", String::from_utf8_lossy(&out.stderr));
     }
     m.unmount();

@@ -103,7 +103,7 @@ fn make_store(dir: &Path) -> (PathBuf, Vec<u8>) {
     std::fs::remove_file(&src).unwrap();
     let mp = dir.join("setup-mnt");
     std::fs::create_dir(&mp).unwrap();
-    let m = Mounted::start(&store, &mp, &[]);
+    let m = Mounted::start(&store, &mp, &["--xattrs"]);
     std::fs::create_dir(m.mp().join("empty")).unwrap();
     let ds = cpath(&m.mp().join("ds"));
     // SAFETY: valid C strings and buffer.
@@ -122,7 +122,7 @@ fn read_only_mount_refuses_every_change_with_erofs() {
     let before = snapshot(&store, None);
     let mp = dir.path().join("mnt");
     std::fs::create_dir(&mp).unwrap();
-    let m = Mounted::start(&store, &mp, &["--read-only"]);
+    let m = Mounted::start(&store, &mp, &["--read-only", "--xattrs"]);
     let p = |rel: &str| cpath(&m.mp().join(rel));
     let outside = dir.path().join("outside.txt");
     std::fs::write(&outside, b"x").unwrap();
@@ -261,7 +261,7 @@ fn other_users_need_allow_other() {
     std::fs::create_dir(&mp).unwrap();
 
     // without --allow-other: nothing at all, not even stat of the mount's root
-    let m = Mounted::start(&store, &mp, &[]);
+    let m = Mounted::start(&store, &mp, &["--xattrs"]);
     let got = as_nobody(PROBE, &[m.mp()]);
     m.unmount();
     let not_denied: Vec<String> = got.as_object().unwrap().iter().filter(|(_, v)| *v != "EACCES").map(|(k, v)| format!("{k}: {v}")).collect();
@@ -271,7 +271,7 @@ fn other_users_need_allow_other() {
     assert_eq!(plain, serde_json::json!([]), "nobody lists the bare mountpoint");
 
     // with --allow-other: reads work; the mode checks (dirs 0755, files 0644, owned by root) refuse changes
-    let m = Mounted::start(&store, &mp, &["--allow-other"]);
+    let m = Mounted::start(&store, &mp, &["--allow-other", "--xattrs"]);
     let got = as_nobody(PROBE, &[m.mp()]);
     m.unmount();
     let hex: String = a.iter().map(|b| format!("{b:02x}")).collect();
@@ -313,7 +313,7 @@ fn no_name_reaches_outside_the_store() {
     let outside_before = snapshot(&parent, Some(&store));
     let mp = dir.path().join("m/mnt");
     std::fs::create_dir_all(&mp).unwrap();
-    let m = Mounted::start(&store, &mp, &[]);
+    let m = Mounted::start(&store, &mp, &["--xattrs"]);
     let ds = m.mp().join("ds");
 
     // names whose store paths could decode, normalize or be joined into `..` or `/`
@@ -402,7 +402,7 @@ fn no_name_reaches_outside_the_store() {
         assert!(rel.components().all(|c| matches!(c, std::path::Component::Normal(_))), "odd store path {}", rel.display());
     }
     // a remount shows every array under its own name, with its own bytes
-    let m = Mounted::start(&store, &mp, &["--read-only"]);
+    let m = Mounted::start(&store, &mp, &["--read-only", "--xattrs"]);
     for (i, n) in names.iter().enumerate() {
         let got = std::fs::read(m.mp().join("ds").join(format!("{n}.npy"))).unwrap_or_else(|e| panic!("after a remount, ds/{n}.npy: {e}"));
         assert_eq!(got, npy_i64(&[i as i64, 7]), "after a remount, ds/{n}.npy");

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use atlasfs::fs::spool::SpoolConfig;
 use atlasfs::fs::{AtlasFs, FsConfig};
 use atlasfs::fuse::{MountConfig, session};
 use atlasfs::{StoreConfig, StoreOptions};
@@ -60,10 +61,27 @@ pub struct Args {
     /// HEAD of the metadata file; more only when it changed). 0 turns it off.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     pub metadata_ttl: f64,
-    /// Serve no extended attributes (no `user.atlas.*`), so that `ls -l` makes no
-    /// request per entry for SELinux labels and ACLs.
+    /// Serve extended attributes (`user.atlas.*`: dataset attributes, array
+    /// facts). Off by default: the kernel then stops asking, and `ls -l` makes no
+    /// request per entry for SELinux labels and ACLs. The same facts are always in
+    /// `.atlasfs/meta/<dataset>.json`.
     #[arg(long)]
+    pub xattrs: bool,
+    /// The default (kept so older command lines and fstab entries still work).
+    #[arg(long, hide = true)]
     pub no_xattrs: bool,
+    /// Parent directory of the spool: decoded arrays that read-only opens pass
+    /// through to, so the kernel reads them without the daemon (default: $TMPDIR
+    /// or /tmp). The mount's spool is private (0700) and removed at unmount.
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Disk budget of the spool; the least recently used arrays go first, and an
+    /// array over a quarter of it is never spooled. 0 turns passthrough off.
+    #[arg(long, default_value = "4G", value_parser = parse_size, value_name = "SIZE")]
+    pub spool_size: u64,
+    /// Serve every read through the daemon (no spool, no FUSE passthrough).
+    #[arg(long)]
+    pub no_passthrough: bool,
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
@@ -156,7 +174,8 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
     })?;
     // A remote block costs a round trip: read further ahead to keep it hidden.
     let read_ahead_bytes = a.read_ahead.unwrap_or(if location.is_remote() { 64 << 20 } else { 16 << 20 });
-    let mut cfg = FsConfig { read_only: a.read_only, ttl: Duration::from_secs_f64(a.ttl.max(0.0)), read_ahead_bytes, ..FsConfig::default() };
+    let spool = (!a.no_passthrough && a.spool_size > 0).then(|| SpoolConfig { dir: a.spool_dir.clone(), budget: a.spool_size });
+    let mut cfg = FsConfig { read_only: a.read_only, ttl: Duration::from_secs_f64(a.ttl.max(0.0)), read_ahead_bytes, spool, ..FsConfig::default() };
     if let Some(u) = a.uid {
         cfg.uid = u;
     }
@@ -178,7 +197,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
             }
         });
     }
-    let mcfg = MountConfig { read_only: a.read_only, allow_other: a.allow_other, threads: a.threads, xattrs: !a.no_xattrs, fs_name: format!("atlasfs:{shown}") };
+    let mcfg = MountConfig { read_only: a.read_only, allow_other: a.allow_other, threads: a.threads, xattrs: a.xattrs && !a.no_xattrs, fs_name: format!("atlasfs:{shown}") };
     let mut sess = session(core.clone(), rt.handle().clone(), &a.mountpoint, &mcfg).map_err(|e| CliError::File { path: a.mountpoint.display().to_string(), source: e })?;
     let mut unmounter = sess.unmount_callable();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();

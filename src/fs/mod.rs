@@ -13,6 +13,7 @@ pub mod error;
 pub mod layout;
 pub mod names;
 pub mod npy;
+pub mod spool;
 pub mod stacked;
 pub mod zarr;
 

@@ -40,6 +40,16 @@ pub struct FuseFs {
     rt: tokio::runtime::Handle,
     ttl: Duration,
     xattrs: bool,
+    /// Backing files registered for passthrough, per inode: the kernel wants one
+    /// backing id reused for every passthrough open of an inode while any is open.
+    backings: std::sync::Mutex<std::collections::HashMap<u64, Backing>>,
+}
+
+/// A registered backing file: which spool file, its id, and the opens using it.
+struct Backing {
+    spool_id: u64,
+    id: Arc<fuser::BackingId>,
+    opens: usize,
 }
 
 fn to_attr(a: &NodeAttr) -> FileAttr {
@@ -96,12 +106,41 @@ fn name_str<'a>(name: &'a OsStr) -> Result<&'a str, Errno> {
 impl FuseFs {
     pub fn new(core: Arc<AtlasFs>, rt: tokio::runtime::Handle, xattrs: bool) -> Self {
         let ttl = core.config().ttl;
-        FuseFs { core, rt, ttl, xattrs }
+        FuseFs { core, rt, ttl, xattrs, backings: Default::default() }
     }
 
     /// Runs one core operation on the runtime inside the request's span.
     fn run<F: Future>(&self, span: tracing::Span, f: F) -> F::Output {
         self.rt.block_on(f.instrument(span))
+    }
+}
+
+impl FuseFs {
+    /// The backing id for a passthrough open of `ino` to `file`: the inode's
+    /// registered one, or a new registration.
+    fn backing_for(&self, ino: u64, file: &crate::fs::spool::SpoolFile, reply: &ReplyOpen) -> io::Result<Arc<fuser::BackingId>> {
+        let mut b = self.backings.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(have) = b.get_mut(&ino)
+            && have.spool_id == file.id
+        {
+            have.opens += 1;
+            return Ok(have.id.clone());
+        }
+        let id = Arc::new(reply.open_backing(&*file.file)?);
+        // The core grants passthrough only when no open of the inode uses another
+        // file, so a registration still here is unused.
+        b.insert(ino, Backing { spool_id: file.id, id: id.clone(), opens: 1 });
+        Ok(id)
+    }
+
+    fn drop_backing(&self, ino: u64) {
+        let mut b = self.backings.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(have) = b.get_mut(&ino) {
+            have.opens -= 1;
+            if have.opens == 0 {
+                b.remove(&ino);
+            }
+        }
     }
 }
 
@@ -117,6 +156,12 @@ impl Filesystem for FuseFs {
         // truncating open can stage a rewrite without touching the stored array.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC | InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         let _ = config.set_max_readahead(4 << 20);
+        if self.core.passthrough_enabled() {
+            // Backing files live on a plain local filesystem: stack depth 1.
+            if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_err() || config.set_max_stack_depth(1).is_err() {
+                self.core.disable_passthrough("this kernel offers no FUSE passthrough");
+            }
+        }
         let _ = config.set_max_write(1 << 20);
         Ok(())
     }
@@ -208,8 +253,21 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.run(op_span!(req, "open", ino = ino.0, flags = flags.0), self.core.open(ino.0, flags.0)) {
-            Ok(o) => reply.opened(FileHandle(o.fh), fopen(&o)),
+        let span = op_span!(req, "open", ino = ino.0, flags = flags.0);
+        match self.run(span.clone(), self.core.open(ino.0, flags.0)) {
+            Ok(o) => match &o.backing {
+                Some(file) => {
+                    let _s = span.entered();
+                    match self.backing_for(ino.0, file, &reply) {
+                        Ok(id) => reply.opened_passthrough(FileHandle(o.fh), fopen(&o), &id),
+                        Err(e) => {
+                            let o = self.core.passthrough_refused(&o, &e);
+                            reply.opened(FileHandle(o.fh), fopen(&o))
+                        }
+                    }
+                }
+                None => reply.opened(FileHandle(o.fh), fopen(&o)),
+            },
             Err(e) => reply.error(errno(&e, "open")),
         }
     }
@@ -236,6 +294,9 @@ impl Filesystem for FuseFs {
     }
 
     fn release(&self, req: &Request, ino: INodeNo, fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+        if self.core.is_passthrough(fh.0) {
+            self.drop_backing(ino.0);
+        }
         match self.run(op_span!(req, "release", ino = ino.0), self.core.release(fh.0)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e, "release")),
@@ -426,6 +487,7 @@ pub fn session(core: Arc<AtlasFs>, rt: tokio::runtime::Handle, mountpoint: &Path
     config.acl = if cfg.allow_other { SessionACL::All } else { SessionACL::Owner };
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = cfg.threads > 1;
+    core.attach();
     let session = Session::new(FuseFs::new(core.clone(), rt, cfg.xattrs), mountpoint, &config)?;
     // Notifications go out from their own thread: sent from inside a request
     // handler for the same inode they could deadlock against the kernel.

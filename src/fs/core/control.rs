@@ -7,6 +7,10 @@ impl AtlasFs {
     pub async fn compact(&self) -> FsResult<()> {
         self.writable()?;
         self.atlas.compact().await?;
+        // Compaction rewrites every array file; spool files are rebuilt from the new ones.
+        if let Some(s) = &self.spool {
+            s.clear();
+        }
         self.counters.compactions.fetch_add(1, Ordering::Relaxed);
         self.counters.last_compaction_unix.store(unix_now(), Ordering::Relaxed);
         Ok(())
@@ -37,6 +41,12 @@ impl AtlasFs {
             "files_being_written": self.staged.lock().len(),
             "flushes": l(&c.flushes), "refreshes": l(&c.refreshes), "last_flush_unix": l(&c.last_flush_unix),
             "compactions": l(&c.compactions), "last_compaction_unix": l(&c.last_compaction_unix),
+            "passthrough": self.passthrough_enabled(),
+            "spool": self.spool.as_ref().map(|s| serde_json::json!({
+                "dir": s.path().display().to_string(), "budget": s.budget(), "bytes_held": s.used(), "files": s.len(),
+                "hits": l(&s.counters.hits), "fills": l(&s.counters.misses), "built": l(&s.counters.built),
+                "evicted": l(&s.counters.evicted), "damaged": l(&s.counters.damaged), "failed_writes": l(&s.counters.failed),
+            })),
         });
         let mut s = serde_json::to_string_pretty(&v).expect("json");
         s.push('\n');

@@ -27,6 +27,7 @@
 mod control;
 mod namespace;
 mod open;
+mod passthrough;
 mod read;
 mod versions;
 mod write;
@@ -45,10 +46,12 @@ use parking_lot::Mutex;
 use super::error::{FsError, FsResult};
 use super::layout::{auto_chunk_shape, element_range_boxes};
 use super::npy;
+use super::spool::{Spool, SpoolConfig, SpoolFile};
 use super::stacked::Stack;
 use crate::format::cells::Cells;
 use crate::store::{ArrayDef, ArraySchema, Atlas, Attr, validate_name};
 
+use passthrough::*;
 use read::*;
 use versions::*;
 use write::*;
@@ -61,6 +64,7 @@ pub const CONTROL_DIR: &str = ".atlasfs";
 pub const STACKED_DIR_INO: u64 = 6;
 pub const STACKED_DIR: &str = "stacked";
 const FIRST_DYNAMIC_INO: u64 = 16;
+
 #[derive(Debug, Clone)]
 pub struct FsConfig {
     pub read_only: bool,
@@ -72,6 +76,9 @@ pub struct FsConfig {
     pub ttl: Duration,
     /// Largest read-ahead window of a sequential reader (see `READ_AHEAD_START`).
     pub read_ahead_bytes: u64,
+    /// Decoded arrays on local disk for passthrough reads (see [`super::spool`]);
+    /// None turns passthrough off.
+    pub spool: Option<SpoolConfig>,
 }
 
 impl Default for FsConfig {
@@ -83,6 +90,7 @@ impl Default for FsConfig {
             chunk_target_bytes: 4 << 20,
             ttl: Duration::from_secs(1),
             read_ahead_bytes: 16 << 20,
+            spool: None,
         }
     }
 }
@@ -146,7 +154,7 @@ pub struct NodeAttr {
 }
 
 /// What `open` tells the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
     pub fh: u64,
     /// Bypass the page cache (control files, whose size is not known up front).
@@ -155,6 +163,10 @@ pub struct Opened {
     pub keep_cache: bool,
     /// Opened for reading only: its close has nothing to commit.
     pub read_only: bool,
+    /// The kernel may read this spool file itself (FUSE passthrough): the adapter
+    /// registers it as the open's backing file, or calls
+    /// [`AtlasFs::passthrough_refused`] if it cannot.
+    pub backing: Option<SpoolFile>,
 }
 
 enum Handle {
@@ -166,6 +178,9 @@ enum Handle {
         frozen: Mutex<Option<Arc<Frozen>>>,
         /// The inode opened, which `fstat` asks about after a rename over it.
         ino: u64,
+        /// The spool file this descriptor's reads are filling, if it is the first
+        /// reader of this version (see [`passthrough`]).
+        filling: Mutex<Option<Filling>>,
     },
     /// A file being written. Each truncating open or create stages its own bytes
     /// (two writers of one name must not write into one temp file: the last close
@@ -333,6 +348,16 @@ pub struct AtlasFs {
     tombstones: Mutex<HashMap<u64, Tombstone>>,
     /// When each array was last opened for reading.
     opened: Mutex<HashMap<(String, String), std::time::Instant>>,
+    /// Decoded arrays for passthrough opens; None when passthrough is off.
+    spool: Option<Arc<Spool>>,
+    /// How the kernel does I/O on each open file (see [`passthrough`]).
+    io: Mutex<IoModes>,
+    /// Passthrough is on (cleared when the kernel refuses it).
+    passthrough_on: std::sync::atomic::AtomicBool,
+    /// One background spool fill at a time.
+    fills: Arc<tokio::sync::Semaphore>,
+    /// This filesystem, for work it starts in the background.
+    me: std::sync::OnceLock<std::sync::Weak<AtlasFs>>,
     /// The zarr view's cached group models.
     zarr: crate::fs::zarr::ZarrView,
 }
@@ -353,6 +378,16 @@ fn unix_now() -> u64 {
 
 impl AtlasFs {
     pub fn new(atlas: Atlas, cfg: FsConfig) -> Self {
+        let spool = cfg.spool.as_ref().and_then(|c| match Spool::new(c) {
+            Ok(s) => {
+                tracing::debug!(dir = %s.path().display(), budget = c.budget, "spool for passthrough reads");
+                Some(Arc::new(s))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, dir = ?c.dir, "cannot create the spool directory; passthrough reads are off");
+                None
+            }
+        });
         AtlasFs {
             atlas,
             cfg,
@@ -372,8 +407,19 @@ impl AtlasFs {
             swaps: AtomicU64::new(0),
             tombstones: Mutex::new(HashMap::new()),
             opened: Mutex::new(HashMap::new()),
+            passthrough_on: std::sync::atomic::AtomicBool::new(spool.is_some()),
+            spool,
+            io: Mutex::new(IoModes::default()),
+            fills: Arc::new(tokio::sync::Semaphore::new(1)),
+            me: std::sync::OnceLock::new(),
             zarr: Default::default(),
         }
+    }
+
+    /// Lets the filesystem start work in the background (spool fills); call once
+    /// it is shared.
+    pub fn attach(self: &Arc<Self>) {
+        let _ = self.me.set(Arc::downgrade(self));
     }
 
     /// Installs the adapter's way of telling the kernel to drop stale cache entries.
@@ -421,6 +467,9 @@ impl AtlasFs {
 
     fn bump_generation(&self, ds: &str, arr: &str) {
         *self.generations.lock().entry((ds.to_string(), arr.to_string())).or_default() += 1;
+        if let Some(s) = &self.spool {
+            s.invalidate(&(ds.to_string(), arr.to_string()));
+        }
         self.mtimes.lock().insert((ds.to_string(), arr.to_string()), SystemTime::now());
     }
 

@@ -374,6 +374,10 @@ impl AtlasFs {
                     self.copy_array(&ds, arr, &nds, arr).await?;
                 }
                 self.atlas.delete_dataset(&ds).await?;
+                // The old names are gone: what was cached under them must not outlive them.
+                for arr in meta.arrays.keys() {
+                    self.bump_generation(&ds, arr);
+                }
                 self.inodes.lock().rename_dataset(&ds, &nds);
                 Ok(())
             }

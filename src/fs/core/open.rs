@@ -12,9 +12,30 @@ impl AtlasFs {
                 tokio::task::yield_now().await;
                 continue;
             }
+            // A write open of an inode held in passthrough cannot share it (see
+            // `passthrough`): the name moves to a new inode first.
+            if flags & libc::O_ACCMODE != libc::O_RDONLY && self.held_in_passthrough(ino) {
+                return Err(self.move_to_new_inode(ino));
+            }
             let res = self.open_once(ino, flags).await;
             if self.swaps.load(Ordering::Acquire) == seq {
-                return res;
+                let o = res?;
+                if o.backing.is_some() {
+                    self.await_releases(ino).await;
+                }
+                let key = self.inodes.lock().key(ino);
+                return match key {
+                    Some(NodeKey::File(ds, name)) => {
+                        let generation = array_of(&name).map(|a| self.generation(&ds, a));
+                        let fh = o.fh;
+                        self.settle_io(ino, o, generation).map_err(|()| {
+                            self.handles.lock().remove(&fh);
+                            self.move_to_new_inode(ino)
+                        })
+                    }
+                    // Tombstones (no name any more) and control files keep no mode.
+                    _ => Ok(o),
+                };
             }
             // A rename moved a name meanwhile: this descriptor may pair the inode with
             // the other version. Open again (a replaced inode then gets ESTALE).
@@ -42,24 +63,36 @@ impl AtlasFs {
                     return Err(FsError::new(libc::EACCES, "stats is read-only"));
                 }
                 let snapshot = if c == ControlFile::Stats { self.stats_json().into_bytes() } else { vec![] };
-                Ok(Opened { fh: self.new_handle(Handle::Control { file: c, snapshot }), direct_io: true, keep_cache: false, read_only: !write })
+                Ok(Opened { fh: self.new_handle(Handle::Control { file: c, snapshot }), direct_io: true, keep_cache: false, read_only: !write, backing: None })
             }
             NodeKey::StackedNpy(_) | NodeKey::StackedList(_) if write => Err(FsError::new(libc::EACCES, "the stacked view is read-only")),
             NodeKey::StackedNpy(a) => {
                 let stack = self.stack(&a).ok_or_else(|| FsError::noent(format!("stacked/{a}.npy")))?;
                 let version = self.atlas.version();
                 let keep_cache = self.cached_gen.lock().insert(ino, version) == Some(version);
-                Ok(Opened { fh: self.new_handle(Handle::Stacked { array: a, stack, read_ahead: Mutex::default() }), direct_io: false, keep_cache, read_only: !write })
+                Ok(Opened {
+                    fh: self.new_handle(Handle::Stacked { array: a, stack, read_ahead: Mutex::default() }),
+                    direct_io: false,
+                    keep_cache,
+                    read_only: !write,
+                    backing: None,
+                })
             }
             NodeKey::StackedList(a) => {
                 let stack = self.stack(&a).ok_or_else(|| FsError::noent(format!("stacked/{a}.datasets")))?;
-                Ok(Opened { fh: self.new_handle(Handle::Bytes(stack.listing().into_bytes())), direct_io: true, keep_cache: false, read_only: !write })
+                Ok(Opened { fh: self.new_handle(Handle::Bytes(stack.listing().into_bytes())), direct_io: true, keep_cache: false, read_only: !write, backing: None })
             }
             NodeKey::File(ds, name) => {
                 if let Some(s) = self.staged_entry(&ds, &name) {
                     // A truncating open starts its own staged file (see Handle::Staged).
                     let staged = if write && trunc { self.stage(&ds, &name)? } else { s };
-                    return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: write, staged }), direct_io: false, keep_cache: false, read_only: !write });
+                    return Ok(Opened {
+                        fh: self.new_handle(Handle::Staged { ds, name, writable: write, staged }),
+                        direct_io: false,
+                        keep_cache: false,
+                        read_only: !write,
+                        backing: None,
+                    });
                 }
                 let arr = array_of(&name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?.to_string();
                 if self.schema(&ds, &arr).is_none() {
@@ -67,28 +100,48 @@ impl AtlasFs {
                     // with O_TRUNC: the kernel strips O_CREAT, but this is a create.
                     if write && trunc && self.atlas.dataset_exists(&ds) {
                         let staged = self.stage(&ds, &name)?;
-                        return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: true, staged }), direct_io: false, keep_cache: false, read_only: false });
+                        return Ok(Opened {
+                            fh: self.new_handle(Handle::Staged { ds, name, writable: true, staged }),
+                            direct_io: false,
+                            keep_cache: false,
+                            read_only: false,
+                            backing: None,
+                        });
                     }
                     return Err(FsError::noent(format!("{ds}/{name}")));
                 }
                 if write && trunc {
                     let staged = self.stage(&ds, &name)?;
                     self.cached_gen.lock().remove(&ino);
-                    return Ok(Opened { fh: self.new_handle(Handle::Staged { ds, name, writable: true, staged }), direct_io: false, keep_cache: false, read_only: false });
+                    return Ok(Opened {
+                        fh: self.new_handle(Handle::Staged { ds, name, writable: true, staged }),
+                        direct_io: false,
+                        keep_cache: false,
+                        read_only: false,
+                        backing: None,
+                    });
                 }
                 if write {
                     let overlay = Overlay { file: tempfile::tempfile()?, ranges: vec![] };
-                    return Ok(Opened { fh: self.new_handle(Handle::Update { ds, arr, overlay: Mutex::new(overlay) }), direct_io: false, keep_cache: false, read_only: false });
+                    return Ok(Opened {
+                        fh: self.new_handle(Handle::Update { ds, arr, overlay: Mutex::new(overlay) }),
+                        direct_io: false,
+                        keep_cache: false,
+                        read_only: false,
+                        backing: None,
+                    });
                 }
                 // Cached pages stay valid while the array has not changed through this mount.
                 let generation = self.generations.lock().get(&(ds.clone(), arr.clone())).copied().unwrap_or(0);
                 let keep_cache = self.cached_gen.lock().insert(ino, generation) == Some(generation);
                 self.opened.lock().insert((ds.clone(), arr.clone()), std::time::Instant::now());
+                let (backing, filling) = self.spool_for_open(&ds, &arr, generation).await;
                 Ok(Opened {
-                    fh: self.new_handle(Handle::Array { ds, arr, read_ahead: Mutex::default(), frozen: Mutex::new(None), ino }),
+                    fh: self.new_handle(Handle::Array { ds, arr, read_ahead: Mutex::default(), frozen: Mutex::new(None), ino, filling: Mutex::new(filling) }),
                     direct_io: false,
                     keep_cache,
                     read_only: !write,
+                    backing,
                 })
             }
             _ => Err(FsError::new(libc::EISDIR, "is a directory")),
@@ -102,7 +155,7 @@ impl AtlasFs {
         }
         let t = self.tombstones.lock();
         let t = t.get(&ino).filter(|t| t.at.elapsed() < Duration::from_secs(TOMBSTONE_SECS))?;
-        let h = Handle::Array { ds: t.ds.clone(), arr: t.arr.clone(), read_ahead: Mutex::default(), frozen: Mutex::new(Some(t.frozen.clone())), ino };
-        Some(Opened { fh: self.new_handle(h), direct_io: false, keep_cache: false, read_only: true })
+        let h = Handle::Array { ds: t.ds.clone(), arr: t.arr.clone(), read_ahead: Mutex::default(), frozen: Mutex::new(Some(t.frozen.clone())), ino, filling: Mutex::new(None) };
+        Some(Opened { fh: self.new_handle(h), direct_io: false, keep_cache: false, read_only: true, backing: None })
     }
 }

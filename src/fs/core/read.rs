@@ -45,7 +45,7 @@ impl AtlasFs {
         let h = self.handle(fh)?;
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
         let out = match &*h {
-            Handle::Array { ds, arr, read_ahead, frozen, .. } => {
+            Handle::Array { ds, arr, read_ahead, frozen, filling, .. } => {
                 if let Some(f) = frozen.lock().clone() {
                     return read_frozen(&f, offset, size);
                 }
@@ -55,6 +55,7 @@ impl AtlasFs {
                 if let Some(f) = frozen.lock().clone() {
                     return read_frozen(&f, offset, size);
                 }
+                self.fill_from_read(ds, arr, filling, offset, &out);
                 let next = read_ahead.lock().advance(offset, offset + out.len() as u64, self.cfg.read_ahead_bytes.max(READ_AHEAD_START));
                 if let Some((from, to)) = next {
                     self.read_ahead(ds, arr, from, to).await;

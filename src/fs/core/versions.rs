@@ -68,9 +68,10 @@ impl AtlasFs {
         let open: Vec<Arc<Handle>> = self
             .handles
             .lock()
-            .values()
-            .filter(|h| matches!(&***h, Handle::Array { ds: d, arr: a, frozen, .. } if d == ds && a == arr && frozen.lock().is_none()))
-            .cloned()
+            .iter()
+            // Passthrough descriptors read their own spool file: nothing to freeze.
+            .filter(|(fh, h)| matches!(&***h, Handle::Array { ds: d, arr: a, frozen, .. } if d == ds && a == arr && frozen.lock().is_none()) && !self.is_passthrough(**fh))
+            .map(|(_, h)| h.clone())
             .collect();
         if open.is_empty() {
             let small = match self.schema(ds, arr) {
@@ -133,8 +134,9 @@ impl AtlasFs {
         let open: Vec<(Arc<Handle>, String, String, Option<ArraySchema>)> = self
             .handles
             .lock()
-            .values()
-            .filter_map(|h| match &**h {
+            .iter()
+            .filter(|(fh, _)| !self.is_passthrough(**fh))
+            .filter_map(|(_, h)| match &**h {
                 Handle::Array { ds, arr, frozen, .. } if frozen.lock().is_none() => Some((h.clone(), ds.clone(), arr.clone(), self.schema(ds, arr))),
                 _ => None,
             })
@@ -194,6 +196,9 @@ impl AtlasFs {
     /// Drops what the kernel cached of datasets that changed under us.
     pub(super) fn forget_datasets(&self, changed: &[String]) {
         for ds in changed {
+            if let Some(s) = &self.spool {
+                s.invalidate_dataset(ds);
+            }
             let mut arrays: Vec<String> = self.atlas.dataset_meta(ds).map(|m| m.arrays.keys().cloned().collect()).unwrap_or_default();
             // Arrays the other writer removed were known here by their generation.
             arrays.extend(self.generations.lock().keys().filter(|(d, _)| d == ds).map(|(_, a)| a.clone()));

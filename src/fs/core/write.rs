@@ -101,7 +101,8 @@ impl AtlasFs {
         let ino = self.inodes.lock().ino(key);
         self.cached_gen.lock().remove(&ino);
         let fh = self.new_handle(Handle::Staged { ds, name, writable: true, staged });
-        Ok((self.attr(ino, Kind::File, 0, SystemTime::now()), Opened { fh, direct_io: false, keep_cache: false, read_only: false }))
+        let opened = self.settle_io(ino, Opened { fh, direct_io: false, keep_cache: false, read_only: false, backing: None }, None).expect("a write open is always settled");
+        Ok((self.attr(ino, Kind::File, 0, SystemTime::now()), opened))
     }
 
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
@@ -365,8 +366,14 @@ impl AtlasFs {
     /// Last close of a descriptor.
     pub async fn release(&self, fh: u64) -> FsResult<()> {
         let h = self.handles.lock().remove(&fh);
+        self.release_io(fh);
         match h {
-            Some(h) => self.commit_handle(&h).await,
+            Some(h) => {
+                if let Handle::Array { ds, arr, filling, .. } = &*h {
+                    self.finish_fill_later(ds, arr, filling);
+                }
+                self.commit_handle(&h).await
+            }
             None => Ok(()),
         }
     }

@@ -82,6 +82,6 @@ impl AtlasFs {
             return Err(FsError::new(libc::EISDIR, "is a directory"));
         }
         let (bytes, sized) = self.zarr.read(&self.atlas, &node).await?;
-        Ok(Opened { fh: self.new_handle(Handle::Bytes(bytes)), direct_io: !sized, keep_cache: false, read_only: true })
+        Ok(Opened { fh: self.new_handle(Handle::Bytes(bytes)), direct_io: !sized, keep_cache: false, read_only: true, backing: None })
     }
 }
