@@ -8,6 +8,8 @@
 //! - a failing block read gives EIO for the file it belongs to only, within a bounded
 //!   time, and the mount keeps serving the other files.
 
+mod common;
+
 #[path = "conformance/moto.rs"]
 #[allow(dead_code)]
 mod moto;
@@ -38,6 +40,8 @@ struct Wire {
     bytes: AtomicU64,
     latency_ms: AtomicU64,
     fail_on: parking_lot::Mutex<Option<String>>,
+    /// When each request started and ended, with what it was.
+    spans: parking_lot::Mutex<Vec<(Instant, Instant, String)>>,
 }
 
 #[derive(Debug)]
@@ -64,6 +68,32 @@ impl Wire {
         for c in [&self.gets, &self.heads, &self.lists, &self.puts, &self.bytes] {
             c.store(0, Ordering::Relaxed);
         }
+        self.spans.lock().clear();
+    }
+
+    fn span(&self, start: Instant, what: String) {
+        self.spans.lock().push((start, Instant::now(), what));
+    }
+
+    /// Sequential round trips since the last reset: the longest chain of requests
+    /// each started after the one before it had ended (requests in flight together
+    /// are one round trip). Returns the chain's length and its requests.
+    fn round_trips(&self) -> (usize, Vec<String>) {
+        let mut spans = self.spans.lock().clone();
+        spans.sort_by_key(|s| s.0);
+        let mut best: Vec<(usize, Option<usize>)> = vec![];
+        for i in 0..spans.len() {
+            let prev = (0..i).filter(|&j| spans[j].1 <= spans[i].0).max_by_key(|&j| best[j].0);
+            best.push((prev.map_or(1, |j| best[j].0 + 1), prev));
+        }
+        let Some(mut at) = (0..spans.len()).max_by_key(|&i| best[i].0) else { return (0, vec![]) };
+        let mut chain = vec![spans[at].2.clone()];
+        while let Some(p) = best[at].1 {
+            chain.push(spans[p].2.clone());
+            at = p;
+        }
+        chain.reverse();
+        (chain.len(), chain)
     }
 
     fn counts(&self) -> String {
@@ -76,8 +106,11 @@ impl Wire {
 impl ObjectStore for WiredStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         self.wire.puts.fetch_add(1, Ordering::Relaxed);
+        let t = Instant::now();
         self.wire.delay().await;
-        self.inner.put_opts(location, payload, opts).await
+        let r = self.inner.put_opts(location, payload, opts).await;
+        self.wire.span(t, format!("PUT {location}"));
+        r
     }
 
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
@@ -91,13 +124,17 @@ impl ObjectStore for WiredStore {
         } else {
             self.wire.gets.fetch_add(1, Ordering::Relaxed);
         }
+        let t = Instant::now();
         self.wire.delay().await;
         if let Some(f) = self.wire.fail_on.lock().clone()
             && location.as_ref().contains(&f)
         {
             return Err(object_store::Error::Generic { store: "Wired", source: format!("injected failure reading {location}").into() });
         }
-        let got = self.inner.get_opts(location, options).await?;
+        let what = format!("{} {location} {:?}", if options.head { "HEAD" } else { "GET" }, options.range);
+        let got = self.inner.get_opts(location, options).await;
+        self.wire.span(t, what);
+        let got = got?;
         self.wire.bytes.fetch_add(got.range.end - got.range.start, Ordering::Relaxed);
         Ok(got)
     }
@@ -113,8 +150,11 @@ impl ObjectStore for WiredStore {
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         self.wire.lists.fetch_add(1, Ordering::Relaxed);
+        let t = Instant::now();
         self.wire.delay().await;
-        self.inner.list_with_delimiter(prefix).await
+        let r = self.inner.list_with_delimiter(prefix).await;
+        self.wire.span(t, format!("LIST {prefix:?}"));
+        r
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
@@ -332,9 +372,10 @@ fn adjacent_blocks_of_one_read_are_fetched_together() {
     let wire = Arc::new(Wire::default());
     let store: Arc<dyn ObjectStore> = Arc::new(WiredStore { inner: server.store(), wire: wire.clone() });
     let prefix = Path::from("store");
-    // 48 MiB of f32 that compresses well: six ~8 MiB blocks of a few kB each, adjacent.
+    // 48 MiB of f32 that compresses well: six ~8 MiB blocks of ~100 kB each, adjacent
+    // (more than the 64 KiB tail the footer read brings, which would hold them all).
     let n = 12 << 20;
-    let data: Vec<f32> = (0..n).map(|i| (i / 4096) as f32).collect();
+    let data: Vec<f32> = (0..n as u64).map(|i| ((i / 16).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as f32).collect();
     rt.block_on(async {
         let a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
         let d = a.create_dataset("d").await.unwrap();
@@ -355,4 +396,47 @@ fn adjacent_blocks_of_one_read_are_fetched_together() {
         println!("48 MiB in six adjacent blocks: {} after the first block was cached; {:?}", wire.counts(), blocks.arrays);
         assert_eq!(gets, 1, "the five uncached adjacent blocks should come in one GET: {}", wire.counts());
     });
+}
+
+/// A small array, cold: `np.load` through a fresh mount, once the mount is ready,
+/// waits for at most 2 sequential round trips (the LIST of the array's directory
+/// goes with the tail of `data.af`, which holds a small array's blocks, and the
+/// stats file; then the sidecar's tail, blocks included), and 1 once the array is
+/// compacted into its base. Counted on the wire, so a regression fails here.
+#[test]
+fn a_small_array_cold_is_at_most_two_round_trips() {
+    assert!(FsPath::new("/dev/fuse").exists(), "/dev/fuse is missing: this test mounts a real FUSE filesystem");
+    let py = common::python();
+    let server = moto::MotoServer::start("smallcold");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let wire = Arc::new(Wire::default());
+    let store: Arc<dyn ObjectStore> = Arc::new(WiredStore { inner: server.store(), wire: wire.clone() });
+    let prefix = Path::from("store");
+    let vals: Vec<f64> = (0..300).map(|i| i as f64 * 0.5).collect();
+    rt.block_on(async {
+        let a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
+        let d = a.create_dataset("d").await.unwrap();
+        d.define_array::<f64>("x", vec!["i".into(), "j".into()], vec![100, 3], Some(vec![40, 3]), None).await.unwrap();
+        d.write_array("x", &[0, 0], ArrayD::from_shape_vec(IxDyn(&[100, 3]), vals.clone()).unwrap().view()).await.unwrap();
+        a.flush().await.unwrap();
+    });
+    // 10 ms on every request, so that requests in flight together overlap clearly.
+    wire.latency_ms.store(10, Ordering::Relaxed);
+    let cold_load = |case: &str, most: usize| {
+        let atlas = rt.block_on(Atlas::open(store.clone(), prefix.clone())).unwrap();
+        let m = InProcessMount::start(atlas, &rt);
+        wire.reset();
+        let code = format!("import numpy as np; a = np.load({:?}); assert a.shape == (100, 3), a.shape; print(repr(a.ravel().tolist()))", m.path("d/x.npy").display().to_string());
+        let out = std::process::Command::new(&py).args(["-c", &code]).output().expect("spawn python");
+        assert!(out.status.success(), "np.load failed: {}", String::from_utf8_lossy(&out.stderr));
+        let got: Vec<f64> = String::from_utf8_lossy(&out.stdout).trim().trim_matches(['[', ']']).split(", ").map(|v| v.parse().unwrap()).collect();
+        assert_eq!(got, vals, "{case}: np.load returned other values");
+        let (n, chain) = wire.round_trips();
+        println!("small array cold, {case}: {n} sequential round trips ({chain:?}); {}", wire.counts());
+        assert!(n <= most, "{case}: np.load of a small array cold waited for {n} sequential round trips (at most {most}): {chain:?}; {}", wire.counts());
+        drop(m);
+    };
+    cold_load("base and one sidecar", 2);
+    rt.block_on(async { Atlas::open(store.clone(), prefix.clone()).await.unwrap().compact().await.unwrap() });
+    cold_load("compacted", 1);
 }
