@@ -162,15 +162,15 @@ impl Layer {
         self.fetch_range(store, b.file_offset..b.file_offset + b.compressed_size).await
     }
 
-    /// Bytes `range` of this version of the file (conditional on its entity tag).
+    /// Bytes `range` of this version of the file (conditional on its entity tag),
+    /// from the tail read with the footer when it lies there.
     pub async fn fetch_range(&self, store: &dyn ObjectStore, range: std::ops::Range<u64>) -> Result<Bytes> {
         let (at, held) = &self.tail;
         if range.start >= *at && range.end <= at + held.len() as u64 {
             return Ok(held.slice((range.start - at) as usize..(range.end - at) as usize));
         }
-        let opts = GetOptions { range: Some(GetRange::Bounded(range)), if_match: self.e_tag.clone(), ..Default::default() };
-        let got = store.get_opts(&self.path, opts).await.map_err(|e| stale_or(e, &self.path))?;
-        Ok(got.bytes().await?)
+        // Long ranges go as concurrent parts (see `ranged`).
+        super::ranged::get_range(store, &self.path, range, self.e_tag.clone()).await.map_err(|e| stale_or(e, &self.path))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod disk_cache;
 mod element;
 pub mod layer;
 pub mod meta;
+mod ranged;
 
 pub use atlas::{ArrayFileInfo, Atlas, StoreConfig, StoreInfo, StoreOptions};
 pub use attr::Attr;
