@@ -464,12 +464,18 @@ fn values(seed: usize, n: usize) -> Vec<f64> {
     (0..n).map(|k| (seed * 1_000_003 + k) as f64 * 0.25).collect()
 }
 
-/// A store with d0/v (several blocks: 600,000 f64 in 100,000-element chunks), d0/w,
-/// d1/w and d1/u (small), written through the CLI with no faults; returns the .npy
-/// bytes of the first three.
+/// `n` f64 in [1, 2) that do not compress.
+fn noise(seed: u64, n: usize) -> Vec<f64> {
+    (0..n as u64).map(|i| f64::from_bits(0x3ff0_0000_0000_0000 | ((i + seed * 1_000_003).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 12))).collect()
+}
+
+/// A store with d0/v (several blocks: 600,000 f64 in 100,000-element chunks), d0/w
+/// and d1/w (50,000 f64 that do not compress: a block larger than the 64 KiB tail the
+/// footer read brings, so reading it takes a block GET, but less than one part) and d1/u (small), written through the CLI with no
+/// faults; returns the .npy bytes of the first three.
 fn seed_store(w: &World) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let src = w.mkdir("src");
-    let files = [("d0/v", values(1, 600_000)), ("d0/w", values(2, 1000)), ("d1/w", values(3, 1000)), ("d1/u", values(4, 10))];
+    let files = [("d0/v", values(1, 600_000)), ("d0/w", noise(2, 50_000)), ("d1/w", noise(3, 50_000)), ("d1/u", values(4, 10))];
     w.cli(&["create", URL]);
     let mut bytes = vec![];
     for (target, vals) in &files {

@@ -328,14 +328,21 @@ impl ArrayFile {
         let to_load: Vec<(u32, Path)> = base.map(|p| (0, p)).into_iter().chain(numbered).collect();
         // The LIST is the truth; a guess it contradicts (a file created or removed
         // in between) is dropped, and the listed file fetched as before.
-        let base_tail = base_tail.ok().filter(|_| base_exists);
+        // A guess that failed otherwise is the open's failure: asking again would
+        // wait out the retry bound twice.
+        let not_found = |e: &Error| matches!(e, Error::ObjectStore(object_store::Error::NotFound { .. }));
+        let base_tail = match base_tail {
+            Ok(t) => Some(t).filter(|_| base_exists),
+            Err(e) if base_exists && !not_found(&e) => return Err(e),
+            Err(_) => None,
+        };
         let (layers, incomplete) = load_layers(&store, to_load, base_tail).await?;
         let (stats, stats_error) = match stats_path {
             None => (IndexMap::new(), None),
             Some(p) => match async {
                 match stats_got {
-                    Ok(b) => Ok(b),
-                    Err(_) => Ok::<_, Error>(store.get(&p).await?.bytes().await?),
+                    Err(e) if not_found(&e) => Ok::<_, Error>(store.get(&p).await?.bytes().await?),
+                    r => r,
                 }
             }
             .await
