@@ -62,7 +62,8 @@ mod proxy {
     }
 
     /// Which requests a fault hits: `method` ("" for any) and a substring of the request
-    /// target (path and query); `times` requests, then the rule is spent (`None`: forever).
+    /// target (path and query) followed by ` range=` and its Range header; `times`
+    /// requests, then the rule is spent (`None`: forever).
     #[derive(Debug, Clone)]
     pub struct Rule {
         pub method: &'static str,
@@ -329,7 +330,8 @@ mod proxy {
         let mut buf = vec![];
         while let Some(req) = read_request(&mut conn, &mut buf)? {
             let (path, query) = req.target.split_once('?').map(|(p, q)| (p.to_string(), q.to_string())).unwrap_or((req.target.clone(), String::new()));
-            let fault = pick(state, &req.method, &req.target);
+            // Rules see the target and the Range header: "… range=bytes=0-" aims at a part.
+            let fault = pick(state, &req.method, &format!("{} range={}", req.target, header(&req.headers, "range").unwrap_or("")));
             state.seen.lock().push(Seen { method: req.method.clone(), path, query, fault });
             match fault {
                 None => {
@@ -462,12 +464,18 @@ fn values(seed: usize, n: usize) -> Vec<f64> {
     (0..n).map(|k| (seed * 1_000_003 + k) as f64 * 0.25).collect()
 }
 
-/// A store with d0/v (several blocks: 600,000 f64 in 100,000-element chunks), d0/w,
-/// d1/w and d1/u (small), written through the CLI with no faults; returns the .npy
-/// bytes of the first three.
+/// `n` f64 in [1, 2) that do not compress.
+fn noise(seed: u64, n: usize) -> Vec<f64> {
+    (0..n as u64).map(|i| f64::from_bits(0x3ff0_0000_0000_0000 | ((i + seed * 1_000_003).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 12))).collect()
+}
+
+/// A store with d0/v (several blocks: 600,000 f64 in 100,000-element chunks), d0/w
+/// and d1/w (50,000 f64 that do not compress: a block larger than the 64 KiB tail the
+/// footer read brings, so reading it takes a block GET, but less than one part) and d1/u (small), written through the CLI with no
+/// faults; returns the .npy bytes of the first three.
 fn seed_store(w: &World) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let src = w.mkdir("src");
-    let files = [("d0/v", values(1, 600_000)), ("d0/w", values(2, 1000)), ("d1/w", values(3, 1000)), ("d1/u", values(4, 10))];
+    let files = [("d0/v", values(1, 600_000)), ("d0/w", noise(2, 50_000)), ("d1/w", noise(3, 50_000)), ("d1/u", values(4, 10))];
     w.cli(&["create", URL]);
     let mut bytes = vec![];
     for (target, vals) in &files {
@@ -548,6 +556,35 @@ fn transient_faults_are_hidden_by_retries() {
     let (faulted, total) = (w.proxy.faulted(), w.proxy.count(|s| s.method == "GET"));
     assert_eq!(faulted, 4, "every injected fault was hit: {:?}", w.proxy.seen());
     println!("mount: read d0/v.npy (4.8 MB) and d0/w.npy in {took:?}: {total} GETs, {faulted} faulted (2×503, reset, truncated) and retried");
+    assert!(!m.log_text().contains("WARN"), "retried faults must not surface as warnings:\n{}", m.log_text());
+    m.unmount();
+}
+
+/// A big block is fetched as concurrent ranged parts; a part that fails (a 503, then
+/// a truncated body) is retried on its own, and the read returns the exact bytes.
+#[test]
+fn a_failed_part_of_a_big_block_is_retried() {
+    let w = World::start();
+    let src = w.mkdir("src");
+    w.cli(&["create", URL]);
+    // 9.6 MB of f64 that do not compress: an ~8 MB block, more than one part.
+    let vals: Vec<f64> = (0..1_200_000u64).map(|i| f64::from_bits(0x3ff0_0000_0000_0000 | (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 12))).collect();
+    let want = npy_f64(&vals);
+    let f = src.join("big.npy");
+    std::fs::write(&f, &want).unwrap();
+    w.cli(&["put", URL, "d0/big", f.to_str().unwrap(), "--chunks", "100000"]);
+    let m = w.mount("mnt", &["--read-only"]);
+    w.proxy.reset_counts();
+    w.proxy.add(Rule::new("GET", "/faults/store/big/data.1.af range=bytes=0-", Fault::Status(503), Some(1)));
+    w.proxy.add(Rule::new("GET", "/faults/store/big/data.1.af range=bytes=0-", Fault::Truncate, Some(1)));
+    let t = Instant::now();
+    assert!(std::fs::read(m.mp().join("d0/big.npy")).unwrap() == want, "d0/big.npy through the mount, with its first part failing twice");
+    let took = t.elapsed();
+    assert_eq!(w.proxy.faulted(), 2, "both faults hit the first part: {:?}", w.proxy.seen());
+    let gets = gets_of(&w, "/store/big/data.1.af");
+    // the footer's tail, at least two parts of the first block, the two failed attempts, the second block
+    assert!(gets >= 5, "the first block should come in parts: {gets} GETs of the layer: {:?}", w.proxy.seen());
+    println!("mount: read d0/big.npy (9.6 MB) in {took:?}: {gets} GETs of its layer, the first part failed twice (503, truncated) and was retried");
     assert!(!m.log_text().contains("WARN"), "retried faults must not surface as warnings:\n{}", m.log_text());
     m.unmount();
 }

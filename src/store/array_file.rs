@@ -35,7 +35,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
 use super::cache::{BlockCache, next_layer_id};
-use super::layer::Layer;
+use super::layer::{Layer, Tail};
 use super::{Error, Result};
 use crate::format::cells::Cells;
 use crate::format::footer::{ArrayLayout, Attributes, ChunkEntry, StorageLayout, decode_stats, encode_footer, encode_stats};
@@ -188,11 +188,19 @@ pub struct FileInfo {
 /// Reads and indexes the footers of `(overlay number, path)` layers, a few at once, in order.
 /// Files without a trailer (torn writes, see [`super::layer::is_incomplete`]) are
 /// returned apart, so that one crashed flush cannot make the array unreadable.
-async fn load_layers(store: &Arc<dyn ObjectStore>, to_load: Vec<(u32, Path)>) -> Result<(Vec<Arc<Layer>>, Vec<(u32, Path)>)> {
+/// `base_tail` is the tail of `data.af` when it was fetched already (see [`ArrayFile::open`]).
+async fn load_layers(store: &Arc<dyn ObjectStore>, to_load: Vec<(u32, Path)>, mut base_tail: Option<Tail>) -> Result<(Vec<Arc<Layer>>, Vec<(u32, Path)>)> {
     let loaded: Vec<(u32, Path, Result<Layer>)> = futures::stream::iter(to_load)
         .map(|(n, p)| {
             let store = store.clone();
-            async move { (n, p.clone(), Layer::load(&*store, p, n).await) }
+            let tail = if n == 0 { base_tail.take() } else { None };
+            async move {
+                let r = match tail {
+                    Some(t) => Layer::from_tail(&*store, p.clone(), n, t).await,
+                    None => Layer::load(&*store, p.clone(), n).await,
+                };
+                (n, p, r)
+            }
         })
         .buffered(8)
         .collect()
@@ -279,12 +287,18 @@ fn sidecar_number(file_name: &str) -> Option<u32> {
 }
 
 impl ArrayFile {
-    /// Opens the array file under `<array>/`: one LIST, then the footers of every
-    /// layer and the stats file, fetched concurrently. A missing directory is an
-    /// empty file; nothing is written until the first flush.
+    /// Opens the array file under `<array>/`: one LIST, and alongside it (not after
+    /// it) the tail of `data.af` and the stats file, which nearly every array file
+    /// has; then the footers of the sidecars the LIST found. A small base's blocks
+    /// come with its tail, so a cold read of a small array is one round trip, two
+    /// with sidecars. A missing directory is an empty file; nothing is written until
+    /// the first flush.
     pub async fn open(store: Arc<dyn ObjectStore>, cache: Arc<BlockCache>, array: &str, codec: Codec) -> Result<ArrayFile> {
         let dir = Path::from(array);
-        let listing = store.list_with_delimiter(Some(&dir)).await?;
+        let (base_guess, stats_guess) = (dir.clone().join(BASE_NAME), dir.clone().join(STATS_NAME));
+        let (listing, base_tail, stats_got) =
+            tokio::join!(store.list_with_delimiter(Some(&dir)), Layer::fetch_tail(&*store, &base_guess), async { Ok::<_, Error>(store.get(&stats_guess).await?.bytes().await?) },);
+        let listing = listing?;
         let mut numbered = vec![];
         let mut base = None;
         let mut stats_path = None;
@@ -312,10 +326,27 @@ impl ArrayFile {
         }
         let base_exists = base.is_some();
         let to_load: Vec<(u32, Path)> = base.map(|p| (0, p)).into_iter().chain(numbered).collect();
-        let (layers, incomplete) = load_layers(&store, to_load).await?;
+        // The LIST is the truth; a guess it contradicts (a file created or removed
+        // in between) is dropped, and the listed file fetched as before.
+        // A guess that failed otherwise is the open's failure: asking again would
+        // wait out the retry bound twice.
+        let not_found = |e: &Error| matches!(e, Error::ObjectStore(object_store::Error::NotFound { .. }));
+        let base_tail = match base_tail {
+            Ok(t) => Some(t).filter(|_| base_exists),
+            Err(e) if base_exists && !not_found(&e) => return Err(e),
+            Err(_) => None,
+        };
+        let (layers, incomplete) = load_layers(&store, to_load, base_tail).await?;
         let (stats, stats_error) = match stats_path {
             None => (IndexMap::new(), None),
-            Some(p) => match async { Ok::<_, Error>(store.get(&p).await?.bytes().await?) }.await {
+            Some(p) => match async {
+                match stats_got {
+                    Err(e) if not_found(&e) => Ok::<_, Error>(store.get(&p).await?.bytes().await?),
+                    r => r,
+                }
+            }
+            .await
+            {
                 Ok(bytes) => match decode_stats(&bytes) {
                     Ok(s) => (s.entries.into_iter().map(|e| (e.name.clone(), e)).collect(), None),
                     Err(e) => {
@@ -906,7 +937,7 @@ impl ArrayFile {
         if to_load.is_empty() {
             return Ok(vec![]);
         }
-        let (loaded, incomplete) = load_layers(&self.store, to_load).await?;
+        let (loaded, incomplete) = load_layers(&self.store, to_load, None).await?;
         self.ignored.extend(incomplete.into_iter().map(|(n, p)| (n, (p, now.get(&n).and_then(|(_, t)| t.clone())))));
         let mut seen: Vec<String> = loaded.iter().filter(|l| rewritten || l.overlay > 0).flat_map(|l| l.footer.entries.iter().map(|e| e.name.clone())).collect();
         seen.sort();

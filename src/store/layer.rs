@@ -33,6 +33,17 @@ pub struct Layer {
     blocks: HashMap<u32, usize>,
     entries: HashMap<String, usize>,
     chunks: Vec<HashMap<Vec<u32>, ChunkAddress>>,
+    /// The data bytes the footer read fetched along with the footer: file bytes
+    /// `tail.0 ..` (up to where the footer starts). Blocks inside are served from
+    /// here, so a small array's first read costs no request beyond the footer's.
+    tail: (u64, Bytes),
+}
+
+/// The last bytes of a layer file, as one suffix GET returns them.
+pub struct Tail {
+    pub size: u64,
+    pub e_tag: Option<String>,
+    pub bytes: Bytes,
 }
 
 /// How [`Layer::load`] describes a file that does not end in the `ARRF` trailer.
@@ -84,16 +95,30 @@ impl Layer {
             entries.insert(e.name.clone(), i);
             chunks.push(map);
         }
-        Ok(Layer { id, path, overlay, size, e_tag, footer, blocks, entries, chunks })
+        Ok(Layer { id, path, overlay, size, e_tag, footer, blocks, entries, chunks, tail: (size, Bytes::new()) })
     }
 
     /// Reads and indexes the footer of an existing layer file.
     pub async fn load(store: &dyn ObjectStore, path: Path, overlay: u32) -> Result<Layer> {
+        let tail = Self::fetch_tail(store, &path).await?;
+        Self::from_tail(store, path, overlay, tail).await
+    }
+
+    /// The last `TAIL_GUESS` bytes of a file (all of a small one), in one GET: what
+    /// [`Self::from_tail`] needs. Can be started before the file is known to exist
+    /// (the array file's open asks for `data.af` alongside its LIST).
+    pub async fn fetch_tail(store: &dyn ObjectStore, path: &Path) -> Result<Tail> {
+        let got = store.get_opts(path, GetOptions { range: Some(GetRange::Suffix(TAIL_GUESS)), ..Default::default() }).await?;
+        let (size, e_tag) = (got.meta.size, got.meta.e_tag.clone());
+        Ok(Tail { size, e_tag, bytes: got.bytes().await? })
+    }
+
+    /// Indexes the footer found in `tail` (one more ranged GET when it is larger
+    /// than the tail). The data bytes before the footer in the tail are kept: blocks
+    /// there are read without a request.
+    pub async fn from_tail(store: &dyn ObjectStore, path: Path, overlay: u32, tail: Tail) -> Result<Layer> {
         let corrupt = |source: FormatError| Error::Corrupt { path: path.to_string(), source };
-        let got = store.get_opts(&path, GetOptions { range: Some(GetRange::Suffix(TAIL_GUESS)), ..Default::default() }).await?;
-        let size = got.meta.size;
-        let e_tag = got.meta.e_tag.clone();
-        let mut tail = got.bytes().await?;
+        let Tail { size, e_tag, bytes: mut tail } = tail;
         if !tail.ends_with(LAYER_MAGIC) {
             return Err(corrupt(FormatError::InvalidFooter(format!("{INCOMPLETE} ({size} bytes)"))));
         }
@@ -102,12 +127,18 @@ impl Layer {
             .checked_add(TRAILER_LEN as u64)
             .filter(|&n| n <= size)
             .ok_or_else(|| corrupt(FormatError::InvalidFooter(format!("footer length {len} exceeds the {size}-byte file"))))?;
+        let mut data = Bytes::new();
         if need > tail.len() as u64 {
             let opts = GetOptions { range: Some(GetRange::Bounded(size - need..size)), if_match: e_tag.clone(), ..Default::default() };
             tail = store.get_opts(&path, opts).await.map_err(|e| stale_or(e, &path))?.bytes().await?;
+        } else {
+            data = tail.slice(..tail.len() - need as usize);
         }
         let footer = decode_footer(&tail).map_err(corrupt)?;
-        Layer::from_footer(super::cache::next_layer_id(), path, overlay, size, e_tag, footer)
+        let mut layer = Layer::from_footer(super::cache::next_layer_id(), path, overlay, size, e_tag, footer)?;
+        let footer_start = size - need;
+        layer.tail = (footer_start - data.len() as u64, data);
+        Ok(layer)
     }
 
     pub fn entry(&self, name: &str) -> Option<&EntryMeta> {
@@ -131,11 +162,15 @@ impl Layer {
         self.fetch_range(store, b.file_offset..b.file_offset + b.compressed_size).await
     }
 
-    /// Bytes `range` of this version of the file (conditional on its entity tag).
+    /// Bytes `range` of this version of the file (conditional on its entity tag),
+    /// from the tail read with the footer when it lies there.
     pub async fn fetch_range(&self, store: &dyn ObjectStore, range: std::ops::Range<u64>) -> Result<Bytes> {
-        let opts = GetOptions { range: Some(GetRange::Bounded(range)), if_match: self.e_tag.clone(), ..Default::default() };
-        let got = store.get_opts(&self.path, opts).await.map_err(|e| stale_or(e, &self.path))?;
-        Ok(got.bytes().await?)
+        let (at, held) = &self.tail;
+        if range.start >= *at && range.end <= at + held.len() as u64 {
+            return Ok(held.slice((range.start - at) as usize..(range.end - at) as usize));
+        }
+        // Long ranges go as concurrent parts (see `ranged`).
+        super::ranged::get_range(store, &self.path, range, self.e_tag.clone()).await.map_err(|e| stale_or(e, &self.path))
     }
 }
 

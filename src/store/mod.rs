@@ -18,6 +18,7 @@ mod element;
 pub mod layer;
 mod merged;
 pub mod meta;
+mod ranged;
 
 pub use atlas::{ArrayFileInfo, Atlas, StoreConfig, StoreInfo, StoreOptions};
 pub use attr::Attr;
