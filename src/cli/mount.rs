@@ -2,8 +2,9 @@
 //!
 //! Without `--foreground`, mount re-runs itself in the background (a new session,
 //! logs to a file) and returns only once the mount is usable — or fails with the
-//! daemon's own error message. The daemon flushes and unmounts on SIGTERM/SIGINT;
-//! an external `umount` ends it too, after a final flush.
+//! daemon's own error message. Changes are flushed within `--writeback-delay` of being
+//! made; the daemon flushes and unmounts on SIGTERM/SIGINT; an external `umount` ends
+//! it too, after a final flush.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,6 +65,11 @@ pub struct Args {
     /// request per entry for SELinux labels and ACLs.
     #[arg(long)]
     pub no_xattrs: bool,
+    /// Seconds a change made through the mount (a file closed, renamed, deleted…) may
+    /// wait before it is flushed to the store without an fsync; changes within one
+    /// window share a flush. 0 flushes at every close, whose error close(2) returns.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS", value_parser = parse_delay)]
+    pub writeback_delay: f64,
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
@@ -95,6 +101,13 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         _ => (s, 1),
     };
     num.trim().parse::<u64>().map(|n| n * mult).map_err(|_| format!("not a size: {s:?}"))
+}
+
+fn parse_delay(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!("not a delay in seconds from 0 to 86400: {s:?}")),
+    }
 }
 
 /// Whether `mountpoint` is currently an atlasfs mount (from /proc/self/mountinfo).
@@ -156,7 +169,13 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
     })?;
     // A remote block costs a round trip: read further ahead to keep it hidden.
     let read_ahead_bytes = a.read_ahead.unwrap_or(if location.is_remote() { 64 << 20 } else { 16 << 20 });
-    let mut cfg = FsConfig { read_only: a.read_only, ttl: Duration::from_secs_f64(a.ttl.max(0.0)), read_ahead_bytes, ..FsConfig::default() };
+    let mut cfg = FsConfig {
+        read_only: a.read_only,
+        ttl: Duration::from_secs_f64(a.ttl.max(0.0)),
+        read_ahead_bytes,
+        writeback_delay: Duration::from_secs_f64(a.writeback_delay),
+        ..FsConfig::default()
+    };
     if let Some(u) = a.uid {
         cfg.uid = u;
     }
@@ -164,6 +183,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         cfg.gid = g;
     }
     let core = Arc::new(AtlasFs::new(atlas, cfg));
+    core.start_writeback(rt.handle());
     if a.metadata_ttl > 0.0 {
         let (core, every) = (core.clone(), Duration::from_secs_f64(a.metadata_ttl));
         rt.spawn(async move {
@@ -202,7 +222,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
     });
     if signalled {
         tracing::info!("signal received: flushing and unmounting");
-        if let Err(e) = rt.block_on(core.flush_store()) {
+        if let Err(e) = rt.block_on(core.final_flush()) {
             tracing::error!(error = %e, "flush before unmount failed");
         }
         if let Err(e) = unmounter.unmount() {
@@ -212,7 +232,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
     }
     let served = serve.join().unwrap_or_else(|_| Err(std::io::Error::other("FUSE session thread panicked")));
     // Whatever ended the session, pending writes go out before the process does.
-    rt.block_on(core.flush_store()).map_err(|e| CliError::Usage(format!("final flush failed, recent writes may be lost: {e}")))?;
+    rt.block_on(core.final_flush()).map_err(|e| CliError::Usage(format!("final flush failed, recent writes may be lost: {e}")))?;
     served.map_err(|e| CliError::File { path: a.mountpoint.display().to_string(), source: e })
 }
 

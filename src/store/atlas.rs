@@ -918,6 +918,18 @@ impl Atlas {
         false
     }
 
+    /// What awaits a flush: (datasets' arrays with unflushed changes, their encoded
+    /// bytes, whether the metadata file must be rewritten). Waits for a flush under way.
+    pub async fn pending_summary(&self) -> (usize, u64, bool) {
+        let (mut arrays, mut bytes) = (0, 0);
+        for f in self.loaded_files() {
+            let (a, b) = f.read().await.pending_summary();
+            arrays += a;
+            bytes += b;
+        }
+        (arrays, bytes, self.inner.meta_dirty.load(Ordering::Acquire))
+    }
+
     /// Flushes, then rewrites every array file as a single base layer without
     /// deleted entries or dead bytes.
     pub async fn compact(&self) -> Result<()> {

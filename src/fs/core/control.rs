@@ -13,7 +13,8 @@ impl AtlasFs {
     }
 
     /// JSON counters for `.atlasfs/stats`.
-    pub fn stats_json(&self) -> String {
+    pub async fn stats_json(&self) -> String {
+        let writeback = self.writeback_stats().await;
         let c = &self.counters;
         let bc = &self.atlas.block_cache().counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -37,6 +38,7 @@ impl AtlasFs {
             "files_being_written": self.staged.lock().len(),
             "flushes": l(&c.flushes), "refreshes": l(&c.refreshes), "last_flush_unix": l(&c.last_flush_unix),
             "compactions": l(&c.compactions), "last_compaction_unix": l(&c.last_compaction_unix),
+            "writeback": writeback,
         });
         let mut s = serde_json::to_string_pretty(&v).expect("json");
         s.push('\n');

@@ -15,13 +15,14 @@
 //!   the written ranges; on close only the chunks under them are rewritten.
 //!   Hidden names (`.name.XXXXXX`, rsync's temp files) are held until renamed.
 //! - **Durability.** `fsync` and writes to `.atlasfs/flush` flush the store;
-//!   `.atlasfs/compact` compacts it.
+//!   `.atlasfs/compact` compacts it. Other changes are flushed by the write-back
+//!   timer within `writeback_delay`.
 //!
 //! One room per concern, each an `impl AtlasFs` block: `namespace` (lookups,
 //! listings, mkdir/rmdir/unlink/rename/setattr), `open` (which handle a descriptor
 //! gets), `read` (byte ranges → chunks, read-ahead), `write` (staging, commits,
 //! flush), `versions` (what open readers keep when an array changes under them),
-//! `xattr`, `control` (`.atlasfs/` files). This file holds the shared state: the
+//! `xattr`, `control` (`.atlasfs/` files), `writeback` (the flush timer). This file holds the shared state: the
 //! inode table, handles and the small lookups every room uses.
 
 mod control;
@@ -30,6 +31,7 @@ mod open;
 mod read;
 mod versions;
 mod write;
+mod writeback;
 mod xattr;
 
 use std::collections::HashMap;
@@ -71,6 +73,9 @@ pub struct FsConfig {
     pub ttl: Duration,
     /// Largest read-ahead window of a sequential reader (see `READ_AHEAD_START`).
     pub read_ahead_bytes: u64,
+    /// How long a change made through the mount may wait before a flush writes it
+    /// (see `writeback`); zero flushes in the request that made it.
+    pub writeback_delay: Duration,
 }
 
 impl Default for FsConfig {
@@ -82,6 +87,7 @@ impl Default for FsConfig {
             chunk_target_bytes: 4 << 20,
             ttl: Duration::from_secs(1),
             read_ahead_bytes: 16 << 20,
+            writeback_delay: Duration::from_secs(2),
         }
     }
 }
@@ -330,6 +336,8 @@ pub struct AtlasFs {
     tombstones: Mutex<HashMap<u64, Tombstone>>,
     /// When each array was last opened for reading.
     opened: Mutex<HashMap<(String, String), std::time::Instant>>,
+    /// The write-back timer (see `writeback`).
+    writeback: writeback::Writeback,
 }
 
 /// `<array>.npy` → `<array>`.
@@ -367,6 +375,7 @@ impl AtlasFs {
             swaps: AtomicU64::new(0),
             tombstones: Mutex::new(HashMap::new()),
             opened: Mutex::new(HashMap::new()),
+            writeback: Default::default(),
         }
     }
 
