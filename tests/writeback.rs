@@ -49,8 +49,8 @@ fn setup(tag: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBu
     (tmp, store, mp)
 }
 
-/// Close, no fsync, wait for the timer, kill -9: the array is in the store. Stats show
-/// it pending before (a long first delay holds it) and nothing pending after.
+/// Close, no fsync, wait for the timer; then an in-place edit (mmap r+), wait again;
+/// kill -9: the array with the edit is in the store. Stats show nothing pending after.
 #[test]
 fn closed_file_is_flushed_by_the_timer_and_survives_kill9() {
     let (_tmp, store, mp) = setup("timer");
@@ -72,8 +72,23 @@ fn closed_file_is_flushed_by_the_timer_and_survives_kill9() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(m.log_text().contains("write-back flush done"), "the flush was the timer's");
+    // An in-place edit (mmap r+, applied at close) arms the timer too.
+    let x = m.mp().join("ds/x.npy");
+    let code = format!("import numpy as np; a = np.load({:?}, mmap_mode='r+'); a[7] = -1; a.flush(); del a", x.to_str().unwrap());
+    let out = Command::new(common::python()).args(["-c", &code]).output().unwrap();
+    assert!(out.status.success(), "mmap r+ edit: {}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(m.log_text().matches("write-back flush done").count() >= 2 && stats(m.mp())["writeback"]["pending_arrays"] == 0) {
+        assert!(Instant::now() < deadline, "the in-place edit was not flushed within 60 s: {}\n{}", stats(m.mp()), m.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     m.kill9();
-    assert!(py_has(&store, "ds", "x", 1000, 3), "a closed file the timer flushed is in the store after kill -9");
+    let code = format!(
+        "import atlas, numpy as np\na = atlas.Atlas.open({:?}).open_dataset('ds').read_array('x')\nw = np.arange(1000, dtype=np.int64) * 3\nw[7] = -1\nassert np.array_equal(a, w), a[:10]",
+        store.to_str().unwrap()
+    );
+    let out = Command::new(common::python()).args(["-c", &code]).output().unwrap();
+    assert!(out.status.success(), "after kill -9 the store holds the closed file with the in-place edit: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Stats before and after: pending counts and the next deadline while a change waits,
