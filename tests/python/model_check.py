@@ -68,16 +68,21 @@ class Run:
         subprocess.run([self.bin, "create", self.store], check=True, capture_output=True)
         self.mount()
 
+    def cli(self, *args):
+        r = subprocess.run([self.bin, *args], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise Mismatch(f"atlasfs {' '.join(args[:1])} exited {r.returncode}: {r.stderr.strip()}")
+
     def mount(self):
-        subprocess.run([self.bin, "mount", self.store, self.mp, "--writeback-delay", "0.3", "--log-file", os.path.join(self.work, "daemon.log")], check=True, capture_output=True)
+        self.cli("mount", self.store, self.mp, "--writeback-delay", "0.3", "--log-file", os.path.join(self.work, "daemon.log"))
 
     def unmount(self):
-        subprocess.run([self.bin, "unmount", self.mp], check=True, capture_output=True)
+        self.cli("unmount", self.mp)
 
     def close(self):
         try:
             self.unmount()
-        except subprocess.CalledProcessError:
+        except Mismatch:
             subprocess.run(["fusermount3", "-uz", self.mp], capture_output=True)
 
     def p(self, *names):
