@@ -148,11 +148,47 @@ fn check_mountpoint(mp: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `/tmp/atlasfs-<mountpoint>.lock`, held by the daemon serving that mountpoint until it
+/// exits (after its final flush).
+fn daemon_lock_path(mp: &Path) -> PathBuf {
+    let abs = std::path::absolute(mp).unwrap_or_else(|_| mp.to_path_buf());
+    PathBuf::from(format!("/tmp/atlasfs-{}.lock", abs.display().to_string().trim_matches('/').replace('/', "_")))
+}
+
+/// Takes the mountpoint's daemon lock, waiting up to `wait` for a previous daemon of the
+/// same mountpoint to exit: when a session ends, fuser unmounts the mountpoint *by path*
+/// as the daemon finishes, which would take down a new mount made there in between
+/// (`atlasfs unmount` then `atlasfs mount` at once).
+/// A lock file this user cannot open (another user's mount there before) is skipped.
+fn daemon_lock(mp: &Path, wait: Duration) -> Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    let path = daemon_lock_path(mp);
+    let f = match std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!(lock = %path.display(), error = %e, "cannot open the mountpoint's daemon lock; not waiting for a previous daemon");
+            return Ok(None);
+        }
+    };
+    let deadline = Instant::now() + wait;
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Some(f));
+        }
+        if Instant::now() > deadline {
+            return Err(CliError::Usage(format!("{}: the previous atlasfs daemon of this mountpoint is still flushing and exiting (lock {})", mp.display(), path.display())));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
     check_mountpoint(&a.mountpoint)?;
     if !a.foreground {
         return daemonize(&a);
     }
+    let _daemon_lock = daemon_lock(&a.mountpoint, Duration::from_secs(60))?;
     let disk_cache = a.cache_dir.clone().map(|d| (d, a.cache_dir_size));
     let options = StoreOptions { block_cache_bytes: a.cache_size, disk_cache, ..StoreOptions::default() };
     let location = super::location(&a.store)?;
@@ -293,6 +329,10 @@ pub fn unmount(a: UnmountArgs) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while is_mounted(mp) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
+    }
+    // Returns once the daemon has finished its final flush and exited.
+    if let Err(e) = daemon_lock(mp, Duration::from_secs(30)) {
+        tracing::warn!(error = %e, "the daemon has not exited yet");
     }
     Ok(())
 }
