@@ -240,7 +240,8 @@ async fn refresh_picks_up_another_writers_flush() {
     assert_eq!(read_all(&fs, "new", "w.npy").await.unwrap(), full_npy(&[2], &[5., 6.]));
     let gone = read_all(&fs, "d", "gone.npy").await.err().expect("the deleted array is gone");
     assert_eq!(gone.errno, libc::ENOENT);
-    assert!(fs.stats_json().contains("\"refreshes\": 1"), "{}", fs.stats_json());
+    let stats = fs.stats_json().await;
+    assert!(stats.contains("\"refreshes\": 1"), "{stats}");
 }
 
 /// A directory read in pieces is listed once per pass: reads that continue a pass

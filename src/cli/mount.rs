@@ -2,8 +2,9 @@
 //!
 //! Without `--foreground`, mount re-runs itself in the background (a new session,
 //! logs to a file) and returns only once the mount is usable — or fails with the
-//! daemon's own error message. The daemon flushes and unmounts on SIGTERM/SIGINT;
-//! an external `umount` ends it too, after a final flush.
+//! daemon's own error message. Changes are flushed within `--writeback-delay` of being
+//! made; the daemon flushes and unmounts on SIGTERM/SIGINT; an external `umount` ends
+//! it too, after a final flush.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,8 +64,8 @@ pub struct Args {
     pub metadata_ttl: f64,
     /// Serve extended attributes (`user.atlas.*`: dataset attributes, array
     /// facts). Off by default: the kernel then stops asking, and `ls -l` makes no
-    /// request per entry for SELinux labels and ACLs. The same facts are always in
-    /// `.atlasfs/meta/<dataset>.json`.
+    /// request per entry for SELinux labels and ACLs. The same facts without them:
+    /// `atlasfs ls STORE DATASET`.
     #[arg(long)]
     pub xattrs: bool,
     /// The default (kept so older command lines and fstab entries still work).
@@ -82,6 +83,11 @@ pub struct Args {
     /// Serve every read through the daemon (no spool, no FUSE passthrough).
     #[arg(long)]
     pub no_passthrough: bool,
+    /// Seconds a change made through the mount (a file closed, renamed, deleted…) may
+    /// wait before it is flushed to the store without an fsync; changes within one
+    /// window share a flush. 0 flushes at every close, whose error close(2) returns.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS", value_parser = parse_delay)]
+    pub writeback_delay: f64,
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
@@ -113,6 +119,13 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         _ => (s, 1),
     };
     num.trim().parse::<u64>().map(|n| n * mult).map_err(|_| format!("not a size: {s:?}"))
+}
+
+fn parse_delay(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!("not a delay in seconds from 0 to 86400: {s:?}")),
+    }
 }
 
 /// Whether `mountpoint` is currently an atlasfs mount (from /proc/self/mountinfo).
@@ -153,11 +166,47 @@ fn check_mountpoint(mp: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `/tmp/atlasfs-<mountpoint>.lock`, held by the daemon serving that mountpoint until it
+/// exits (after its final flush).
+fn daemon_lock_path(mp: &Path) -> PathBuf {
+    let abs = std::path::absolute(mp).unwrap_or_else(|_| mp.to_path_buf());
+    PathBuf::from(format!("/tmp/atlasfs-{}.lock", abs.display().to_string().trim_matches('/').replace('/', "_")))
+}
+
+/// Takes the mountpoint's daemon lock, waiting up to `wait` for a previous daemon of the
+/// same mountpoint to exit: when a session ends, fuser unmounts the mountpoint *by path*
+/// as the daemon finishes, which would take down a new mount made there in between
+/// (`atlasfs unmount` then `atlasfs mount` at once).
+/// A lock file this user cannot open (another user's mount there before) is skipped.
+fn daemon_lock(mp: &Path, wait: Duration) -> Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    let path = daemon_lock_path(mp);
+    let f = match std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!(lock = %path.display(), error = %e, "cannot open the mountpoint's daemon lock; not waiting for a previous daemon");
+            return Ok(None);
+        }
+    };
+    let deadline = Instant::now() + wait;
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Some(f));
+        }
+        if Instant::now() > deadline {
+            return Err(CliError::Usage(format!("{}: the previous atlasfs daemon of this mountpoint is still flushing and exiting (lock {})", mp.display(), path.display())));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
     check_mountpoint(&a.mountpoint)?;
     if !a.foreground {
         return daemonize(&a);
     }
+    let _daemon_lock = daemon_lock(&a.mountpoint, Duration::from_secs(60))?;
     let disk_cache = a.cache_dir.clone().map(|d| (d, a.cache_dir_size));
     let options = StoreOptions { block_cache_bytes: a.cache_size, disk_cache, ..StoreOptions::default() };
     let location = super::location(&a.store)?;
@@ -175,7 +224,14 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
     // A remote block costs a round trip: read further ahead to keep it hidden.
     let read_ahead_bytes = a.read_ahead.unwrap_or(if location.is_remote() { 64 << 20 } else { 16 << 20 });
     let spool = (!a.no_passthrough && a.spool_size > 0).then(|| SpoolConfig { dir: a.spool_dir.clone(), budget: a.spool_size });
-    let mut cfg = FsConfig { read_only: a.read_only, ttl: Duration::from_secs_f64(a.ttl.max(0.0)), read_ahead_bytes, spool, ..FsConfig::default() };
+    let mut cfg = FsConfig {
+        read_only: a.read_only,
+        ttl: Duration::from_secs_f64(a.ttl.max(0.0)),
+        read_ahead_bytes,
+        spool,
+        writeback_delay: Duration::from_secs_f64(a.writeback_delay),
+        ..FsConfig::default()
+    };
     if let Some(u) = a.uid {
         cfg.uid = u;
     }
@@ -183,6 +239,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         cfg.gid = g;
     }
     let core = Arc::new(AtlasFs::new(atlas, cfg));
+    core.start_writeback(rt.handle());
     if a.metadata_ttl > 0.0 {
         let (core, every) = (core.clone(), Duration::from_secs_f64(a.metadata_ttl));
         rt.spawn(async move {
@@ -221,7 +278,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
     });
     if signalled {
         tracing::info!("signal received: flushing and unmounting");
-        if let Err(e) = rt.block_on(core.flush_store()) {
+        if let Err(e) = rt.block_on(core.final_flush()) {
             tracing::error!(error = %e, "flush before unmount failed");
         }
         if let Err(e) = unmounter.unmount() {
@@ -231,7 +288,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
     }
     let served = serve.join().unwrap_or_else(|_| Err(std::io::Error::other("FUSE session thread panicked")));
     // Whatever ended the session, pending writes go out before the process does.
-    rt.block_on(core.flush_store()).map_err(|e| CliError::Usage(format!("final flush failed, recent writes may be lost: {e}")))?;
+    rt.block_on(core.final_flush()).map_err(|e| CliError::Usage(format!("final flush failed, recent writes may be lost: {e}")))?;
     served.map_err(|e| CliError::File { path: a.mountpoint.display().to_string(), source: e })
 }
 
@@ -292,6 +349,10 @@ pub fn unmount(a: UnmountArgs) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while is_mounted(mp) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
+    }
+    // Returns once the daemon has finished its final flush and exited.
+    if let Err(e) = daemon_lock(mp, Duration::from_secs(30)) {
+        tracing::warn!(error = %e, "the daemon has not exited yet");
     }
     Ok(())
 }

@@ -113,6 +113,19 @@ impl FuseFs {
     fn run<F: Future>(&self, span: tracing::Span, f: F) -> F::Output {
         self.rt.block_on(f.instrument(span))
     }
+
+    /// Runs a core operation that may change the store, then tells the write-back
+    /// timer (`fs::core::writeback`); with a delay of 0 that flushes, and a failed
+    /// flush is the request's error (close(2) reports it).
+    fn run_change<T, F: Future<Output = Result<T, FsError>>>(&self, span: tracing::Span, f: F) -> Result<T, FsError> {
+        let core = &self.core;
+        self.run(span, async move {
+            let before = core.store_version();
+            let r = f.await;
+            let w = core.changed(before).await;
+            r.and_then(|v| w.map(|()| v))
+        })
+    }
 }
 
 impl FuseFs {
@@ -168,7 +181,7 @@ impl Filesystem for FuseFs {
 
     fn destroy(&mut self) {
         let core = self.core.clone();
-        if let Err(e) = self.rt.block_on(async move { core.flush_store().await }) {
+        if let Err(e) = self.rt.block_on(async move { core.final_flush().await }) {
             tracing::error!(error = %e, "final flush at unmount failed");
         }
     }
@@ -210,7 +223,7 @@ impl Filesystem for FuseFs {
             TimeOrNow::SpecificTime(t) => t,
             TimeOrNow::Now => SystemTime::now(),
         });
-        match self.run(op_span!(req, "setattr", ino = ino.0, size = size), self.core.setattr(ino.0, size, mtime)) {
+        match self.run_change(op_span!(req, "setattr", ino = ino.0, size = size), self.core.setattr(ino.0, size, mtime)) {
             Ok(a) => reply.attr(&self.ttl, &to_attr(&a)),
             Err(e) => reply.error(errno(&e, "setattr")),
         }
@@ -218,7 +231,7 @@ impl Filesystem for FuseFs {
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
         let Ok(n) = name_str(name) else { return reply.error(Errno::EINVAL) };
-        match self.run(op_span!(req, "mkdir", parent = parent.0, name = n), self.core.mkdir(parent.0, n)) {
+        match self.run_change(op_span!(req, "mkdir", parent = parent.0, name = n), self.core.mkdir(parent.0, n)) {
             Ok(a) => reply.entry(&self.ttl, &to_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e, "mkdir")),
         }
@@ -226,7 +239,7 @@ impl Filesystem for FuseFs {
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let Ok(n) = name_str(name) else { return reply.error(Errno::ENOENT) };
-        match self.run(op_span!(req, "unlink", parent = parent.0, name = n), self.core.unlink(parent.0, n)) {
+        match self.run_change(op_span!(req, "unlink", parent = parent.0, name = n), self.core.unlink(parent.0, n)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e, "unlink")),
         }
@@ -234,7 +247,7 @@ impl Filesystem for FuseFs {
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let Ok(n) = name_str(name) else { return reply.error(Errno::ENOENT) };
-        match self.run(op_span!(req, "rmdir", parent = parent.0, name = n), self.core.rmdir(parent.0, n)) {
+        match self.run_change(op_span!(req, "rmdir", parent = parent.0, name = n), self.core.rmdir(parent.0, n)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e, "rmdir")),
         }
@@ -246,7 +259,7 @@ impl Filesystem for FuseFs {
             // RENAME_NOREPLACE / RENAME_EXCHANGE are not offered.
             return reply.error(Errno::EINVAL);
         }
-        match self.run(op_span!(req, "rename", parent = parent.0, name = n, newparent = newparent.0, newname = nn), self.core.rename(parent.0, n, newparent.0, nn)) {
+        match self.run_change(op_span!(req, "rename", parent = parent.0, name = n, newparent = newparent.0, newname = nn), self.core.rename(parent.0, n, newparent.0, nn)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e, "rename")),
         }
@@ -287,7 +300,7 @@ impl Filesystem for FuseFs {
     }
 
     fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
-        match self.run(op_span!(req, "flush", ino = ino.0), self.core.flush(fh.0)) {
+        match self.run_change(op_span!(req, "flush", ino = ino.0), self.core.flush(fh.0)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e, "flush")),
         }
@@ -297,7 +310,7 @@ impl Filesystem for FuseFs {
         if self.core.is_passthrough(fh.0) {
             self.drop_backing(ino.0);
         }
-        match self.run(op_span!(req, "release", ino = ino.0), self.core.release(fh.0)) {
+        match self.run_change(op_span!(req, "release", ino = ino.0), self.core.release(fh.0)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e, "release")),
         }
@@ -382,7 +395,7 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::ENOSYS);
         }
         let Ok(n) = name_str(name) else { return reply.error(Errno::EINVAL) };
-        match self.run(op_span!(req, "setxattr", ino = ino.0, name = n), self.core.setxattr(ino.0, n, value)) {
+        match self.run_change(op_span!(req, "setxattr", ino = ino.0, name = n), self.core.setxattr(ino.0, n, value)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e, "setxattr")),
         }
@@ -429,7 +442,7 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::ENOSYS);
         }
         let Ok(n) = name_str(name) else { return reply.error(Errno::ENODATA) };
-        match self.run(op_span!(req, "removexattr", ino = ino.0, name = n), self.core.removexattr(ino.0, n)) {
+        match self.run_change(op_span!(req, "removexattr", ino = ino.0, name = n), self.core.removexattr(ino.0, n)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e, "removexattr")),
         }
@@ -437,7 +450,7 @@ impl Filesystem for FuseFs {
 
     fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
         let Ok(n) = name_str(name) else { return reply.error(Errno::EINVAL) };
-        match self.run(op_span!(req, "create", parent = parent.0, name = n), self.core.create(parent.0, n, flags)) {
+        match self.run_change(op_span!(req, "create", parent = parent.0, name = n), self.core.create(parent.0, n, flags)) {
             Ok((a, o)) => reply.created(&self.ttl, &to_attr(&a), Generation(0), FileHandle(o.fh), fopen(&o)),
             Err(e) => reply.error(errno(&e, "create")),
         }

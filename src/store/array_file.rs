@@ -421,6 +421,12 @@ impl ArrayFile {
         !self.pending.entries.is_empty() || self.stats_dirty
     }
 
+    /// Entries (datasets' copies of this array) with unflushed changes, and the
+    /// encoded bytes the next flush will write for them.
+    pub fn pending_summary(&self) -> (usize, u64) {
+        (self.pending.entries.len(), self.pending.packer.closed_len() + self.pending.packer.open_block().len() as u64)
+    }
+
     pub fn info(&self) -> FileInfo {
         let live: HashSet<&str> = self.layers.iter().flat_map(|l| l.footer.entries.iter().map(|e| e.name.as_str())).collect();
         FileInfo { layers: self.layers.len(), bytes: self.layers.iter().map(|l| l.size).sum(), entries: live.len(), pending_entries: self.pending.entries.len() }

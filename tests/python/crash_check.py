@@ -11,7 +11,7 @@ prefix of one, never equals any version.
       store and must list exactly those datasets and arrays, each reading as one of
       its listed versions (a null version: it may read as "array not found").
 
-  crash_check.py writer MOUNTPOINT SEED LOG
+  crash_check.py writer MOUNTPOINT SEED LOG [closes]
       Writes .npy files into MOUNTPOINT/d<D>/a<A>.npy until an operation fails (the
       daemon was killed), choosing operations from SEED. Before each operation it
       logs its intent, and after each fsync / .atlasfs/flush / .atlasfs/compact has
@@ -21,6 +21,11 @@ prefix of one, never equals any version.
         S             fsync of the file just written (then A)
         L             write .atlasfs/flush (then A)
         C             write .atlasfs/compact (then A)
+        K T           the write or unlink just logged returned (its close, for a
+                      write) at time.time() T: durable once a write-back flush that
+                      started after T is done
+      With "closes" it only writes and unlinks (no fsync, flush or compact): the
+      write-back timer is then the only way anything reaches the store.
 """
 
 import json
@@ -85,8 +90,10 @@ def check(spec_path):
     print(len(spec))
 
 
-def writer(mp, seed, log_path):
+def writer(mp, seed, log_path, mode=""):
+    import time
     rng = random.Random(seed)
+    closes_only = mode == "closes"
     log = open(log_path, "a", buffering=1)
 
     def note(line):
@@ -109,15 +116,19 @@ def writer(mp, seed, log_path):
                 note(f"W {d} {a} {v} {shape[0]},{shape[1]}")
                 with open(path, "wb") as f:
                     np.save(f, value(d, a, v, shape))
-                    if rng.random() < 0.3:
+                    if not closes_only and rng.random() < 0.3:
                         f.flush()
                         note("S")
                         os.fsync(f.fileno())
                         note("A")
+                note(f"K {time.time():.6f}")
             elif r < 0.78:
                 if os.path.exists(path):
                     note(f"D {d} {a}")
                     os.unlink(path)
+                    note(f"K {time.time():.6f}")
+            elif closes_only:
+                continue
             elif r < 0.92:
                 note("L")
                 with open(os.path.join(mp, ".atlasfs", "flush"), "w") as f:
@@ -137,6 +148,6 @@ if __name__ == "__main__":
     if cmd == "check":
         check(sys.argv[2])
     elif cmd == "writer":
-        writer(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        writer(sys.argv[2], int(sys.argv[3]), sys.argv[4], *sys.argv[5:6])
     else:
         raise SystemExit(f"unknown command {cmd}")

@@ -17,7 +17,8 @@ impl AtlasFs {
     }
 
     /// JSON counters for `.atlasfs/stats`.
-    pub fn stats_json(&self) -> String {
+    pub async fn stats_json(&self) -> String {
+        let writeback = self.writeback_stats().await;
         let c = &self.counters;
         let bc = &self.atlas.block_cache().counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -47,6 +48,7 @@ impl AtlasFs {
                 "hits": l(&s.counters.hits), "fills": l(&s.counters.misses), "built": l(&s.counters.built),
                 "evicted": l(&s.counters.evicted), "damaged": l(&s.counters.damaged), "failed_writes": l(&s.counters.failed),
             })),
+            "writeback": writeback,
         });
         let mut s = serde_json::to_string_pretty(&v).expect("json");
         s.push('\n');

@@ -15,13 +15,14 @@
 //!   the written ranges; on close only the chunks under them are rewritten.
 //!   Hidden names (`.name.XXXXXX`, rsync's temp files) are held until renamed.
 //! - **Durability.** `fsync` and writes to `.atlasfs/flush` flush the store;
-//!   `.atlasfs/compact` compacts it.
+//!   `.atlasfs/compact` compacts it. Other changes are flushed by the write-back
+//!   timer within `writeback_delay`.
 //!
 //! One room per concern, each an `impl AtlasFs` block: `namespace` (lookups,
 //! listings, mkdir/rmdir/unlink/rename/setattr), `open` (which handle a descriptor
 //! gets), `read` (byte ranges → chunks, read-ahead), `write` (staging, commits,
 //! flush), `versions` (what open readers keep when an array changes under them),
-//! `xattr`, `control` (`.atlasfs/` files). This file holds the shared state: the
+//! `xattr`, `control` (`.atlasfs/` files), `writeback` (the flush timer). This file holds the shared state: the
 //! inode table, handles and the small lookups every room uses.
 
 mod control;
@@ -31,6 +32,7 @@ mod passthrough;
 mod read;
 mod versions;
 mod write;
+mod writeback;
 mod xattr;
 mod zarr_view;
 
@@ -79,6 +81,9 @@ pub struct FsConfig {
     /// Decoded arrays on local disk for passthrough reads (see [`super::spool`]);
     /// None turns passthrough off.
     pub spool: Option<SpoolConfig>,
+    /// How long a change made through the mount may wait before a flush writes it
+    /// (see `writeback`); zero flushes in the request that made it.
+    pub writeback_delay: Duration,
 }
 
 impl Default for FsConfig {
@@ -91,6 +96,7 @@ impl Default for FsConfig {
             ttl: Duration::from_secs(1),
             read_ahead_bytes: 16 << 20,
             spool: None,
+            writeback_delay: Duration::from_secs(2),
         }
     }
 }
@@ -360,6 +366,8 @@ pub struct AtlasFs {
     me: std::sync::OnceLock<std::sync::Weak<AtlasFs>>,
     /// The zarr view's cached group models.
     zarr: crate::fs::zarr::ZarrView,
+    /// The write-back timer (see `writeback`).
+    writeback: writeback::Writeback,
 }
 
 /// `<array>.npy` → `<array>`.
@@ -413,6 +421,7 @@ impl AtlasFs {
             fills: Arc::new(tokio::sync::Semaphore::new(1)),
             me: std::sync::OnceLock::new(),
             zarr: Default::default(),
+            writeback: Default::default(),
         }
     }
 

@@ -59,7 +59,7 @@ impl AtlasFs {
                 Ok(self.attr(ino, Kind::File, self.stack(a).ok_or_else(|| FsError::noent(format!("stacked/{a}.datasets")))?.listing().len() as u64, self.started))
             }
             NodeKey::Control(c) => {
-                let size = if *c == ControlFile::Stats { self.stats_json().len() as u64 } else { 0 };
+                let size = if *c == ControlFile::Stats { self.stats_json().await.len() as u64 } else { 0 };
                 Ok(self.attr(ino, Kind::File, size, SystemTime::now()))
             }
             NodeKey::Dataset(ds) => {

@@ -62,7 +62,7 @@ impl AtlasFs {
                 if write && c == ControlFile::Stats {
                     return Err(FsError::new(libc::EACCES, "stats is read-only"));
                 }
-                let snapshot = if c == ControlFile::Stats { self.stats_json().into_bytes() } else { vec![] };
+                let snapshot = if c == ControlFile::Stats { self.stats_json().await.into_bytes() } else { vec![] };
                 Ok(Opened { fh: self.new_handle(Handle::Control { file: c, snapshot }), direct_io: true, keep_cache: false, read_only: !write, backing: None })
             }
             NodeKey::StackedNpy(_) | NodeKey::StackedList(_) if write => Err(FsError::new(libc::EACCES, "the stacked view is read-only")),
