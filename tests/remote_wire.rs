@@ -433,7 +433,7 @@ fn a_small_array_cold_is_at_most_two_round_trips() {
         let a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
         let d = a.create_dataset("d").await.unwrap();
         d.define_array::<f64>("x", vec!["i".into(), "j".into()], vec![100, 3], Some(vec![40, 3]), None).await.unwrap();
-        d.write_array("x", &[0, 0], ArrayD::from_shape_vec(IxDyn(&[100, 3]), vals.clone()).unwrap().view()).await.unwrap();
+        d.write_array("x", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[100, 3]), vals.clone()).unwrap().view()).await.unwrap();
         a.flush().await.unwrap();
     });
     // 10 ms on every request, so that requests in flight together overlap clearly.
