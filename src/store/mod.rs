@@ -11,6 +11,7 @@ pub mod array_file;
 mod atlas;
 pub mod attr;
 pub mod backend;
+mod big_block;
 pub mod cache;
 pub mod dataset;
 pub mod disk_cache;
