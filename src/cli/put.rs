@@ -80,7 +80,10 @@ fn read_npy(file: &Path, path: &str, chunks: Option<&[usize]>) -> Result<npy::Np
     {
         let bytes = c.iter().fold(et.itemsize as u128, |b, &n| b * n as u128);
         if bytes > u32::MAX as u128 {
-            return Err(CliError::Usage(format!("{path}: a chunk of --chunks {} holds {bytes} bytes, more than a chunk can (4 GiB); pass smaller --chunks", c.iter().map(usize::to_string).collect::<Vec<_>>().join(","))));
+            return Err(CliError::Usage(format!(
+                "{path}: a chunk of --chunks {} holds {bytes} bytes, more than a chunk can (4 GiB); pass smaller --chunks",
+                c.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+            )));
         }
     }
     let mut payload = Vec::with_capacity(expected);

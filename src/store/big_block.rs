@@ -194,7 +194,10 @@ async fn zstd_range(cursors: &Cursors, store: &dyn ObjectStore, layer: &Arc<Laye
             c.input = more.freeze();
         }
         let was = c.carry.len();
-        c = tokio::task::spawn_blocking(move || c.step()).await.map_err(|e| Error::Io(std::io::Error::other(e)))?.map_err(|e| corrupt(layer, format!("zstd block {}: {e}", b.id.0)))?;
+        c = tokio::task::spawn_blocking(move || c.step())
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?
+            .map_err(|e| corrupt(layer, format!("zstd block {}: {e}", b.id.0)))?;
         if c.carry.len() == was && c.input.is_empty() && c.ended {
             return Err(corrupt(layer, format!("zstd block {} ended after {pos} of its {} bytes", b.id.0, b.uncompressed_size)));
         }

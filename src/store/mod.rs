@@ -18,6 +18,7 @@ pub mod disk_cache;
 mod element;
 pub mod layer;
 pub mod meta;
+pub mod remote_error;
 
 pub use atlas::{ArrayFileInfo, Atlas, StoreConfig, StoreInfo, StoreOptions};
 pub use attr::Attr;
@@ -71,7 +72,8 @@ pub enum Error {
     Conflict(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
-    #[error("object store error: {0}")]
+    /// Shown on one line, the server's XML error body shortened (`remote_error`).
+    #[error("object store error: {}", remote_error::one_line(&.0.to_string()))]
     ObjectStore(#[from] object_store::Error),
     #[error(transparent)]
     DiskCache(#[from] disk_cache::DiskCacheError),
