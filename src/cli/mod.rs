@@ -91,7 +91,7 @@ pub enum Command {
     Get(get::Args),
     /// Delete a dataset or one of its arrays.
     Rm(rm::Args),
-    /// Rewrite every array file as a single layer, dropping deleted data.
+    /// Rewrite every array file as a single layer, dropping deleted and overwritten data (arrays deleted from every dataset included).
     Compact(compact::Args),
     /// Show counts, sizes and formats.
     Info(info::Args),
