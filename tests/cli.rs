@@ -321,6 +321,22 @@ fn compact_reclaims_an_array_deleted_everywhere() {
     assert_eq!(std::fs::read(&y).unwrap(), std::fs::read(d.join("y.npy")).unwrap());
 }
 
+/// `put` without `--chunks` chunks as the mount does: whole rows, about 4 MiB.
+#[test]
+fn put_chunks_automatically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("s");
+    let f = tmp.path().join("big.npy");
+    py("np.save(sys.argv[1], np.arange(1000 * 2000, dtype='<f8').reshape(1000, 2000))", &[s(&f)]);
+    ok(&["create", s(&store)]);
+    ok(&["put", s(&store), "d/big", s(&f)]);
+    let table = ok(&["ls", s(&store), "d"]);
+    assert!(table.contains("(1000, 2000)  (262, 2000)"), "{table}");
+    let got = tmp.path().join("got.npy");
+    ok(&["get", s(&store), "d/big", "-o", s(&got)]);
+    assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(&f).unwrap());
+}
+
 #[test]
 fn create_options() {
     let tmp = tempfile::tempdir().unwrap();
@@ -347,7 +363,7 @@ fn create_options() {
     let err = fails(&["create", s(&store)], "already exists");
     assert!(err.contains(&format!("a store already exists at {} (atlas.msgpack.zst present)", s(&store))), "the path is named: {err}");
     let err = fails(&["create", &url], "already exists");
-    assert!(err.contains(&format!("a store already exists at {url} (atlas.json.lz4 present)")), "the URL is named: {err}");
+    assert!(err.contains(&format!("a store already exists at {} (atlas.json.lz4 present)", tmp.path().join("u").display())), "the location is named: {err}");
     assert_eq!(snapshot(&store), snap);
     let other = tmp.path().join("other");
     fails(&["create", s(&other), "--codec", "gzip"], "gzip");
@@ -463,7 +479,7 @@ fn bad_input_changes_nothing() {
     fails(&["put", st, "ds/a", s(&good), "--chunks", "2,x"], "invalid");
     fails(&["put", st, "ds/a", s(&good), "--dims", "x"], "--dims");
     fails(&["put", st, "ds/a", s(&good), "--dims", "x,x"], "twice");
-    fails(&["put", st, "ds/a", s(&good), "--chunks", "1,4294967296"], "u32");
+    fails(&["put", st, "ds/a", s(&good), "--chunks", "1,4294967296"], "more than a chunk can (4 GiB)");
     unchanged("geometry errors");
     // Missing things.
     fails(&["get", st, "ds/zz"], "array not found");
