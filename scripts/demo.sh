@@ -9,7 +9,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 STORE=${1:-demo/store}
 MNT=${2:-demo/mnt}
-bash scripts/setup-test-env.sh
+# Only what the demo needs (the test suite's extras — pjdfstest, cargo-fuzz, moto,
+# acl — are scripts/setup-test-env.sh's): fusermount3, and a venv in .venv with
+# numpy and atlas-python 0.10 (which writes the demo store).
+need_apt=()
+command -v fusermount3 >/dev/null || need_apt+=(fuse3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+if ! .venv/bin/python -c 'import numpy, atlas; assert atlas.__version__ == "0.10.0"' 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check numpy "atlas-python==0.10.0"
+fi
 cargo build --release --locked 2>&1 | tail -n 1
 BIN=target/release/atlasfs
 if [ ! -e "$STORE/atlas.json" ]; then
@@ -29,5 +43,7 @@ g = np.load(f"{mnt}/grid/temperature.npy", mmap_mode="r")
 print("station_000 temperature:", np.round(t[:6], 2), "...")
 print("grid temperature", g.shape, g.dtype, "mean of a 10x10x4 window:", float(g[:10, :10, :4].mean()))
 PY
-echo "try: ls $MNT; python -c 'import numpy as np; print(np.load(\"$MNT/station_001/pressure.npy\"))'"
+echo "try (numpy is in the venv .venv; or first: source .venv/bin/activate):"
+echo "  ls $MNT"
+echo "  .venv/bin/python -c 'import numpy as np; print(np.load(\"$MNT/station_001/pressure.npy\"))'"
 echo "unmount: $BIN unmount $MNT"

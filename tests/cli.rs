@@ -295,6 +295,48 @@ fn replace_rm_compact_info() {
     assert_eq!(info_field(&store, "arrays"), "0");
 }
 
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    snapshot(dir).values().map(|b| b.len() as u64).sum()
+}
+
+/// An array deleted from every dataset by one `rm` is reclaimed by a later
+/// `compact` in another process, as a compaction through a mount reclaims it.
+#[test]
+fn compact_reclaims_an_array_deleted_everywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("s");
+    let d = tmp.path();
+    py("np.save(sys.argv[1] + '/x.npy', np.random.default_rng(1).random(200_000)); np.save(sys.argv[1] + '/y.npy', np.arange(10))", &[s(d)]);
+    ok(&["create", s(&store)]);
+    ok(&["put", s(&store), "d1/x", s(&d.join("x.npy"))]);
+    ok(&["put", s(&store), "d1/y", s(&d.join("y.npy"))]);
+    assert!(dir_bytes(&store.join("x")) > 1_000_000, "x is stored: {}", dir_bytes(&store.join("x")));
+    ok(&["rm", s(&store), "d1/x"]);
+    ok(&["compact", s(&store)]);
+    let left = dir_bytes(&store.join("x"));
+    assert!(left < 4096, "x/ still holds {left} bytes after compact: {:?}", snapshot(&store.join("x")).keys().collect::<Vec<_>>());
+    let y = d.join("y2.npy");
+    ok(&["get", s(&store), "d1/y", "-o", s(&y)]);
+    assert_eq!(std::fs::read(&y).unwrap(), std::fs::read(d.join("y.npy")).unwrap());
+}
+
+/// `put` without `--chunks` chunks as the mount does: whole rows, about 4 MiB.
+#[test]
+fn put_chunks_automatically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("s");
+    let f = tmp.path().join("big.npy");
+    py("np.save(sys.argv[1], np.arange(1000 * 2000, dtype='<f8').reshape(1000, 2000))", &[s(&f)]);
+    ok(&["create", s(&store)]);
+    ok(&["put", s(&store), "d/big", s(&f)]);
+    let table = ok(&["ls", s(&store), "d"]);
+    assert!(table.contains("(1000, 2000)  (262, 2000)"), "{table}");
+    let got = tmp.path().join("got.npy");
+    ok(&["get", s(&store), "d/big", "-o", s(&got)]);
+    assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(&f).unwrap());
+}
+
 #[test]
 fn create_options() {
     let tmp = tempfile::tempdir().unwrap();
@@ -318,7 +360,10 @@ fn create_options() {
     assert_eq!(info_field(&tmp.path().join("u"), "codec"), "none");
 
     let snap = snapshot(&store);
-    fails(&["create", s(&store)], "already exists");
+    let err = fails(&["create", s(&store)], "already exists");
+    assert!(err.contains(&format!("a store already exists at {} (atlas.msgpack.zst present)", s(&store))), "the path is named: {err}");
+    let err = fails(&["create", &url], "already exists");
+    assert!(err.contains(&format!("a store already exists at {} (atlas.json.lz4 present)", tmp.path().join("u").display())), "the location is named: {err}");
     assert_eq!(snapshot(&store), snap);
     let other = tmp.path().join("other");
     fails(&["create", s(&other), "--codec", "gzip"], "gzip");
@@ -403,12 +448,12 @@ fn bad_input_changes_nothing() {
             unchanged(&format!("put {target} {}", file.display()));
         }
     }
-    // A fixed-width array over 4 GiB needs --chunks; refused from its header alone (sparse file).
+    // A chunk over 4 GiB is refused from the header alone (sparse file).
     let big = d.join("big.npy");
     let header = npy::header_bytes("<f4", &[(1 << 30) + 1]);
     std::fs::write(&big, &header).unwrap();
     std::fs::OpenOptions::new().write(true).open(&big).unwrap().set_len(header.len() as u64 + 4 * ((1 << 30) + 1)).unwrap();
-    fails(&["put", st, "ds/big", s(&big)], "pass --chunks");
+    fails(&["put", st, "ds/big", s(&big), "--chunks", "1073741825"], "more than a chunk can (4 GiB)");
     unchanged("put of an oversized single chunk");
     let missing = d.join("no-such.npy");
     fails(&["put", st, "ds/a", s(&missing)], "no-such.npy");
@@ -434,7 +479,7 @@ fn bad_input_changes_nothing() {
     fails(&["put", st, "ds/a", s(&good), "--chunks", "2,x"], "invalid");
     fails(&["put", st, "ds/a", s(&good), "--dims", "x"], "--dims");
     fails(&["put", st, "ds/a", s(&good), "--dims", "x,x"], "twice");
-    fails(&["put", st, "ds/a", s(&good), "--chunks", "1,4294967296"], "u32");
+    fails(&["put", st, "ds/a", s(&good), "--chunks", "1,4294967296"], "more than a chunk can (4 GiB)");
     unchanged("geometry errors");
     // Missing things.
     fails(&["get", st, "ds/zz"], "array not found");

@@ -26,7 +26,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "atlasfs", version, about = "Manage an atlas 0.10 array store; move arrays in and out as NumPy .npy files.")]
 #[command(
-    after_help = "STORE is a directory path, file:///abs/path, memory://, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix.\nLogging: set RUST_LOG (e.g. RUST_LOG=atlasfs=debug); the default is warn. Logs go to stderr."
+    after_help = "STORE is a directory path, file:///abs/path, memory://, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix.\nLogging: set RUST_LOG (e.g. RUST_LOG=atlasfs=debug); the default is warn (info for a background mount). Commands and 'mount --foreground' log to stderr; a background mount logs to its --log-file (default /tmp/atlasfs-<mountpoint>.log), appended with a separator line per mount."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -91,7 +91,7 @@ pub enum Command {
     Get(get::Args),
     /// Delete a dataset or one of its arrays.
     Rm(rm::Args),
-    /// Rewrite every array file as a single layer, dropping deleted data.
+    /// Rewrite every array file as a single layer, dropping deleted and overwritten data (arrays deleted from every dataset included).
     Compact(compact::Args),
     /// Show counts, sizes and formats.
     Info(info::Args),
@@ -165,7 +165,15 @@ fn clap_message(e: &clap::Error) -> String {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::filter::LevelFilter;
-    let filter = EnvFilter::builder().with_default_directive(LevelFilter::WARN.into()).from_env_lossy();
+    let mut filter = EnvFilter::builder().with_default_directive(LevelFilter::WARN.into()).from_env_lossy();
+    // fuser warns "Failed to umount filesystem: Invalid argument" when a session
+    // ends because the filesystem was unmounted already (`umount`, `atlasfs
+    // unmount`): the normal end of a mount, so not shown unless asked for.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("fuser"))
+        && let Ok(d) = "fuser::session=error".parse()
+    {
+        filter = filter.add_directive(d);
+    }
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).try_init();
 }
 

@@ -24,6 +24,9 @@ pub struct Args {
     pub store: String,
     /// An existing, empty directory.
     pub mountpoint: PathBuf,
+    /// Mount over a directory that is not empty (its files are hidden while mounted).
+    #[arg(long)]
+    pub allow_non_empty: bool,
     /// Stay in the foreground (logs go to stderr).
     #[arg(short, long)]
     pub foreground: bool,
@@ -91,7 +94,8 @@ pub struct Args {
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
-    /// Daemon log file (default: /tmp/atlasfs-<mountpoint>.log).
+    /// Background daemon's log file, appended to with a separator line per mount and
+    /// moved to FILE.1 once over 8 MiB (default: /tmp/atlasfs-<mountpoint>.log).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
 }
@@ -154,7 +158,7 @@ fn clean_stale(mountpoint: &Path) {
     }
 }
 
-fn check_mountpoint(mp: &Path) -> Result<()> {
+fn check_mountpoint(mp: &Path, allow_non_empty: bool) -> Result<()> {
     clean_stale(mp);
     let meta = std::fs::metadata(mp).map_err(|e| CliError::File { path: mp.display().to_string(), source: e })?;
     if !meta.is_dir() {
@@ -162,6 +166,11 @@ fn check_mountpoint(mp: &Path) -> Result<()> {
     }
     if is_mounted(mp) {
         return Err(CliError::Usage(format!("{}: something is already mounted here", mp.display())));
+    }
+    // As rclone and mountpoint-s3 do: files under a mount are hidden, so mounting
+    // over them is refused unless asked for.
+    if !allow_non_empty && std::fs::read_dir(mp).map_err(|e| CliError::File { path: mp.display().to_string(), source: e })?.next().is_some() {
+        return Err(CliError::Usage(format!("{}: the mountpoint is not empty (its files would be hidden); use an empty directory or pass --allow-non-empty", mp.display())));
     }
     Ok(())
 }
@@ -202,7 +211,7 @@ fn daemon_lock(mp: &Path, wait: Duration) -> Result<Option<std::fs::File>> {
 }
 
 pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
-    check_mountpoint(&a.mountpoint)?;
+    check_mountpoint(&a.mountpoint, a.allow_non_empty)?;
     if !a.foreground {
         return daemonize(&a);
     }
@@ -297,7 +306,7 @@ fn daemonize(a: &Args) -> Result<()> {
     let exe = std::env::current_exe().map_err(|e| CliError::File { path: "current executable".into(), source: e })?;
     let mp_abs = std::path::absolute(&a.mountpoint).map_err(|e| CliError::File { path: a.mountpoint.display().to_string(), source: e })?;
     let log = a.log_file.clone().unwrap_or_else(|| PathBuf::from(format!("/tmp/atlasfs-{}.log", mp_abs.display().to_string().trim_matches('/').replace('/', "_"))));
-    let log_file = std::fs::File::create(&log).map_err(|e| CliError::File { path: log.display().to_string(), source: e })?;
+    let log_file = open_daemon_log(&log, &a.store, &mp_abs).map_err(|e| CliError::File { path: log.display().to_string(), source: e })?;
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     args.push("--foreground".into());
     let mut cmd = Command::new(exe);
@@ -330,6 +339,26 @@ fn daemonize(a: &Args) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A background daemon's log is kept over mounts, so that the errors of the last
+/// one are still there after a remount.
+const DAEMON_LOG_LIMIT: u64 = 8 << 20;
+
+/// Opens the daemon log for appending, after moving it to `<log>.1` (replacing
+/// the previous one) once it is over [`DAEMON_LOG_LIMIT`], and writes a separator
+/// line saying which mount starts here.
+fn open_daemon_log(log: &Path, store: &str, mp: &Path) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    if std::fs::metadata(log).is_ok_and(|m| m.len() > DAEMON_LOG_LIMIT) {
+        let mut old = log.as_os_str().to_owned();
+        old.push(".1");
+        std::fs::rename(log, old)?;
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    writeln!(f, "==== {now} atlasfs mount {store} {} ====", mp.display())?;
+    Ok(f)
 }
 
 /// Flushes through the control file, then unmounts and waits for the mount to go.

@@ -7,6 +7,8 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use atlasfs::fs::FsConfig;
+use atlasfs::fs::layout::auto_chunk_shape;
 use atlasfs::fs::npy::{self, NpyError};
 
 use super::{CliError, Result, open_store, split_target};
@@ -19,7 +21,7 @@ pub struct Args {
     pub target: String,
     /// The .npy file
     pub file: PathBuf,
-    /// Chunk shape, comma-separated (default: the whole array in one chunk)
+    /// Chunk shape, comma-separated (default: whole trailing rows, about 4 MiB a chunk, as the mount picks)
     #[arg(long, value_delimiter = ',', value_name = "N,N,..")]
     pub chunks: Option<Vec<usize>>,
     /// Dimension names, comma-separated (default: dim_0,dim_1,..)
@@ -59,7 +61,7 @@ fn geometry(shape: &[usize], chunks: Option<Vec<usize>>, dims: Option<Vec<String
 
 /// Reads and fully checks a `.npy` file: the header and the file size first, so a
 /// bad or oversized file is refused before its data is loaded.
-fn read_npy(file: &Path, path: &str, one_chunk: bool) -> Result<npy::NpyArray> {
+fn read_npy(file: &Path, path: &str, chunks: Option<&[usize]>) -> Result<npy::NpyArray> {
     let io = |source| CliError::File { path: path.to_string(), source };
     let bad = |source| CliError::Npy { path: path.to_string(), source };
     let mut f = std::fs::File::open(file).map_err(io)?;
@@ -73,8 +75,16 @@ fn read_npy(file: &Path, path: &str, one_chunk: bool) -> Result<npy::NpyArray> {
     if actual > expected as u64 {
         return Err(bad(NpyError::TrailingBytes((actual - expected as u64) as usize)));
     }
-    if one_chunk && et.is_fixed_width() && expected > u32::MAX as usize {
-        return Err(CliError::Usage(format!("{path}: the array ({expected} bytes) does not fit one chunk (at most 4 GiB); pass --chunks")));
+    if let Some(c) = chunks
+        && et.is_fixed_width()
+    {
+        let bytes = c.iter().fold(et.itemsize as u128, |b, &n| b * n as u128);
+        if bytes > u32::MAX as u128 {
+            return Err(CliError::Usage(format!(
+                "{path}: a chunk of --chunks {} holds {bytes} bytes, more than a chunk can (4 GiB); pass smaller --chunks",
+                c.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+            )));
+        }
     }
     let mut payload = Vec::with_capacity(expected);
     f.read_to_end(&mut payload).map_err(io)?;
@@ -90,8 +100,14 @@ pub async fn run(args: Args) -> Result<()> {
         atlasfs::fs::names::check_new_name(&name).map_err(|e| CliError::Usage(e.msg))?;
     }
     let path = args.file.display().to_string();
-    let data = read_npy(&args.file, &path, args.chunks.is_none())?;
+    let data = read_npy(&args.file, &path, args.chunks.as_deref())?;
     let (chunks, dims) = geometry(&data.shape, args.chunks, args.dims)?;
+    // No --chunks: the mount's choice for a file written through it, so that a read
+    // of a few elements decodes one chunk of about 4 MiB, not the whole array.
+    let chunks = chunks.unwrap_or_else(|| {
+        let elsize = data.dtype.element_size().unwrap_or(16);
+        auto_chunk_shape(&data.shape, elsize, FsConfig::default().chunk_target_bytes)
+    });
 
     // Everything below changes only memory until the final flush.
     let atlas = open_store(&args.store).await?;
@@ -99,7 +115,7 @@ pub async fn run(args: Args) -> Result<()> {
     if view.array_meta(&array).is_some() {
         view.delete_array(&array).await?;
     }
-    view.define_array_dtype(&array, data.dtype.clone(), dims, data.shape.clone(), chunks, None).await?;
+    view.define_array_dtype(&array, data.dtype.clone(), dims, data.shape.clone(), Some(chunks), None).await?;
     let start = vec![0; data.shape.len()];
     view.write_cells(&array, &start, &data.shape, &data.cells).await?;
     atlas.flush().await?;

@@ -455,6 +455,23 @@ impl Filesystem for FuseFs {
             Err(e) => reply.error(errno(&e, "create")),
         }
     }
+
+    // Not supported, each refused with one log line (fuser's defaults log a
+    // multi-line debug dump of their arguments).
+    fn link(&self, _req: &Request, ino: INodeNo, _newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let e = FsError::new(libc::EPERM, format!("hard links are not supported (ln of inode {} as {:?})", ino.0, newname));
+        reply.error(errno(&e, "link"));
+    }
+
+    fn symlink(&self, _req: &Request, _parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let e = FsError::new(libc::EPERM, format!("symbolic links are not supported (ln -s {} {:?})", target.display(), link_name));
+        reply.error(errno(&e, "symlink"));
+    }
+
+    fn mknod(&self, _req: &Request, _parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
+        let e = FsError::new(libc::EPERM, format!("device files, fifos and sockets are not supported ({name:?})"));
+        reply.error(errno(&e, "mknod"));
+    }
 }
 
 /// Mounts `core` at `mountpoint`. The returned session serves requests when run;

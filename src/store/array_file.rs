@@ -286,6 +286,24 @@ fn sidecar_number(file_name: &str) -> Option<u32> {
     n.parse::<u32>().ok().filter(|&n| n >= 1)
 }
 
+/// The names of the array files on the store: every top-level directory holding a
+/// `data.af` or a sidecar, whether or not a dataset still declares it (an array
+/// deleted from every dataset keeps its file until a compaction rewrites it).
+pub(crate) async fn array_dirs(store: &dyn ObjectStore) -> Result<Vec<String>> {
+    let mut out = vec![];
+    for dir in store.list_with_delimiter(None).await?.common_prefixes {
+        let Some(name) = dir.filename().map(str::to_string) else { continue };
+        if super::validate_name(&name).is_err() {
+            continue;
+        }
+        let inner = store.list_with_delimiter(Some(&dir)).await?;
+        if inner.objects.iter().any(|o| o.location.filename().is_some_and(|n| n == BASE_NAME || sidecar_number(n).is_some())) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
 impl ArrayFile {
     /// Opens the array file under `<array>/`: one LIST, and alongside it (not after
     /// it) the tail of `data.af` and the stats file, which nearly every array file
@@ -634,10 +652,24 @@ impl ArrayFile {
     }
 
     async fn read_resolved(&self, r: &Resolved, name: &str, start: &[usize], extent: &[usize]) -> Result<Cells> {
-        let (locs, _) = self.box_locs(r, name, start, extent)?;
+        let (mut locs, _) = self.box_locs(r, name, start, extent)?;
         let grid = r.spec.grid();
         let n: usize = extent.iter().product();
         let mut out = Cells::filled(&r.spec.dtype, r.spec.fill.as_ref(), n);
+        // Chunks in blocks too big for the cache: only the bytes under the box.
+        if let Cells::Fixed { elsize, bytes } = &mut out {
+            let mut big = vec![];
+            locs.retain(|(c, l)| {
+                let is_big = self.too_big(l);
+                if is_big {
+                    big.push((c.clone(), l.clone()));
+                }
+                !is_big
+            });
+            for (coord, loc) in &big {
+                self.read_big_part(loc, name, &grid, coord, start, extent, bytes, *elsize).await?;
+            }
+        }
         self.fetch_chunks(&locs, |coord, loc, raw| {
             let (cext, src_start, dst_start, ext) = Self::chunk_part(&grid, coord, start, extent);
             match &mut out {
@@ -655,6 +687,45 @@ impl ArrayFile {
         })
         .await?;
         Ok(out)
+    }
+
+    /// Whether a chunk lives in a committed block too big for the cache (`big_block`).
+    fn too_big(&self, loc: &ChunkLoc) -> bool {
+        match loc {
+            ChunkLoc::Layer(l, a) => l.block(a.block_id.0).is_some_and(|b| self.cache.too_big(b.uncompressed_size)),
+            _ => false,
+        }
+    }
+
+    /// Copies the part of a fixed-width chunk under the box `start .. start+extent`
+    /// into `dst`, decoding only the chunk bytes from its first to its last element
+    /// under the box (see `big_block`).
+    #[allow(clippy::too_many_arguments)]
+    async fn read_big_part(&self, loc: &ChunkLoc, name: &str, grid: &Grid, coord: &[u32], start: &[usize], extent: &[usize], dst: &mut [u8], elsize: usize) -> Result<()> {
+        let ChunkLoc::Layer(l, a) = loc else { unreachable!("only committed chunks are too big") };
+        let b = l.block(a.block_id.0).expect("addresses were validated when the layer was indexed").clone();
+        let (cext, src_start, dst_start, ext) = Self::chunk_part(grid, coord, start, extent);
+        let want = cext.iter().product::<usize>() * elsize;
+        if a.size as usize != want {
+            let msg = format!("chunk {coord:?} of {name:?} has {} bytes, expected {want}", a.size);
+            return Err(Error::Corrupt { path: self.loc_name(loc), source: crate::format::FormatError::CorruptChunk(msg) });
+        }
+        if ext.contains(&0) {
+            return Ok(());
+        }
+        let mut strides = vec![1usize; cext.len()];
+        for i in (0..cext.len().saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * cext[i + 1];
+        }
+        let flat = |idx: &[usize]| idx.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>();
+        let last: Vec<usize> = src_start.iter().zip(&ext).map(|(s, e)| s + e - 1).collect();
+        let (f0, f1) = (flat(&src_start), flat(&last) + 1);
+        let at = a.offset as u64;
+        let part = super::big_block::read_range(&self.cache.cursors, &*self.store, l, &b, at + (f0 * elsize) as u64..at + (f1 * elsize) as u64).await?;
+        crate::format::grid::for_each_run(&cext, &src_start, extent, &dst_start, &ext, |s, d, n| {
+            dst[d * elsize..(d + n) * elsize].copy_from_slice(&part[(s - f0) * elsize..(s - f0 + n) * elsize]);
+        });
+        Ok(())
     }
 
     /// Reads boxes of fixed-width entries, `(dataset, start, extent)` each, into
@@ -739,7 +810,11 @@ impl ArrayFile {
             }
             locs.extend(r.spec.grid().overlapping(&lo, &ext).into_iter().map(|coord| self.locate(&r, name, &coord)));
         }
-        let by_layer = blocks_by_layer(&locs);
+        let mut by_layer = blocks_by_layer(&locs);
+        // Blocks too big for the cache are read part by part, never ahead.
+        for (_, bs) in by_layer.values_mut() {
+            bs.retain(|b| !self.cache.too_big(b.uncompressed_size));
+        }
         let started = by_layer.values().map(|(_, bs)| bs.len()).sum();
         for (layer, blocks) in by_layer.into_values() {
             let (cache, store) = (self.cache.clone(), self.store.clone());

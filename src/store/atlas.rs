@@ -319,16 +319,22 @@ impl Atlas {
 
     pub async fn create_with(store: Arc<dyn ObjectStore>, prefix: Path, config: StoreConfig, options: StoreOptions) -> Result<Atlas> {
         let location = prefix.to_string();
+        Self::create_named(store, prefix, location.clone(), &location, config, options).await
+    }
+
+    /// [`Atlas::create_with`], naming the store `shown` in messages (a local store's
+    /// prefix is empty: its path, or the URL, is what the user typed).
+    pub(crate) async fn create_named(store: Arc<dyn ObjectStore>, prefix: Path, location: String, shown: &str, config: StoreConfig, options: StoreOptions) -> Result<Atlas> {
         let store = prefixed(store, prefix);
         let (file, _) = find_meta_file(&*store).await?;
         if let Some(f) = file {
-            return Err(Error::StoreAlreadyExists(format!("{location} ({} present)", f.file_name())));
+            return Err(Error::StoreAlreadyExists(format!("{shown} ({} present)", f.file_name())));
         }
         let listing = store.list_with_delimiter(None).await?;
         for dir in listing.common_prefixes {
             let inner = store.list_with_delimiter(Some(&dir)).await?;
             if inner.objects.iter().any(|o| o.location.filename().is_some_and(|n| n.ends_with(".af"))) {
-                return Err(Error::StoreAlreadyExists(format!("{location} (array files under {dir}/)")));
+                return Err(Error::StoreAlreadyExists(format!("{shown} (array files under {dir}/)")));
             }
         }
         let meta_file = MetaFile::new(config.meta_format, config.meta_compression);
@@ -336,7 +342,7 @@ impl Atlas {
         let bytes = meta_file.encode(&meta)?;
         let version = match store.put_opts(&Path::from(meta_file.file_name()), PutPayload::from(bytes), PutOptions::from(PutMode::Create)).await {
             Ok(r) => UpdateVersion { e_tag: r.e_tag, version: r.version },
-            Err(object_store::Error::AlreadyExists { .. }) => return Err(Error::StoreAlreadyExists(location)),
+            Err(object_store::Error::AlreadyExists { .. }) => return Err(Error::StoreAlreadyExists(shown.to_string())),
             Err(e) => return Err(e.into()),
         };
         Self::from_parts(store, location, meta, meta_file, true, Some(version), options)
@@ -368,9 +374,8 @@ impl Atlas {
         let path = path.as_ref();
         std::fs::create_dir_all(path)?;
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(path)?);
-        let mut a = Self::create_with(store, Path::default(), config, options).await?;
-        Arc::get_mut(&mut a.inner).expect("fresh").location = path.display().to_string();
-        Ok(a)
+        let shown = path.display().to_string();
+        Self::create_named(store, Path::default(), shown.clone(), &shown, config, options).await
     }
 
     /// Whether the location held a store when opened (a metadata file was found).
@@ -963,8 +968,13 @@ impl Atlas {
             Err(e) => return Err(e),
         };
         let stored = &stored;
+        // Every array file: those the metadata declares, those this process opened,
+        // and those on the store that no dataset declares any more (deleted from
+        // every dataset, possibly by another process): the same set whether the
+        // deletes happened in this process (a mount) or an earlier one (the CLI).
         let mut names: BTreeSet<String> = self.list_arrays().into_iter().collect();
         names.extend(self.inner.files.read().keys().cloned());
+        names.extend(super::array_file::array_dirs(&*self.inner.store).await?);
         let names: Vec<String> = names.into_iter().collect();
         futures::stream::iter(names)
             .map(|a| async move {

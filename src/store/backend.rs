@@ -113,7 +113,8 @@ impl Location {
             Location::Local(p) => Atlas::create_path_with(p, config, options).await,
             _ => {
                 let (store, prefix) = self.object_store()?;
-                Atlas::create_with(store, prefix, config, options).await
+                let location = prefix.to_string();
+                Atlas::create_named(store, prefix, location, &self.redacted(), config, options).await
             }
         }
     }

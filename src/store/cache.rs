@@ -64,6 +64,11 @@ pub struct BlockCache {
     /// Compressed blocks on local disk, across mounts (`--cache-dir`).
     pub disk: Option<Arc<DiskCache>>,
     pub counters: CacheCounters,
+    /// Decoded blocks larger than this are never cached nor decoded whole for a
+    /// read (see `big_block`).
+    block_limit: u64,
+    /// Paused decoders of blocks over `block_limit` (see `big_block`).
+    pub(crate) cursors: super::big_block::Cursors,
 }
 
 /// Largest request made by coalescing adjacent blocks.
@@ -155,7 +160,15 @@ impl BlockCache {
         let decoded = moka::future::Cache::builder().max_capacity(budget - reserve).weigher(weigh_block).eviction_policy(lru()).build();
         let raw = (raw_bytes > 0).then(|| moka::future::Cache::builder().max_capacity(raw_bytes).weigher(weigh).eviction_policy(lru()).build());
         let pool = Arc::new(BufferPool { free: Mutex::new(vec![]), max_bytes: reserve / 4 });
-        BlockCache { decoded, pool, raw, disk: None, counters: CacheCounters::default() }
+        let block_limit = ((budget - reserve) / 2).max(16 << 20);
+        BlockCache { decoded, pool, raw, disk: None, counters: CacheCounters::default(), block_limit, cursors: Default::default() }
+    }
+
+    /// Whether a block of `uncompressed` bytes is too big to cache under the budget:
+    /// half the decoded cache's share, at least 16 MiB (atlas writes blocks of about
+    /// 8 MiB; only chunks bigger than that make bigger blocks).
+    pub fn too_big(&self, uncompressed: u64) -> bool {
+        uncompressed > self.block_limit
     }
 
     pub fn with_disk(mut self, disk: Option<Arc<DiskCache>>) -> Self {
@@ -228,7 +241,7 @@ impl BlockCache {
     /// bandwidth-bound and better fetched in parallel). Used before a read that
     /// needs several blocks, so it pays one round trip per run, not per block.
     pub async fn load_blocks(&self, store: &dyn ObjectStore, layer: &Arc<Layer>, blocks: &[BlockMeta]) -> Result<()> {
-        let mut todo: Vec<&BlockMeta> = blocks.iter().filter(|b| !self.decoded.contains_key(&(layer.id, b.id.0))).collect();
+        let mut todo: Vec<&BlockMeta> = blocks.iter().filter(|b| !self.too_big(b.uncompressed_size) && !self.decoded.contains_key(&(layer.id, b.id.0))).collect();
         if let (Some(disk), Some(tag)) = (&self.disk, &layer.e_tag) {
             todo.retain(|b| !disk.contains(&disk.key(layer.path.as_ref(), tag, b.file_offset, b.compressed_size)));
         }
@@ -268,6 +281,7 @@ impl BlockCache {
     pub fn forget_layer(&self, layer_id: u64) {
         // Entries keyed by a dead id can never be asked for again; this only frees memory early.
         let _ = self.decoded.invalidate_entries_if(move |k, _| k.0 == layer_id);
+        self.cursors.forget_layer(layer_id);
         if let Some(raw) = &self.raw {
             let _ = raw.invalidate_entries_if(move |k, _| k.0 == layer_id);
         }

@@ -174,6 +174,16 @@ impl Layer {
     }
 }
 
+impl Layer {
+    /// Bytes `range` of this version of the file as a stream (for blocks too big to
+    /// hold: see `big_block`).
+    pub(crate) async fn stream_range(&self, store: &dyn ObjectStore, range: std::ops::Range<u64>) -> Result<futures::stream::BoxStream<'static, object_store::Result<Bytes>>> {
+        let opts = GetOptions { range: Some(GetRange::Bounded(range)), if_match: self.e_tag.clone(), ..Default::default() };
+        let got = store.get_opts(&self.path, opts).await.map_err(|e| stale_or(e, &self.path))?;
+        Ok(got.into_stream())
+    }
+}
+
 /// A failed precondition means the file was replaced since we read its footer.
 fn stale_or(e: object_store::Error, path: &Path) -> Error {
     match e {

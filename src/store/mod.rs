@@ -11,6 +11,7 @@ pub mod array_file;
 mod atlas;
 pub mod attr;
 pub mod backend;
+mod big_block;
 pub mod cache;
 pub mod dataset;
 pub mod disk_cache;
@@ -19,6 +20,7 @@ pub mod layer;
 mod merged;
 pub mod meta;
 mod ranged;
+pub mod remote_error;
 
 pub use atlas::{ArrayFileInfo, Atlas, StoreConfig, StoreInfo, StoreOptions};
 pub use attr::Attr;
@@ -74,7 +76,8 @@ pub enum Error {
     MetaDecode(#[from] rmp_serde::decode::Error),
     #[error("metadata lz4 decompress error: {0}")]
     MetaLz4Decompress(#[from] lz4_flex::block::DecompressError),
-    #[error("object store error: {0}")]
+    /// Shown on one line, the server's XML error body shortened (`remote_error`).
+    #[error("object store error: {}", remote_error::one_line(&.0.to_string()))]
     ObjectStore(#[from] object_store::Error),
     // ---- atlasfs's additions ----
     /// Bad arguments: rank, bounds, chunk shape, limits.

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The key of a dataset directory's own mtime in `mtimes` (array names are never empty).
+const DIR_MTIME: &str = "";
+
 impl AtlasFs {
     /// Attributes of a node, or ENOENT if it no longer exists.
     pub async fn getattr(&self, ino: u64) -> FsResult<NodeAttr> {
@@ -52,7 +55,8 @@ impl AtlasFs {
 
     pub(super) async fn attr_of(&self, ino: u64, key: &NodeKey) -> FsResult<NodeAttr> {
         match key {
-            NodeKey::Root | NodeKey::ControlDir | NodeKey::StackedDir => Ok(self.attr(ino, Kind::Dir, 0, self.started)),
+            NodeKey::Root => Ok(self.attr(ino, Kind::Dir, 0, self.mtimes.lock().get(&(DIR_MTIME.to_string(), DIR_MTIME.to_string())).copied().unwrap_or(self.started))),
+            NodeKey::ControlDir | NodeKey::StackedDir => Ok(self.attr(ino, Kind::Dir, 0, self.started)),
             NodeKey::Zarr(p) => self.zarr_attr(ino, p).await,
             NodeKey::StackedNpy(a) => Ok(self.attr(ino, Kind::File, self.stack(a).ok_or_else(|| FsError::noent(format!("stacked/{a}.npy")))?.size(), self.started)),
             NodeKey::StackedList(a) => {
@@ -64,7 +68,8 @@ impl AtlasFs {
             }
             NodeKey::Dataset(ds) => {
                 if self.atlas.dataset_exists(ds) {
-                    Ok(self.attr(ino, Kind::Dir, 0, self.started))
+                    let mtime = self.mtimes.lock().get(&(ds.clone(), DIR_MTIME.to_string())).copied().unwrap_or(self.started);
+                    Ok(self.attr(ino, Kind::Dir, 0, mtime))
                 } else {
                     Err(FsError::noent(ds))
                 }
@@ -122,9 +127,11 @@ impl AtlasFs {
                 out.push((CONTROL_DIR.to_string(), self.attr(CONTROL_DIR_INO, Kind::Dir, 0, self.started)));
                 let names = self.atlas.list_datasets();
                 let mut inodes = self.inodes.lock();
+                let mtimes = self.mtimes.lock();
                 for n in names {
                     let i = inodes.ino(NodeKey::Dataset(n.clone()));
-                    out.push((n, self.attr(i, Kind::Dir, 0, self.started)));
+                    let mtime = mtimes.get(&(n.clone(), DIR_MTIME.to_string())).copied().unwrap_or(self.started);
+                    out.push((n, self.attr(i, Kind::Dir, 0, mtime)));
                 }
             }
             NodeKey::ControlDir => {
@@ -228,6 +235,7 @@ impl AtlasFs {
                     return Err(FsError::new(libc::ENOTEMPTY, format!("{ds}: dataset holds {} arrays; remove them first", meta.arrays.len())));
                 }
                 self.atlas.delete_dataset(&ds).await?;
+                self.mtimes.lock().remove(&(ds.clone(), DIR_MTIME.to_string()));
                 self.inodes.lock().remove(&NodeKey::Dataset(ds));
                 Ok(())
             }
@@ -396,6 +404,19 @@ impl AtlasFs {
             self.refuse_zarr_write(ino, None, "setattr")?;
         }
         let key = self.key(ino)?;
+        // A dataset directory's mtime (`touch -d`, `rsync -a`) is kept in daemon
+        // memory, as files' are: the store has no time per dataset or array, and a
+        // time kept for directories only would not spare an rsync after a remount.
+        // (The mount's root, `rsync -a src/ MNT/`, likewise: under the key ("", "").)
+        match (&key, mtime) {
+            (NodeKey::Dataset(ds), Some(t)) if self.atlas.dataset_exists(ds) => {
+                self.mtimes.lock().insert((ds.clone(), DIR_MTIME.to_string()), t);
+            }
+            (NodeKey::Root, Some(t)) => {
+                self.mtimes.lock().insert((DIR_MTIME.to_string(), DIR_MTIME.to_string()), t);
+            }
+            _ => {}
+        }
         if let NodeKey::File(ds, name) = &key {
             if let Some(size) = size {
                 self.writable()?;

@@ -310,6 +310,10 @@ impl AtlasFs {
         }
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
         self.bump_generation(ds, arr);
+        // The array takes the staged file's mtime (its last write, or what
+        // `touch -d` / `rsync -a` set before closing or renaming it).
+        let mtime = staged.lock().mtime;
+        self.mtimes.lock().insert((ds.to_string(), arr.to_string()), mtime);
         Ok(())
     }
 
