@@ -83,9 +83,19 @@ pub struct Args {
     /// array over a quarter of it is never spooled. 0 turns passthrough off.
     #[arg(long, default_value = "4G", value_parser = parse_size, value_name = "SIZE")]
     pub spool_size: u64,
-    /// Serve every read through the daemon (no spool, no FUSE passthrough).
+    /// Pass read-only opens of arrays through to decoded spool files (FUSE
+    /// passthrough; needs root and Linux 6.9+). Off by default for now: under
+    /// writers renaming files over arrays that are being read, an open can still
+    /// fail with EIO (see troubleshooting.md).
+    #[arg(long)]
+    pub passthrough: bool,
+    /// Serve every read through the daemon (no spool, no FUSE passthrough): the default.
     #[arg(long)]
     pub no_passthrough: bool,
+    /// Arrays whose .npy is smaller are not passed through: their warm reads come
+    /// from the page cache with fewer round trips.
+    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "SIZE")]
+    pub passthrough_min: u64,
     /// Seconds a change made through the mount (a file closed, renamed, deleted…) may
     /// wait before it is flushed to the store without an fsync; changes within one
     /// window share a flush. 0 flushes at every close, whose error close(2) returns.
@@ -232,12 +242,13 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
     })?;
     // A remote block costs a round trip: read further ahead to keep it hidden.
     let read_ahead_bytes = a.read_ahead.unwrap_or(if location.is_remote() { 64 << 20 } else { 16 << 20 });
-    let spool = (!a.no_passthrough && a.spool_size > 0).then(|| SpoolConfig { dir: a.spool_dir.clone(), budget: a.spool_size });
+    let spool = (a.passthrough && !a.no_passthrough && a.spool_size > 0).then(|| SpoolConfig { dir: a.spool_dir.clone(), budget: a.spool_size });
     let mut cfg = FsConfig {
         read_only: a.read_only,
         ttl: Duration::from_secs_f64(a.ttl.max(0.0)),
         read_ahead_bytes,
         spool,
+        passthrough_min_bytes: a.passthrough_min,
         writeback_delay: Duration::from_secs_f64(a.writeback_delay),
         ..FsConfig::default()
     };

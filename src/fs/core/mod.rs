@@ -81,6 +81,10 @@ pub struct FsConfig {
     /// Decoded arrays on local disk for passthrough reads (see [`super::spool`]);
     /// None turns passthrough off.
     pub spool: Option<SpoolConfig>,
+    /// Arrays whose `.npy` is smaller than this are not passed through: a warm read
+    /// of a small file from the FUSE page cache costs fewer round trips than
+    /// passthrough, whose reads make the kernel ask for attributes again.
+    pub passthrough_min_bytes: u64,
     /// How long a change made through the mount may wait before a flush writes it
     /// (see `writeback`); zero flushes in the request that made it.
     pub writeback_delay: Duration,
@@ -96,6 +100,7 @@ impl Default for FsConfig {
             ttl: Duration::from_secs(1),
             read_ahead_bytes: 16 << 20,
             spool: None,
+            passthrough_min_bytes: 1 << 20,
             writeback_delay: Duration::from_secs(2),
         }
     }

@@ -150,7 +150,9 @@ impl AtlasFs {
 
     /// A read-only open of an inode renamed over a moment ago: its old version.
     pub(super) fn open_tombstone(&self, ino: u64, flags: i32) -> Option<Opened> {
-        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+        // An inode held in passthrough takes only passthrough opens (see
+        // `passthrough`): without a tombstone the kernel looks the name up again.
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 || self.held_in_passthrough(ino) {
             return None;
         }
         let t = self.tombstones.lock();

@@ -20,6 +20,10 @@
 //!   a new inode and answers ESTALE: the kernel looks the name up again and opens
 //!   the new inode, free to take any mode (shared `mmap` included), while the old
 //!   descriptors keep the old inode and version, as after a rename over it.
+//! - **Small arrays** (under `--passthrough-min`, 1 MiB) are not passed through: a
+//!   warm read of them is served from the FUSE page cache with no READ at all,
+//!   while a passthrough read makes the kernel refresh the inode's attributes (two
+//!   GETATTRs per `np.load`, measured).
 //! - **Fallback.** Without the spool, without `CAP_SYS_ADMIN`, or on a kernel
 //!   without passthrough, opens take the decoded path; the first refusal is
 //!   logged once and turns passthrough off for the mount.
@@ -107,12 +111,15 @@ impl AtlasFs {
     /// through to, or else a fill for this descriptor's reads to start.
     pub(super) async fn spool_for_open(&self, ds: &str, arr: &str, generation: u64) -> (Option<SpoolFile>, Option<Filling>) {
         let Some(spool) = self.spool.as_ref().filter(|_| self.passthrough_on.load(Ordering::Relaxed)) else { return (None, None) };
+        let Some(schema) = self.schema(ds, arr).filter(|s| !s.dtype.is_variable_length()) else { return (None, None) };
+        let Ok((_, _, len)) = self.npy_layout(&schema) else { return (None, None) };
+        if len < self.cfg.passthrough_min_bytes {
+            return (None, None);
+        }
         let key = (ds.to_string(), arr.to_string());
         if let Some(f) = spool.get(&key, generation) {
             return (Some(f), None);
         }
-        let Some(schema) = self.schema(ds, arr).filter(|s| !s.dtype.is_variable_length()) else { return (None, None) };
-        let Ok((_, _, len)) = self.npy_layout(&schema) else { return (None, None) };
         let fill = spool.begin(&key, generation, len).map(|build| Filling { build, len, covered: vec![] });
         (None, fill)
     }

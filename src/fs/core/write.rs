@@ -98,10 +98,18 @@ impl AtlasFs {
             return Err(FsError::new(libc::EEXIST, format!("{ds}/{name} exists")));
         }
         let staged = self.stage(&ds, &name)?;
+        // A name whose inode is still held in passthrough gets a new inode (the
+        // kernel takes only passthrough opens of the old one).
+        let held = self.inodes.lock().by_key.get(&key).copied().filter(|&i| self.held_in_passthrough(i));
+        if held.is_some() {
+            self.inodes.lock().remove(&key);
+        }
         let ino = self.inodes.lock().ino(key);
         self.cached_gen.lock().remove(&ino);
         let fh = self.new_handle(Handle::Staged { ds, name, writable: true, staged });
-        let opened = self.settle_io(ino, Opened { fh, direct_io: false, keep_cache: false, read_only: false, backing: None }, None).expect("a write open is always settled");
+        let opened = self
+            .settle_io(ino, Opened { fh, direct_io: false, keep_cache: false, read_only: false, backing: None }, None)
+            .map_err(|()| FsError::new(libc::ESTALE, "a new inode is held in passthrough"))?;
         Ok((self.attr(ino, Kind::File, 0, SystemTime::now()), opened))
     }
 
