@@ -72,9 +72,13 @@ fn closed_file_is_flushed_by_the_timer_and_survives_kill9() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(m.log_text().contains("write-back flush done"), "the flush was the timer's");
-    // An in-place edit (mmap r+, applied at close) arms the timer too.
+    // An in-place edit (pwrite into the open file, applied at close, no fsync) arms
+    // the timer too. (Not an mmap edit: its msync is an fsync, which flushes at once.)
     let x = m.mp().join("ds/x.npy");
-    let code = format!("import numpy as np; a = np.load({:?}, mmap_mode='r+'); a[7] = -1; a.flush(); del a", x.to_str().unwrap());
+    let code = format!(
+        "import numpy as np, os\np = {:?}\nh = 128\nassert len(np.lib.format.magic(1, 0)) and open(p, 'rb').read(h)[-1:] == b'\\n'\nfd = os.open(p, os.O_RDWR)\nos.pwrite(fd, np.int64(-1).tobytes(), h + 7 * 8)\nos.close(fd)",
+        x.to_str().unwrap()
+    );
     let out = Command::new(common::python()).args(["-c", &code]).output().unwrap();
     assert!(out.status.success(), "mmap r+ edit: {}", String::from_utf8_lossy(&out.stderr));
     let deadline = Instant::now() + Duration::from_secs(60);
