@@ -492,19 +492,12 @@ impl Atlas {
             let m = self.inner.meta.lock();
             m.datasets.get(name).ok_or_else(|| Error::DatasetNotFound(name.to_string()))?.arrays.keys().cloned().collect()
         };
-        // Open every array file first: if one fails, nothing has changed. Then the
-        // metadata, then the tombstones: a flush snapshotting the metadata in between
-        // must not commit a dataset whose arrays its sidecars delete (see
-        // `DatasetView::delete_array`).
-        let mut files = Vec::with_capacity(arrays.len());
+        // Tombstones first: if one fails the dataset is still listed and a retry finishes the job.
         for a in &arrays {
-            files.push(self.file(a).await?);
+            self.file(a).await?.write().await.delete(name);
         }
         self.inner.meta.lock().datasets.shift_remove(name);
         self.touch_meta();
-        for f in files {
-            f.write().await.delete(name);
-        }
         Ok(())
     }
 

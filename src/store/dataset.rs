@@ -416,16 +416,10 @@ impl DatasetView {
     pub async fn delete_array(&self, array: &str) -> Result<()> {
         self.declared(array)?;
         let file = self.atlas.file(array).await?;
-        // Metadata first, tombstone second: a flush (the write-back timer's, running
-        // beside this) that snapshots the metadata between the two must not write
-        // metadata that still declares the array next to a sidecar that deletes it
-        // (a crash before the next flush then left an array with no live entry).
-        // The other order leaves at worst a live entry no metadata declares.
+        file.write().await.delete(&self.name);
         self.with_meta_mut(|m| {
             m.arrays.shift_remove(array);
-        })?;
-        file.write().await.delete(&self.name);
-        Ok(())
+        })
     }
 }
 
