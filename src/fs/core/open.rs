@@ -45,6 +45,11 @@ impl AtlasFs {
         }
     }
 
+    /// A descriptor on a staged (being written) file: page-cached, no passthrough.
+    fn staged_open(&self, ds: String, name: String, writable: bool, staged: Arc<Mutex<Staged>>) -> Opened {
+        Opened { fh: self.new_handle(Handle::Staged { ds, name, writable, staged }), direct_io: false, keep_cache: false, read_only: !writable, backing: None }
+    }
+
     pub(super) async fn open_once(&self, ino: u64, flags: i32) -> FsResult<Opened> {
         let key = match self.key(ino) {
             Ok(k) => k,
@@ -86,13 +91,7 @@ impl AtlasFs {
                 if let Some(s) = self.staged_entry(&ds, &name) {
                     // A truncating open starts its own staged file (see Handle::Staged).
                     let staged = if write && trunc { self.stage(&ds, &name)? } else { s };
-                    return Ok(Opened {
-                        fh: self.new_handle(Handle::Staged { ds, name, writable: write, staged }),
-                        direct_io: false,
-                        keep_cache: false,
-                        read_only: !write,
-                        backing: None,
-                    });
+                    return Ok(self.staged_open(ds, name, write, staged));
                 }
                 let arr = array_of(&name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?.to_string();
                 if self.schema(&ds, &arr).is_none() {
@@ -100,26 +99,14 @@ impl AtlasFs {
                     // with O_TRUNC: the kernel strips O_CREAT, but this is a create.
                     if write && trunc && self.atlas.dataset_exists(&ds) {
                         let staged = self.stage(&ds, &name)?;
-                        return Ok(Opened {
-                            fh: self.new_handle(Handle::Staged { ds, name, writable: true, staged }),
-                            direct_io: false,
-                            keep_cache: false,
-                            read_only: false,
-                            backing: None,
-                        });
+                        return Ok(self.staged_open(ds, name, true, staged));
                     }
                     return Err(FsError::noent(format!("{ds}/{name}")));
                 }
                 if write && trunc {
                     let staged = self.stage(&ds, &name)?;
                     self.cached_gen.lock().remove(&ino);
-                    return Ok(Opened {
-                        fh: self.new_handle(Handle::Staged { ds, name, writable: true, staged }),
-                        direct_io: false,
-                        keep_cache: false,
-                        read_only: false,
-                        backing: None,
-                    });
+                    return Ok(self.staged_open(ds, name, true, staged));
                 }
                 if write {
                     let overlay = Overlay { file: tempfile::tempfile()?, ranges: vec![] };
