@@ -91,11 +91,11 @@ impl DatasetView {
     }
 
     fn with_meta<R>(&self, f: impl FnOnce(&DatasetMeta) -> R) -> Option<R> {
-        self.atlas.inner.meta.lock().datasets.get(&self.name).map(f)
+        self.atlas.inner.meta.lock().datasets.get(&self.name).map(|d| f(d))
     }
 
     fn with_meta_mut<R>(&self, f: impl FnOnce(&mut DatasetMeta) -> R) -> Result<R> {
-        let r = self.atlas.inner.meta.lock().datasets.get_mut(&self.name).map(f).ok_or_else(|| Error::DatasetNotFound(self.name.clone()))?;
+        let r = self.atlas.inner.meta.lock().datasets.get_mut(&self.name).map(|d| f(std::sync::Arc::make_mut(d))).ok_or_else(|| Error::DatasetNotFound(self.name.clone()))?;
         self.atlas.touch_meta();
         Ok(r)
     }

@@ -4,6 +4,8 @@
 //! insertion order. `open` picks the first of the six names present, in a fixed
 //! priority order; saves go back to the same name in one PUT.
 
+use std::sync::Arc;
+
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
@@ -97,7 +99,11 @@ pub struct StoreMeta {
     /// Codec for new arrays' blocks.
     #[serde(default)]
     pub codec: Codec,
-    pub datasets: IndexMap<String, DatasetMeta>,
+    /// Shared per dataset: the flush's snapshot, the merge base and the live
+    /// metadata are clones of this map, and in a store of 50,000 datasets a deep
+    /// clone was 750,000 allocations; with `Arc`s an unchanged dataset is one
+    /// pointer in all three and compares equal without being encoded.
+    pub datasets: IndexMap<String, Arc<DatasetMeta>>,
     /// Bumped by every metadata write from atlasfs, so that the file (and its ETag,
     /// which other handles watch) changes with every flush, even one that only added
     /// array data. atlas 0.10 ignores keys it does not know.
@@ -160,7 +166,7 @@ mod tests {
             }
             ds.attributes.insert("month".into(), Attr::Int64(d as i64));
             ds.attributes.insert("when".into(), Attr::TimestampNanoseconds(1_700_000_000_000_000_000));
-            m.datasets.insert(format!("dataset_{d}"), ds);
+            m.datasets.insert(format!("dataset_{d}"), Arc::new(ds));
         }
         m
     }
@@ -205,11 +211,12 @@ mod tests {
     }
 }
 
-/// Datasets compared by their encoded bytes (so a NaN attribute equals itself).
-fn same(a: Option<&DatasetMeta>, b: Option<&DatasetMeta>) -> bool {
+/// Datasets compared by their encoded bytes (so a NaN attribute equals itself);
+/// one shared `Arc` is equal without encoding.
+fn same(a: Option<&Arc<DatasetMeta>>, b: Option<&Arc<DatasetMeta>>) -> bool {
     match (a, b) {
         (None, None) => true,
-        (Some(a), Some(b)) => rmp_serde::to_vec_named(a).ok() == rmp_serde::to_vec_named(b).ok(),
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || rmp_serde::to_vec_named(&**a).ok() == rmp_serde::to_vec_named(&**b).ok(),
         _ => false,
     }
 }
@@ -221,10 +228,9 @@ pub fn same_dataset(a: &StoreMeta, b: &StoreMeta, name: &str) -> bool {
 
 /// Names of datasets whose metadata differs between `a` and `b`.
 pub fn changed_datasets(a: &StoreMeta, b: &StoreMeta) -> Vec<String> {
-    let mut names: Vec<String> = a.datasets.keys().chain(b.datasets.keys()).cloned().collect();
+    let mut names: Vec<String> = a.datasets.iter().filter(|(n, d)| !same(Some(d), b.datasets.get(*n))).map(|(n, _)| n.clone()).collect();
+    names.extend(b.datasets.keys().filter(|n| !a.datasets.contains_key(*n)).cloned());
     names.sort();
-    names.dedup();
-    names.retain(|n| !same(a.datasets.get(n), b.datasets.get(n)));
     names
 }
 
@@ -271,7 +277,7 @@ mod merge_tests {
         for (n, v) in names {
             let mut d = DatasetMeta::default();
             d.attributes.insert("v".into(), Attr::Int64(*v));
-            m.datasets.insert(n.to_string(), d);
+            m.datasets.insert(n.to_string(), Arc::new(d));
         }
         m
     }
