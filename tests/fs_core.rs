@@ -458,3 +458,56 @@ async fn zarr_inodes_are_released_on_forget() {
     let again = fs.lookup(fs.lookup(zarr, "d0").await.unwrap().ino, "zarr.json").await.unwrap();
     assert!(again.size > 0 && again.ino != ino);
 }
+
+/// A file of `.atlasfs/zarr/` by path, `None` if it does not exist.
+async fn zarr_file(fs: &AtlasFs, path: &str) -> Option<Vec<u8>> {
+    let mut ino = fs.lookup(CONTROL_DIR_INO, "zarr").await.unwrap().ino;
+    for name in path.split('/') {
+        ino = fs.lookup(ino, name).await.ok()?.ino;
+    }
+    let o = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let bytes = fs.read(o.fh, 0, 1 << 30).await.unwrap();
+    fs.release(o.fh).await.unwrap();
+    Some(bytes)
+}
+
+/// A `_stacked` zarr chunk spans many datasets (as many as fit in ~4 MiB), each
+/// read with its own chunking and fill: its bytes equal that box of the `.npy`
+/// stack, whose datasets here are chunked two ways and filled two ways.
+#[tokio::test]
+async fn zarr_stacked_chunks_span_datasets() {
+    let a = Atlas::create(Arc::new(InMemory::new()), Path::default(), StoreConfig::default()).await.unwrap();
+    for (i, chunks, fill, rows) in [(0, [2, 4], None, 5), (1, [5, 6], None, 5), (2, [2, 4], Some(FillValue::Float(9.0)), 2), (3, [2, 4], None, 3)] {
+        let d = a.create_dataset(&format!("d{i}")).await.unwrap();
+        d.define_array::<f32>("v", vec!["x".into(), "y".into()], vec![5, 6], Some(chunks.to_vec()), fill).await.unwrap();
+        let vals: Vec<f32> = (0..rows * 6).map(|k| (i * 100 + k) as f32).collect();
+        d.write_array("v", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[rows, 6]), vals).unwrap().view()).await.unwrap();
+    }
+    a.flush().await.unwrap();
+    let fs = AtlasFs::new(a, FsConfig::default());
+    let meta: serde_json::Value = serde_json::from_slice(&zarr_file(&fs, "_stacked/v/zarr.json").await.unwrap()).unwrap();
+    assert_eq!(meta["chunk_grid"]["configuration"]["chunk_shape"], serde_json::json!([4, 2, 4]), "one chunk holds all four datasets");
+    assert_eq!(meta["shape"], serde_json::json!([4, 5, 6]));
+    let npy = {
+        let ino = fs.lookup(STACKED_DIR_INO, "v.npy").await.unwrap().ino;
+        let o = fs.open(ino, libc::O_RDONLY).await.unwrap();
+        let b = fs.read(o.fh, 0, 1 << 20).await.unwrap();
+        b[b.len() - 4 * 30 * 4..].to_vec()
+    };
+    let cell = |d: usize, x: usize, y: usize| &npy[(d * 30 + x * 6 + y) * 4..][..4];
+    for (i, j) in [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)] {
+        let chunk = zarr_file(&fs, &format!("_stacked/v/c/0/{i}/{j}")).await.expect("present: d0 and d1 hold every chunk");
+        assert_eq!(chunk.len(), 4 * 2 * 4 * 4, "full chunk shape, edges padded");
+        for d in 0..4 {
+            for x in 0..2 {
+                for y in 0..4 {
+                    let (gx, gy) = (i * 2 + x, j * 4 + y);
+                    if gx < 5 && gy < 6 {
+                        assert_eq!(&chunk[((d * 2 + x) * 4 + y) * 4..][..4], cell(d, gx, gy), "d{d} ({gx}, {gy})");
+                    }
+                }
+            }
+        }
+    }
+    assert!(zarr_file(&fs, "_stacked/v/c/1/0/0").await.is_none(), "past the dataset axis");
+}
