@@ -603,6 +603,11 @@ impl ZarrView {
                         // them loaded once (the `.npy` stack's read); each dataset's own
                         // fill and chunking are applied by the store.
                         let parts: Vec<(&str, &[usize], &[usize])> = group.iter().map(|n| (n.as_str(), &start[..], &extent[..])).collect();
+                        // Read-ahead: the next group's blocks decode (on other cores)
+                        // while this chunk is read and handed to the reader.
+                        if let Some(next) = names.get(i0 + k..(i0 + 2 * k).min(names.len())) {
+                            file.read().await.prefetch_many(next.iter().map(|n| (n.as_str(), &start[..], &extent[..])));
+                        }
                         let mut bytes = vec![0u8; ext.iter().product::<usize>() * el];
                         let res = file.read().await.read_regions_into(&parts, &mut bytes, atlas.read_concurrency()).await;
                         if let Err(crate::store::Error::Stale(_)) = res {
