@@ -40,7 +40,7 @@ SIZES = {
 # Runs per measurement (medians): more where a run is cheap and noise is large;
 # zarr's open_mfdataset takes ~15 s over 1000 stores, so it gets at most ZARR_RUNS.
 RUNS = {
-    "full": dict(sensors=5, profile=5, gridded=3, large=3, listing=5, writes=5, zarrview=3),
+    "full": dict(sensors=5, profile=5, gridded=3, large=3, listing=5, writes=5, zarrview=5),
     "quick": dict(sensors=1, profile=1, gridded=1, large=1, listing=1, writes=1, zarrview=1),
 }
 ZARR_RUNS = 3

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use atlasfs::fs::core::{ROOT_INO, STACKED_DIR_INO};
+use atlasfs::fs::core::{CONTROL_DIR_INO, ROOT_INO, STACKED_DIR_INO};
 use atlasfs::fs::{AtlasFs, FsConfig, npy};
 use atlasfs::store::{Cells, Codec, DType, FillValue};
 use atlasfs::{Atlas, StoreConfig};
@@ -392,4 +392,122 @@ async fn a_descriptor_keeps_its_version_across_a_rename_over_it() {
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await; // the old version is kept 2 s for late opens
     assert_eq!(fs.getattr(old.ino).await.err().map(|e| e.errno), Some(libc::ESTALE), "once closed and past 2 s, the old inode is gone");
     assert_eq!(fs.open(old.ino, libc::O_RDONLY).await.err().map(|e| e.errno), Some(libc::ESTALE), "and opens of it are stale");
+}
+
+/// FORGET releases the zarr view's inodes (one per chunk key, so a `find` or a dask
+/// scan of a big store would otherwise grow the table without bound): a walk of
+/// the whole view by lookups, then a FORGET of each, leaves the table as it was;
+/// failed lookups of absent chunk keys and plain listings take none; a READDIRPLUS
+/// entry counts as a lookup; an inode goes only when every reference is given back.
+#[tokio::test]
+async fn zarr_inodes_are_released_on_forget() {
+    let (fs, _) = fs_with_data().await;
+    let zarr = fs.lookup(CONTROL_DIR_INO, "zarr").await.unwrap().ino;
+    let base = fs.inode_count();
+    let mut refs: std::collections::HashMap<u64, u64> = Default::default();
+    let (mut dirs, mut files) = (vec![zarr], vec![]);
+    while let Some(dir) = dirs.pop() {
+        let listing = fs.readdir(dir).await.unwrap();
+        assert_eq!(fs.inode_count(), base + refs.len(), "a listing takes no inode");
+        for (name, _) in listing {
+            let a = fs.lookup(dir, &name).await.unwrap();
+            *refs.entry(a.ino).or_default() += 1;
+            if a.kind == atlasfs::fs::core::Kind::Dir { dirs.push(a.ino) } else { files.push((dir, name, a.ino)) }
+        }
+    }
+    assert!(files.len() > 40, "the walk reached the chunk files: {}", files.len());
+    assert_eq!(fs.inode_count(), base + refs.len());
+    // a chunk key past the grid, and one never written: ENOENT, no inode kept
+    let mut parent = zarr;
+    for name in ["d0", "v", "c", "0"] {
+        parent = fs.lookup(parent, name).await.unwrap().ino;
+        *refs.get_mut(&parent).expect("walked") += 1;
+    }
+    let row = parent;
+    for absent in ["7", "x", "00"] {
+        assert_eq!(fs.lookup(row, absent).await.err().map(|e| e.errno), Some(libc::ENOENT), "{absent}");
+    }
+    assert_eq!(fs.inode_count(), base + refs.len(), "failed lookups keep no inode");
+    // a file looked up twice is released by the second FORGET only
+    let (dir, name, ino) = files[0].clone();
+    assert_eq!(fs.lookup(dir, &name).await.unwrap().ino, ino, "a live inode is reused");
+    *refs.get_mut(&ino).unwrap() += 1;
+    fs.forget(ino, 1);
+    assert!(fs.getattr(ino).await.is_ok(), "one reference left");
+    *refs.get_mut(&ino).unwrap() -= 1;
+    for (&i, &n) in &refs {
+        fs.forget(i, n);
+    }
+    assert_eq!(fs.inode_count(), base, "every zarr inode released");
+    assert_eq!(fs.getattr(ino).await.err().map(|e| e.errno), Some(libc::ESTALE), "a released inode is stale");
+    // READDIRPLUS: the entries the adapter sends are counted, and forgotten alike
+    let d0 = fs.lookup(zarr, "d0").await.unwrap().ino;
+    let listing = fs.readdir(d0).await.unwrap();
+    assert_eq!(fs.inode_count(), base + 1);
+    for (name, a) in &listing {
+        fs.entry_sent(d0, name, a.ino);
+        assert_eq!(fs.getattr(a.ino).await.unwrap().ino, a.ino, "{name}: a sent entry is live");
+    }
+    assert_eq!(fs.inode_count(), base + 1 + listing.len());
+    for (_, a) in &listing {
+        fs.forget(a.ino, 1);
+    }
+    fs.forget(d0, 1);
+    assert_eq!(fs.inode_count(), base);
+    // a node forgotten and looked up again: a new inode, the same content
+    let again = fs.lookup(fs.lookup(zarr, "d0").await.unwrap().ino, "zarr.json").await.unwrap();
+    assert!(again.size > 0 && again.ino != ino);
+}
+
+/// A file of `.atlasfs/zarr/` by path, `None` if it does not exist.
+async fn zarr_file(fs: &AtlasFs, path: &str) -> Option<Vec<u8>> {
+    let mut ino = fs.lookup(CONTROL_DIR_INO, "zarr").await.unwrap().ino;
+    for name in path.split('/') {
+        ino = fs.lookup(ino, name).await.ok()?.ino;
+    }
+    let o = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let bytes = fs.read(o.fh, 0, 1 << 30).await.unwrap();
+    fs.release(o.fh).await.unwrap();
+    Some(bytes)
+}
+
+/// A `_stacked` zarr chunk spans many datasets (as many as fit in ~4 MiB), each
+/// read with its own chunking and fill: its bytes equal that box of the `.npy`
+/// stack, whose datasets here are chunked two ways and filled two ways.
+#[tokio::test]
+async fn zarr_stacked_chunks_span_datasets() {
+    let a = Atlas::create(Arc::new(InMemory::new()), Path::default(), StoreConfig::default()).await.unwrap();
+    for (i, chunks, fill, rows) in [(0, [2, 4], None, 5), (1, [5, 6], None, 5), (2, [2, 4], Some(FillValue::Float(9.0)), 2), (3, [2, 4], None, 3)] {
+        let d = a.create_dataset(&format!("d{i}")).await.unwrap();
+        d.define_array::<f32>("v", vec!["x".into(), "y".into()], vec![5, 6], Some(chunks.to_vec()), fill).await.unwrap();
+        let vals: Vec<f32> = (0..rows * 6).map(|k| (i * 100 + k) as f32).collect();
+        d.write_array("v", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[rows, 6]), vals).unwrap().view()).await.unwrap();
+    }
+    a.flush().await.unwrap();
+    let fs = AtlasFs::new(a, FsConfig::default());
+    let meta: serde_json::Value = serde_json::from_slice(&zarr_file(&fs, "_stacked/v/zarr.json").await.unwrap()).unwrap();
+    assert_eq!(meta["chunk_grid"]["configuration"]["chunk_shape"], serde_json::json!([4, 2, 4]), "one chunk holds all four datasets");
+    assert_eq!(meta["shape"], serde_json::json!([4, 5, 6]));
+    let npy = {
+        let ino = fs.lookup(STACKED_DIR_INO, "v.npy").await.unwrap().ino;
+        let o = fs.open(ino, libc::O_RDONLY).await.unwrap();
+        let b = fs.read(o.fh, 0, 1 << 20).await.unwrap();
+        b[b.len() - 4 * 30 * 4..].to_vec()
+    };
+    let cell = |d: usize, x: usize, y: usize| &npy[(d * 30 + x * 6 + y) * 4..][..4];
+    for (i, j) in [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)] {
+        let chunk = zarr_file(&fs, &format!("_stacked/v/c/0/{i}/{j}")).await.expect("present: d0 and d1 hold every chunk");
+        assert_eq!(chunk.len(), 4 * 2 * 4 * 4, "full chunk shape, edges padded");
+        for d in 0..4 {
+            for x in 0..2 {
+                for y in 0..4 {
+                    let (gx, gy) = (i * 2 + x, j * 4 + y);
+                    if gx < 5 && gy < 6 {
+                        assert_eq!(&chunk[((d * 2 + x) * 4 + y) * 4..][..4], cell(d, gx, gy), "d{d} ({gx}, {gy})");
+                    }
+                }
+            }
+        }
+    }
+    assert!(zarr_file(&fs, "_stacked/v/c/1/0/0").await.is_none(), "past the dataset axis");
 }

@@ -194,6 +194,11 @@ impl Filesystem for FuseFs {
         }
     }
 
+    /// FORGET (and each node of a BATCH_FORGET, which fuser's default splits up).
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.core.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.run(op_span!(req, "getattr", ino = ino.0), self.core.getattr_fh(ino.0, fh.map(|f| f.0))) {
             Ok(a) => reply.attr(&self.ttl, &to_attr(&a)),
@@ -361,6 +366,10 @@ impl Filesystem for FuseFs {
         for (i, (name, a)) in all.enumerate().skip(offset as usize) {
             if reply.add(INodeNo(a.ino), (i + 1) as u64, name, &self.ttl, &to_attr(a), Generation(0)) {
                 break;
+            }
+            if i >= 2 {
+                // The kernel counts every entry but `.` and `..` as a lookup.
+                self.core.entry_sent(ino.0, name, a.ino);
             }
         }
         reply.ok()

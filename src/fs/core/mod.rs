@@ -26,6 +26,7 @@
 //! inode table, handles and the small lookups every room uses.
 
 mod control;
+mod forget;
 mod namespace;
 mod open;
 mod passthrough;
@@ -371,6 +372,8 @@ pub struct AtlasFs {
     me: std::sync::OnceLock<std::sync::Weak<AtlasFs>>,
     /// The zarr view's cached group models.
     zarr: crate::fs::zarr::ZarrView,
+    /// Kernel references to the zarr view's inodes, which FORGET releases (see `forget`).
+    lookups: forget::Lookups,
     /// The write-back timer (see `writeback`).
     writeback: writeback::Writeback,
 }
@@ -426,6 +429,7 @@ impl AtlasFs {
             fills: Arc::new(tokio::sync::Semaphore::new(1)),
             me: std::sync::OnceLock::new(),
             zarr: Default::default(),
+            lookups: Default::default(),
             writeback: Default::default(),
         }
     }

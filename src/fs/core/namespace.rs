@@ -107,6 +107,9 @@ impl AtlasFs {
     }
 
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<NodeAttr> {
+        if let Ok(key @ NodeKey::Zarr(_)) = self.child_key(parent, name) {
+            return self.zarr_lookup(key).await; // counted for FORGET (forget.rs)
+        }
         self.stable(|| async {
             let key = self.child_key(parent, name)?;
             let ino = self.inodes.lock().ino(key.clone());

@@ -51,7 +51,7 @@ impl AtlasFs {
         for (name, dir) in entries {
             let mut p = path.to_vec();
             p.push(name.clone());
-            let ino = self.inodes.lock().ino(NodeKey::Zarr(p.clone()));
+            let ino = self.zarr_listed_ino(&NodeKey::Zarr(p.clone()));
             let attr = if dir {
                 self.attr(ino, Kind::Dir, 0, self.started)
             } else {
