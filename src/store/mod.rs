@@ -19,6 +19,7 @@ mod element;
 pub mod layer;
 mod merged;
 pub mod meta;
+pub mod progress;
 mod ranged;
 pub mod remote_error;
 
