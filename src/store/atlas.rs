@@ -97,6 +97,15 @@ pub(crate) struct Shared {
     pub cache: Arc<BlockCache>,
     pub options: StoreOptions,
     flush_lock: tokio::sync::Mutex<()>,
+    /// Held shared by every change that touches an array file and the metadata
+    /// together (define, replace, delete), from its first step to its last, and
+    /// exclusively by a flush while it takes its metadata snapshot and write-locks
+    /// the array files it stages: so the metadata file a flush writes and the
+    /// sidecars it writes describe the same instant. Without it, a change caught
+    /// half-way (its array file changed, its metadata not yet, or the reverse)
+    /// committed an array declared with no live entry, and a `kill -9` before the
+    /// next flush left it unreadable (`store::flush_race`).
+    pub(crate) commit_gate: tokio::sync::RwLock<()>,
 }
 
 /// A store of named datasets. Cheap to clone; clones share everything.
@@ -307,6 +316,7 @@ impl Atlas {
                 cache,
                 options,
                 flush_lock: tokio::sync::Mutex::new(()),
+                commit_gate: tokio::sync::RwLock::new(()),
             }),
         })
     }
@@ -488,6 +498,7 @@ impl Atlas {
     /// Deletes a dataset: tombstones its entries in every array file it used, then
     /// drops it from the metadata. Persists at the next flush.
     pub async fn delete_dataset(&self, name: &str) -> Result<()> {
+        let _gate = self.inner.commit_gate.read().await;
         let arrays: Vec<String> = {
             let m = self.inner.meta.lock();
             m.datasets.get(name).ok_or_else(|| Error::DatasetNotFound(name.to_string()))?.arrays.keys().cloned().collect()
@@ -710,8 +721,10 @@ impl Atlas {
     /// keeps everything pending; any other error after a sidecar was written keeps
     /// it (the metadata write may have landed) and the next flush rewrites metadata.
     async fn flush_locked(&self) -> Result<()> {
-        let meta_dirty = self.inner.meta_dirty.swap(false, Ordering::AcqRel);
-        let snapshot = self.inner.meta.lock().clone();
+        // No define/replace/delete is half-done while the gate is held, so the
+        // snapshot and the pending layers of the files locked here agree; changes
+        // that start after the gate opens wait for these files or the next flush.
+        let gate = self.inner.commit_gate.write().await;
         let mut slots = self.loaded_files();
         slots.sort_by_cached_key(|f| Arc::as_ptr(f) as usize);
         let mut files = vec![];
@@ -720,6 +733,9 @@ impl Atlas {
                 files.push(f.write_owned().await);
             }
         }
+        let meta_dirty = self.inner.meta_dirty.swap(false, Ordering::AcqRel);
+        let snapshot = self.inner.meta.lock().clone();
+        drop(gate);
         if !files.is_empty() {
             super::progress::start("writing", files.iter().map(|g| g.pending_summary().1).sum());
         }

@@ -183,6 +183,7 @@ impl DatasetView {
         }
         let spec = EntrySpec { dtype: dtype.clone(), shape: shape.clone(), chunk_shape: chunk.clone(), dimension_names: dims.clone(), fill };
         let file = self.atlas.file(array).await?;
+        let _gate = self.atlas.inner.commit_gate.read().await;
         let mut f = file.write().await;
         let codec = self.atlas.codec();
         // Re-check under the file lock so two concurrent defines cannot both win.
@@ -213,6 +214,7 @@ impl DatasetView {
         }
         let spec = EntrySpec { dtype: dtype.clone(), shape: shape.clone(), chunk_shape: chunk.clone(), dimension_names: dims.clone(), fill };
         let file = self.atlas.file(array).await?;
+        let _gate = self.atlas.inner.commit_gate.read().await;
         let mut f = file.write().await;
         // Build the new version aside from the old one: the old entry stays readable
         // to nobody else meanwhile, since we hold the write lock.
@@ -416,6 +418,7 @@ impl DatasetView {
     pub async fn delete_array(&self, array: &str) -> Result<()> {
         self.declared(array)?;
         let file = self.atlas.file(array).await?;
+        let _gate = self.atlas.inner.commit_gate.read().await;
         file.write().await.delete(&self.name);
         self.with_meta_mut(|m| {
             m.arrays.shift_remove(array);

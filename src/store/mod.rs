@@ -16,6 +16,8 @@ pub mod cache;
 pub mod dataset;
 pub mod disk_cache;
 mod element;
+#[cfg(test)]
+mod flush_race;
 pub mod layer;
 mod merged;
 pub mod meta;
