@@ -5,10 +5,16 @@
 #   scripts/demo.sh [STORE] [MOUNTPOINT]     (defaults: demo/store, demo/mnt)
 #
 # Unmount with: target/release/atlasfs unmount demo/mnt
+# ATLASFS_DEMO_BIN=PATH uses that atlasfs binary instead of building one (the test
+# of this script, tests/first_run.rs, runs inside cargo test).
 set -euo pipefail
+# STORE and MOUNTPOINT are relative to where the script was started.
+STORE=$(realpath -m "${1:-$(dirname "$0")/../demo/store}")
+MNT=$(realpath -m "${2:-$(dirname "$0")/../demo/mnt}")
 cd "$(dirname "$0")/.."
-STORE=${1:-demo/store}
-MNT=${2:-demo/mnt}
+ROOT=$PWD
+# Paths shown in the closing hint: relative to the repository root when inside it.
+rel() { realpath -m --relative-base="$ROOT" "$1"; }
 # Only what the demo needs (the test suite's extras — pjdfstest, cargo-fuzz, moto,
 # acl — are scripts/setup-test-env.sh's): fusermount3, and a venv in .venv with
 # numpy and atlas-python 0.10 (which writes the demo store).
@@ -24,8 +30,12 @@ fi
 if ! .venv/bin/python -c 'import numpy, atlas; assert atlas.__version__ == "0.10.0"' 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check numpy "atlas-python==0.10.0"
 fi
-cargo build --release --locked 2>&1 | tail -n 1
-BIN=target/release/atlasfs
+if [ -n "${ATLASFS_DEMO_BIN:-}" ]; then
+  BIN=$ATLASFS_DEMO_BIN
+else
+  cargo build --release --locked 2>&1 | tail -n 1
+  BIN=target/release/atlasfs
+fi
 if [ ! -e "$STORE/atlas.json" ]; then
   .venv/bin/python scripts/make_demo_store.py "$STORE" 100
 fi
@@ -43,7 +53,11 @@ g = np.load(f"{mnt}/grid/temperature.npy", mmap_mode="r")
 print("station_000 temperature:", np.round(t[:6], 2), "...")
 print("grid temperature", g.shape, g.dtype, "mean of a 10x10x4 window:", float(g[:10, :10, :4].mean()))
 PY
-echo "try (numpy is in the venv .venv; or first: source .venv/bin/activate):"
-echo "  ls $MNT"
-echo "  .venv/bin/python -c 'import numpy as np; print(np.load(\"$MNT/station_001/pressure.npy\"))'"
-echo "unmount: $BIN unmount $MNT"
+# Every line below runs as printed, from the repository root (numpy is in the venv
+# .venv: call .venv/bin/python, or first `source .venv/bin/activate`).
+echo "try, from $ROOT (numpy is in the venv .venv; or first: source .venv/bin/activate):"
+echo "  cd $ROOT"
+echo "  ls $(rel "$MNT")"
+echo "  .venv/bin/python -c 'import numpy as np; print(np.load(\"$(rel "$MNT")/station_001/pressure.npy\"))'"
+echo "  $(rel "$BIN") ls $(rel "$STORE") station_001"
+echo "unmount: $(rel "$BIN") unmount $(rel "$MNT")"

@@ -192,3 +192,64 @@ fn a_non_empty_mountpoint_is_refused_unless_allowed() {
     m.unmount();
     assert!(mp.join("hidden.txt").exists());
 }
+
+/// `scripts/demo.sh`, started from another directory, prints a closing hint whose
+/// every line runs as printed (the venv's Python, the binary, the unmount).
+#[test]
+fn the_demo_hint_runs_as_printed() {
+    let _g = lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let script = common::repo().join("scripts/demo.sh");
+    // The venv `scripts/setup-test-env.sh` made is the one the demo uses; the binary is
+    // this build (a nested `cargo build` would wait for this test's own cargo).
+    let out = Command::new("bash").arg(&script).args(["st", "mnt"]).current_dir(tmp.path()).env("ATLASFS_DEMO_BIN", bin()).env_remove("RUST_LOG").output().expect("spawn demo.sh");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mp = tmp.path().join("mnt");
+    let unmounted = |mp: &Path| {
+        if is_fuse_mount(&mp.canonicalize().unwrap()) {
+            let _ = Command::new("fusermount3").arg("-u").arg(mp).status();
+        }
+    };
+    if !out.status.success() {
+        unmounted(&mp);
+        panic!("demo.sh failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let hint: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("try, from ")).skip(1).take_while(|l| l.starts_with("  ")).collect();
+    let unmount = text.lines().find_map(|l| l.strip_prefix("unmount: ")).map(str::to_string);
+    assert!(hint.len() >= 3 && hint[0].starts_with("  cd ") && unmount.is_some(), "no closing hint in the demo's output:\n{text}");
+    // Run from somewhere else again, as a user in a new shell would.
+    let tried = Command::new("sh").arg("-ec").arg(hint.join("\n")).current_dir("/").output().expect("spawn sh");
+    let shown = String::from_utf8_lossy(&tried.stdout).to_string();
+    let ok = tried.status.success() && shown.contains("station_001") && shown.contains("pressure");
+    let gone = Command::new("sh").arg("-ec").arg(format!("{}\n{}", hint[0], unmount.unwrap())).current_dir("/").output().expect("spawn sh");
+    unmounted(&mp);
+    assert!(ok, "the demo's hint failed:\n{}\n--- printed\n{shown}\n{}", hint.join("\n"), String::from_utf8_lossy(&tried.stderr));
+    assert!(gone.status.success() && !is_fuse_mount(&mp.canonicalize().unwrap()), "the demo's unmount hint failed: {}", String::from_utf8_lossy(&gone.stderr));
+}
+
+/// The README's "Using it" block runs as printed, line for line, with its store and
+/// mountpoint moved into a temporary directory and `B` this build.
+#[test]
+fn the_readme_examples_run_as_printed() {
+    let _g = lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let after = readme.split("## Using it").nth(1).expect("a 'Using it' section");
+    let block = after.split("```sh\n").nth(1).and_then(|b| b.split("```").next()).expect("a sh block under 'Using it'");
+    let base = tmp.path().join("atlas");
+    let venv = common::repo().join(".venv/bin/python");
+    assert!(block.contains("/tmp/atlas/") && block.contains("B=target/release/atlasfs") && block.contains(".venv/bin/python"), "the block changed:\n{block}");
+    let script = block
+        .replace("cargo build --release\n", "")
+        .replace("B=target/release/atlasfs", &format!("B='{}'", bin()))
+        .replace("/tmp/atlas/", &format!("{}/", base.display()))
+        .replace(".venv/bin/python", venv.to_str().unwrap());
+    let out = Command::new("bash").arg("-ec").arg(&script).current_dir(tmp.path()).env_remove("RUST_LOG").output().expect("spawn bash");
+    let mp = base.join("mnt");
+    if mp.exists() && is_fuse_mount(&mp.canonicalize().unwrap()) {
+        let _ = Command::new("fusermount3").arg("-u").arg(&mp).status();
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "README examples failed:\n{script}\n--- stdout\n{text}\n--- stderr\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("temperature") && text.contains("jan"), "README examples printed:\n{text}");
+}

@@ -284,3 +284,66 @@ fn a_full_spool_disk_falls_back_with_one_log_line() {
     assert_eq!(lines, 1, "one log line for a full spool disk:\n{}", log_report(&m.log));
     m.unmount();
 }
+
+/// `fstat` on a descriptor passing through to an old version, after a write moved
+/// the name to a new inode, shows the old version's size (what it reads), while
+/// `stat` of the name shows the new one. `--ttl 0`: every stat reaches the daemon.
+#[test]
+fn fstat_of_a_passthrough_descriptor_keeps_its_version_size() {
+    let ctx = Ctx::new();
+    let store = ctx.store();
+    let m = mount(&ctx, &store, &["--ttl", "0"]);
+    let mp = m.mp().to_path_buf();
+    std::fs::create_dir(mp.join("d")).unwrap();
+    let a = mp.join("d/a.npy");
+    let v1 = "np.arange(100_000, dtype=np.float32)";
+    save(&a, v1);
+    check(&a, v1);
+    let hits = spool_stat(&m, "hits");
+    let held = std::fs::File::open(&a).unwrap();
+    assert!(spool_stat(&m, "hits") > hits, "the held descriptor passes through");
+    let old_len = 128 + 400_000;
+    assert_eq!(held.metadata().unwrap().len(), old_len);
+    // A bigger version through the mount: the name moves to a new inode.
+    let v2 = "np.arange(300_000, dtype=np.float64)";
+    save(&a, v2);
+    check(&a, v2);
+    assert_eq!(std::fs::metadata(&a).unwrap().len(), 128 + 2_400_000, "stat of the name: the new version");
+    assert_eq!(held.metadata().unwrap().len(), old_len, "fstat of the old descriptor: the version it reads");
+    let mut bytes = vec![];
+    std::io::Read::read_to_end(&mut &held, &mut bytes).unwrap();
+    assert_eq!(bytes.len() as u64, old_len, "and it reads that version whole");
+    drop(held);
+    m.unmount();
+}
+
+/// A daemon killed with -9 leaves its spool directory; the next mount with the same
+/// `--spool-dir` removes it (one log line) and leaves a live daemon's alone.
+#[test]
+fn a_dead_daemons_spool_is_removed_at_the_next_mount() {
+    let ctx = Ctx::new();
+    let store = ctx.store();
+    let spool_dir = ctx.mkdir("spools");
+    let args = ["--metadata-ttl", "0", "--passthrough", "--passthrough-min", "0", "--spool-dir", s(&spool_dir)];
+    let spool_of = |m: &Mounted| PathBuf::from(stats(m)["spool"]["dir"].as_str().unwrap());
+    let src = ctx.path("a.npy");
+    save(&src, "np.arange(1000)");
+    run(Command::new(bin()).arg("put").arg(&store).arg("d/a").arg(&src));
+    let live = Mounted::start(&store, &ctx.mkdir("live"), &args);
+    let dying = Mounted::start(&store, &ctx.mkdir("dying"), &args);
+    let (live_dir, dead_dir) = (spool_of(&live), spool_of(&dying));
+    let a = live.mp().join("d/a.npy");
+    check(&a, "np.arange(1000)");
+    check(&dying.mp().join("d/a.npy"), "np.arange(1000)"); // leaves a spool file behind
+    dying.kill9();
+    assert!(dead_dir.is_dir(), "kill -9 leaves the spool directory");
+    let next = Mounted::start(&store, &ctx.mkdir("next"), &args);
+    assert!(!dead_dir.exists(), "the dead daemon's spool is still there:\n{}", log_report(&next.log));
+    assert!(live_dir.is_dir() && spool_of(&next).is_dir(), "a live daemon's spool was removed");
+    let lines = next.log_text().lines().filter(|l| l.contains("removed the spool directory of an atlasfs daemon that is no longer running")).count();
+    assert_eq!(lines, 1, "one log line per removal:\n{}", log_report(&next.log));
+    check(&a, "np.arange(1000)");
+    next.unmount();
+    live.unmount();
+    assert_eq!(std::fs::read_dir(&spool_dir).unwrap().count(), 0, "every spool is removed at unmount");
+}

@@ -1,5 +1,8 @@
 //! `atlasfs compact STORE`: one layer per array file, deleted data dropped.
 
+use atlasfs::store::progress;
+
+use super::progress::Bar;
 use super::{Result, open_store};
 
 #[derive(Debug, clap::Args)]
@@ -10,6 +13,9 @@ pub struct Args {
 
 pub async fn run(args: Args) -> Result<()> {
     let atlas = open_store(&args.store).await?;
-    atlas.compact().await?;
+    let bar = Bar::new();
+    progress::scope(bar.sink(), atlas.compact()).await?;
+    bar.complete();
+    bar.finish("compacted", bar.phase_total());
     Ok(())
 }

@@ -11,6 +11,7 @@ mod get;
 mod info;
 mod ls;
 mod mount;
+mod progress;
 mod put;
 mod rm;
 
@@ -33,6 +34,9 @@ pub struct Cli {
     pub command: Command,
     #[command(flatten)]
     pub remote: RemoteArgs,
+    /// No progress bars (they are drawn only when stderr is a terminal).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 /// How to reach a remote STORE; each overrides the matching environment variable.
@@ -180,6 +184,7 @@ fn init_logging() {
 /// Builds the runtime and runs one command on it.
 pub fn run(cli: Cli) -> Result<()> {
     let _ = REMOTE.set(cli.remote.options());
+    progress::set_quiet(cli.quiet);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| CliError::File { path: "tokio runtime".into(), source: e })?;
     match cli.command {
         Command::Create(a) => rt.block_on(create::run(a)),

@@ -16,6 +16,7 @@ use atlasfs::fs::{AtlasFs, FsConfig};
 use atlasfs::fuse::{MountConfig, session};
 use atlasfs::{StoreConfig, StoreOptions};
 
+use super::progress::Bar;
 use super::{CliError, Result};
 
 #[derive(Debug, clap::Args)]
@@ -298,7 +299,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
     });
     if signalled {
         tracing::info!("signal received: flushing and unmounting");
-        if let Err(e) = rt.block_on(core.final_flush()) {
+        if let Err(e) = rt.block_on(flush_with_progress(&core)) {
             tracing::error!(error = %e, "flush before unmount failed");
         }
         if let Err(e) = unmounter.unmount() {
@@ -308,8 +309,20 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
     }
     let served = serve.join().unwrap_or_else(|_| Err(std::io::Error::other("FUSE session thread panicked")));
     // Whatever ended the session, pending writes go out before the process does.
-    rt.block_on(core.final_flush()).map_err(|e| CliError::Usage(format!("final flush failed, recent writes may be lost: {e}")))?;
+    rt.block_on(flush_with_progress(&core)).map_err(|e| CliError::Usage(format!("final flush failed, recent writes may be lost: {e}")))?;
     served.map_err(|e| CliError::File { path: a.mountpoint.display().to_string(), source: e })
+}
+
+/// The daemon's final flush, with a progress bar when it runs in the foreground on
+/// a terminal and has something to write.
+async fn flush_with_progress(core: &Arc<AtlasFs>) -> atlasfs::fs::FsResult<()> {
+    let bar = Bar::new();
+    let r = atlasfs::store::progress::scope(bar.sink(), core.final_flush()).await;
+    if r.is_ok() && bar.phase_total() > 0 {
+        bar.complete();
+        bar.finish("flushed", bar.phase_total());
+    }
+    r
 }
 
 /// Runs the mount again in the background and waits until it is usable.
@@ -378,9 +391,20 @@ pub fn unmount(a: UnmountArgs) -> Result<()> {
     if !is_mounted(mp) {
         return Err(CliError::Usage(format!("{}: not mounted", mp.display())));
     }
+    // The daemon flushes; this side can only show how much is pending and how long
+    // it takes (read from .atlasfs/stats before the flush).
+    let pending = pending_bytes(mp);
+    let bar = Bar::new();
+    if pending > 0 {
+        bar.phase("flushing", pending);
+    }
     if let Err(e) = std::fs::write(mp.join(".atlasfs/flush"), b"1") {
         tracing::warn!(error = %e, "flush before unmount failed");
+    } else if pending > 0 {
+        bar.complete();
+        bar.finish("flushed", pending);
     }
+    drop(bar);
     let ok = Command::new("fusermount3").arg("-u").arg(mp).status().map(|s| s.success()).unwrap_or(false)
         || Command::new("umount").arg(mp).status().map(|s| s.success()).unwrap_or(false);
     if !ok {
@@ -395,6 +419,13 @@ pub fn unmount(a: UnmountArgs) -> Result<()> {
         tracing::warn!(error = %e, "the daemon has not exited yet");
     }
     Ok(())
+}
+
+/// Bytes awaiting a flush in the mount at `mp`, from `.atlasfs/stats` (0 if unknown).
+fn pending_bytes(mp: &Path) -> u64 {
+    let Ok(text) = std::fs::read_to_string(mp.join(".atlasfs/stats")) else { return 0 };
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    v["writeback"]["pending_bytes"].as_u64().unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@ use atlasfs::fs::FsConfig;
 use atlasfs::fs::layout::auto_chunk_shape;
 use atlasfs::fs::npy::{self, NpyError};
 
+use atlasfs::store::{Cells, progress};
+
+use super::progress::Bar;
 use super::{CliError, Result, open_store, split_target};
 
 #[derive(Debug, clap::Args)]
@@ -61,7 +64,7 @@ fn geometry(shape: &[usize], chunks: Option<Vec<usize>>, dims: Option<Vec<String
 
 /// Reads and fully checks a `.npy` file: the header and the file size first, so a
 /// bad or oversized file is refused before its data is loaded.
-fn read_npy(file: &Path, path: &str, chunks: Option<&[usize]>) -> Result<npy::NpyArray> {
+fn read_npy(file: &Path, path: &str, chunks: Option<&[usize]>, bar: &Bar) -> Result<npy::NpyArray> {
     let io = |source| CliError::File { path: path.to_string(), source };
     let bad = |source| CliError::Npy { path: path.to_string(), source };
     let mut f = std::fs::File::open(file).map_err(io)?;
@@ -86,8 +89,18 @@ fn read_npy(file: &Path, path: &str, chunks: Option<&[usize]>) -> Result<npy::Np
             )));
         }
     }
-    let mut payload = Vec::with_capacity(expected);
-    f.read_to_end(&mut payload).map_err(io)?;
+    bar.phase("reading", expected as u64);
+    let mut payload = vec![0u8; expected];
+    let mut done = 0;
+    while done < expected {
+        let n = f.read(&mut payload[done..(done + (8 << 20)).min(expected)]).map_err(io)?;
+        if n == 0 {
+            break; // shrank since the size check: decoding reports the short payload
+        }
+        done += n;
+        bar.inc(n as u64);
+    }
+    payload.truncate(done);
     npy::decode_payload(&header, payload).map_err(bad)
 }
 
@@ -100,7 +113,8 @@ pub async fn run(args: Args) -> Result<()> {
         atlasfs::fs::names::check_new_name(&name).map_err(|e| CliError::Usage(e.msg))?;
     }
     let path = args.file.display().to_string();
-    let data = read_npy(&args.file, &path, args.chunks.as_deref())?;
+    let bar = Bar::new();
+    let data = read_npy(&args.file, &path, args.chunks.as_deref(), &bar)?;
     let (chunks, dims) = geometry(&data.shape, args.chunks, args.dims)?;
     // No --chunks: the mount's choice for a file written through it, so that a read
     // of a few elements decodes one chunk of about 4 MiB, not the whole array.
@@ -117,8 +131,19 @@ pub async fn run(args: Args) -> Result<()> {
     }
     view.define_array_dtype(&array, data.dtype.clone(), dims, data.shape.clone(), Some(chunks), None).await?;
     let start = vec![0; data.shape.len()];
-    view.write_cells(&array, &start, &data.shape, &data.cells).await?;
-    atlas.flush().await?;
+    let bytes = match &data.cells {
+        Cells::Fixed { bytes, .. } => bytes.len() as u64,
+        _ => 0,
+    };
+    progress::scope(bar.sink(), async {
+        // Encoding (chunks reported by the store), then writing ("writing", by the flush).
+        bar.phase("encoding", bytes);
+        view.write_cells(&array, &start, &data.shape, &data.cells).await?;
+        atlas.flush().await
+    })
+    .await?;
+    bar.complete();
+    bar.finish(&format!("stored {dataset}/{array}"), bytes);
     tracing::info!(dataset, array, dtype = data.dtype.name(), shape = ?data.shape, "stored");
     Ok(())
 }

@@ -23,6 +23,14 @@
 //!   the decoded path.
 //! - **Privacy.** The spool directory is created 0700 and its files 0600, so only
 //!   the daemon's user can read them; it is removed at unmount.
+//! - **Leftovers.** A daemon that dies (`kill -9`, a crash) cannot remove its spool
+//!   directory. Each is named `atlasfs-spool-<pid>-<random>` and held with an
+//!   exclusive `flock` on the directory for the daemon's life (the kernel drops the
+//!   lock when the process dies, however it dies). A new spool removes every
+//!   sibling `atlasfs-spool-<pid>-*` whose lock it can take and whose pid is not a
+//!   running process, one log line each. The lock keeps a live daemon's directory
+//!   safe; the pid check covers the instant between another daemon creating its
+//!   directory and locking it.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -112,6 +120,8 @@ pub struct SpoolCounters {
 
 pub struct Spool {
     dir: tempfile::TempDir,
+    /// The directory opened and `flock`ed for the daemon's life (see Leftovers).
+    _lock: File,
     budget: u64,
     state: Mutex<State>,
     next_id: AtomicU64,
@@ -125,8 +135,22 @@ impl Spool {
     pub fn new(cfg: &SpoolConfig) -> std::io::Result<Spool> {
         let parent = cfg.dir.clone().unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&parent)?;
-        let dir = tempfile::Builder::new().prefix("atlasfs-spool-").permissions(std::fs::Permissions::from_mode(0o700)).tempdir_in(&parent)?;
-        Ok(Spool { dir, budget: cfg.budget, state: Mutex::new(State::default()), next_id: AtomicU64::new(1), failing: AtomicBool::new(false), counters: SpoolCounters::default() })
+        let prefix = format!("{SPOOL_PREFIX}{}-", std::process::id());
+        let dir = tempfile::Builder::new().prefix(&prefix).permissions(std::fs::Permissions::from_mode(0o700)).tempdir_in(&parent)?;
+        let lock = File::open(dir.path())?;
+        if !try_lock(&lock)? {
+            return Err(std::io::Error::other(format!("{}: just created, yet locked by another process", dir.path().display())));
+        }
+        remove_stale(&parent);
+        Ok(Spool {
+            dir,
+            _lock: lock,
+            budget: cfg.budget,
+            state: Mutex::new(State::default()),
+            next_id: AtomicU64::new(1),
+            failing: AtomicBool::new(false),
+            counters: SpoolCounters::default(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -246,6 +270,60 @@ impl Spool {
     }
 }
 
+/// Every spool directory's name starts with this, then the daemon's pid and `-`.
+const SPOOL_PREFIX: &str = "atlasfs-spool-";
+
+/// Takes an exclusive `flock` on `f` without waiting; false if another open file
+/// description holds one.
+fn try_lock(f: &File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(false) } else { Err(e) }
+}
+
+/// Whether a process with this pid exists (in our pid namespace).
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// Removes spool directories under `parent` left by daemons that are no longer
+/// running: named `atlasfs-spool-<pid>-*`, not locked, and their pid not running.
+/// Directories of live daemons, and anything else, are left alone. Returns the
+/// directories removed.
+pub fn remove_stale(parent: &Path) -> Vec<PathBuf> {
+    let mut removed = vec![];
+    let Ok(entries) = std::fs::read_dir(parent) else { return removed };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(SPOOL_PREFIX)).and_then(|rest| rest.split_once('-')).and_then(|(pid, _)| pid.parse::<i32>().ok()) else {
+            continue;
+        };
+        let path = e.path();
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        // Another user's spool (0700) cannot be opened: not ours to remove. A lock
+        // taken here fails while any daemon, this one included, holds the directory.
+        let Ok(dir) = File::open(&path) else { continue };
+        if !matches!(try_lock(&dir), Ok(true)) || pid_alive(pid) {
+            continue;
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                tracing::info!(dir = %path.display(), pid, "removed the spool directory of an atlasfs daemon that is no longer running");
+                removed.push(path);
+            }
+            Err(e) => tracing::warn!(dir = %path.display(), error = %e, "cannot remove a stale spool directory"),
+        }
+    }
+    removed
+}
+
 /// A spool file being written. Dropped unfinished, it gives its room back.
 pub struct SpoolBuild {
     spool: Arc<Spool>,
@@ -331,6 +409,38 @@ mod tests {
         let mut b = s.begin(&key(a), generation, bytes.len() as u64)?;
         b.write_at(bytes, 0).unwrap();
         b.finish(generation)
+    }
+
+    #[test]
+    fn stale_spool_dirs_of_dead_daemons_are_removed_live_ones_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        let cfg = SpoolConfig { dir: Some(parent.path().to_path_buf()), budget: 1 << 20 };
+        // A daemon that died: its pid is gone and nothing holds its directory.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = parent.path().join(format!("{SPOOL_PREFIX}{dead}-abc123"));
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("1.npy"), b"old").unwrap();
+        // A live daemon's spool (locked), and a directory of a running pid that is not
+        // locked yet (a daemon between creating its directory and locking it).
+        let live = Spool::new(&cfg).unwrap();
+        let unlocked = parent.path().join(format!("{SPOOL_PREFIX}{}-creating", std::process::id()));
+        std::fs::create_dir(&unlocked).unwrap();
+        // Not spool directories: never touched.
+        let other = parent.path().join("atlasfs-spool-notapid");
+        std::fs::create_dir(&other).unwrap();
+        assert!(!stale.exists(), "the first spool made in the parent removed the stale directory");
+        std::fs::create_dir(&stale).unwrap();
+        let second = Spool::new(&cfg).unwrap();
+        assert!(!stale.exists(), "a stale spool directory was left");
+        for kept in [live.path(), second.path(), unlocked.as_path(), other.as_path()] {
+            assert!(kept.is_dir(), "{} was removed", kept.display());
+        }
+        assert!(remove_stale(parent.path()).is_empty());
+        drop(live);
+        // Unlocked by an unmount, its directory is gone anyway (removed at drop).
+        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 3);
     }
 
     #[test]

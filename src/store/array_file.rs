@@ -626,7 +626,9 @@ impl ArrayFile {
         let mut fetched = futures::stream::iter(reads).buffer_unordered(16);
         while let Some(item) = fetched.next().await {
             let (coord, loc, raw) = item?;
-            place(coord, loc, raw.expect("fill locations were filtered out"))?;
+            let raw = raw.expect("fill locations were filtered out");
+            super::progress::advance(raw.len() as u64);
+            place(coord, loc, raw)?;
         }
         Ok(())
     }
@@ -963,7 +965,9 @@ impl ArrayFile {
                 _ => return Err(Error::Invalid(format!("cells of the wrong kind for {:?}", spec.dtype))),
             }
             let summary = summarize(&spec.dtype, spec.fill.as_ref(), &chunk);
-            self.put_chunk(name, &spec, coord, &chunk.encode(), summary)?;
+            let raw = chunk.encode();
+            self.put_chunk(name, &spec, coord, &raw, summary)?;
+            super::progress::advance(raw.len() as u64);
         }
         Ok(())
     }
@@ -1213,7 +1217,9 @@ impl ArrayFile {
         if data_len + tail.len() as u64 <= SINGLE_PUT_LIMIT {
             let mut body = read_spill(0, data_len as usize)?;
             body.extend_from_slice(&tail);
+            let len = body.len() as u64;
             let r = self.store.put_opts(path, PutPayload::from(body), PutOptions::from(PutMode::Create)).await?;
+            super::progress::advance(len);
             return Ok(r.e_tag);
         }
         // Large layers stream as a multipart upload, which cannot be create-if-absent;
@@ -1230,6 +1236,7 @@ impl ArrayFile {
             w.wait_for_capacity(4).await?;
             w.write(&read_spill(off, len as usize)?);
             off += len;
+            super::progress::advance(len);
         }
         w.write(&tail);
         Ok(w.finish().await?.e_tag)
@@ -1298,6 +1305,8 @@ impl ArrayFile {
         if !self.pending.entries.is_empty() {
             return Err(Error::Invalid(format!("{}: compaction with unflushed writes", self.dir)));
         }
+        // Progress: the file's bytes, spread over the chunks copied.
+        let mut share = super::progress::Share::new(self.info().bytes);
         if self.layers.len() <= 1 && self.ignored.is_empty() && !self.layers.first().is_some_and(|l| l.footer.entries.iter().any(|e| e.deleted)) {
             return Ok(());
         }
@@ -1312,6 +1321,7 @@ impl ArrayFile {
                 }
             }
         }
+        share.set_parts(order.keys().filter_map(|n| self.resolve(n).map(|r| self.coords_of(&r, n).len() as u64)).sum());
         let mut packer = BlockPacker::new(self.codec);
         let mut spill = tempfile::tempfile()?;
         let mut entries = vec![];
@@ -1321,6 +1331,7 @@ impl ArrayFile {
             let mut chunks = vec![];
             let mut total = ChunkSummary::default();
             for coord in self.coords_of(&r, name) {
+                share.step();
                 let loc = self.locate(&r, name, &coord);
                 let Some(raw) = self.chunk_bytes(&loc).await? else { continue };
                 let cells = Cells::decode(&r.spec.dtype, &raw, r.spec.grid().chunk_len(&coord)).map_err(|source| Error::Corrupt { path: self.loc_name(&loc), source })?;

@@ -736,6 +736,9 @@ impl Atlas {
         let meta_dirty = self.inner.meta_dirty.swap(false, Ordering::AcqRel);
         let snapshot = self.inner.meta.lock().clone();
         drop(gate);
+        if !files.is_empty() {
+            super::progress::start("writing", files.iter().map(|g| g.pending_summary().1).sum());
+        }
         let mut results: Vec<Result<bool>> = vec![];
         for some in files.chunks_mut(8) {
             results.extend(futures::future::join_all(some.iter_mut().map(|g| g.stage())).await);
@@ -1002,6 +1005,11 @@ impl Atlas {
         names.extend(self.inner.files.read().keys().cloned());
         names.extend(super::array_file::array_dirs(&*self.inner.store).await?);
         let names: Vec<String> = names.into_iter().collect();
+        let mut total = 0;
+        for a in &names {
+            total += self.file(a).await?.read().await.info().bytes;
+        }
+        super::progress::start("compacting", total);
         futures::stream::iter(names)
             .map(|a| async move {
                 let f = self.file(&a).await?;
@@ -1014,6 +1022,7 @@ impl Atlas {
                 // compacted base that the metadata file does not describe.
                 if g.pending_summary().0 > 0 {
                     tracing::info!(array = %a, "changed while compacting; compacted next time");
+                    super::progress::advance(g.info().bytes);
                     return Ok(());
                 }
                 g.compact().await

@@ -21,6 +21,7 @@ mod flush_race;
 pub mod layer;
 mod merged;
 pub mod meta;
+pub mod progress;
 mod ranged;
 pub mod remote_error;
 

@@ -38,6 +38,8 @@ impl AtlasFs {
             let size = match frozen.lock().clone().as_deref() {
                 Some(Frozen::Bytes { len, .. }) => Some(*len),
                 Some(Frozen::Gone) => None,
+                // Passthrough opens are never frozen: their spool file is their version.
+                None if self.passthrough_len(ino).is_some() => self.passthrough_len(ino),
                 // Not frozen yet: the store still holds the version it reads (a
                 // replacement freezes its readers before it commits).
                 None => match self.schema(ds, arr) {

@@ -51,6 +51,9 @@ pub(super) struct InodeIo {
     /// The spool file of this inode's passthrough opens, how many there are, and
     /// the array's generation they read.
     passthrough: Option<(u64, usize, u64)>,
+    /// The size of that spool file: the `.npy` of the version those opens read,
+    /// which `fstat` on them shows after the name moved to a new inode.
+    passthrough_len: u64,
 }
 
 #[derive(Default)]
@@ -212,7 +215,10 @@ impl AtlasFs {
         };
         match mode {
             IoMode::Cached => st.cached += 1,
-            IoMode::Passthrough(id) => st.passthrough.get_or_insert((id, 0, gen_now)).1 += 1,
+            IoMode::Passthrough(id) => {
+                st.passthrough.get_or_insert((id, 0, gen_now)).1 += 1;
+                st.passthrough_len = o.backing.as_ref().map_or(0, |b| b.len);
+            }
             IoMode::Direct => {
                 o.direct_io = true;
                 o.keep_cache = false;
@@ -274,6 +280,11 @@ impl AtlasFs {
         if st.cached == 0 && st.passthrough.is_none() {
             io.by_ino.remove(&ino);
         }
+    }
+
+    /// The size of the version the passthrough opens of `ino` read, while any is open.
+    pub(super) fn passthrough_len(&self, ino: u64) -> Option<u64> {
+        self.io.lock().by_ino.get(&ino).filter(|st| st.passthrough.is_some()).map(|st| st.passthrough_len)
     }
 
     /// Whether descriptor `fh` passes through to a spool file (its reads never
