@@ -141,6 +141,20 @@ def gen_zarrview(n, out):
             a.add_xarray_dataset(xr.Dataset({"temperature": (("depth", "time"), t)}, coords=coords, attrs={"cast_id": i}), name)
 
 
+def gen_bigstore(n, out):
+    """A store of n datasets, each one (24,) float32 array: the metadata file is what
+    grows (17 MB of JSON at 50,000), the case for costs that grow with the store."""
+    import atlas
+    a = atlas.Atlas.create(str(out / "atlas"))
+    for i, name in enumerate(C.dataset_names(n)):
+        d = a.create_dataset(name)
+        d.define_array("x", "float32", ["t"], [24])
+        d.write_array("x", [0], np.arange(24, dtype=np.float32) + i)
+        if i % 5000 == 4999:
+            a.flush()
+    a.flush()
+
+
 def generate(quick, name):
     out = C.workload_dir(quick, name)
     if C.is_complete(quick, name):
@@ -160,6 +174,8 @@ def generate(quick, name):
         gen_writes(size, out)
     elif name == "zarrview":
         gen_zarrview(size, out)
+    elif name == "bigstore":
+        gen_bigstore(size, out)
     (out / ".gen_seconds").write_text(f"{time.perf_counter() - t:.1f}\n")  # reported in the document
     (out / ".complete").write_text(C.marker_text(quick, name))
     print(f"gen: {name}: written in {time.perf_counter() - t:.1f} s ({C.dir_bytes(out) / 2**20:.0f} MiB)", flush=True)

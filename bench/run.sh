@@ -5,7 +5,7 @@
 #
 #   bench/run.sh                      everything (~15 min on 2 cores, first run included)
 #   bench/run.sh --quick              small sizes, 1 run: a smoke test -> bench/results/quick.md
-#   bench/run.sh --only large         one workload (sensors profile gridded large listing writes zarrview,
+#   bench/run.sh --only large         one workload (sensors profile gridded large listing writes zarrview bigstore,
 #                                     comma-separated for several); the others keep their last results
 #   bench/run.sh --runs 5             runs per measurement (default 5; 3 for gridded, large; --quick 1)
 #   bench/run.sh --gridded-codecs zstd
