@@ -941,7 +941,7 @@ def render(results, out_path):
         if t.get("mib"):
             p(f"| {t['target']} | {t['where']} | {t['got']:.0f} MiB | budget {t['budget']:.0f} MiB + 64 | {t['ratio']:.2f}× | {verdict(t)} |")
         elif t.get("rt"):
-            p(f"| {t['target']} | {t['where']} | {t['got']:.1f} round trips | | | {verdict(t)} |")
+            p(f"| {t['target']} | {t['where']} | {t['got']:.0f} round trips | | | {verdict(t)} |")
         elif t["absolute"]:
             p(f"| {t['target']} | {t['where']} | {fmt_s(t['got'])} | | | {verdict(t)} |")
         else:
@@ -1170,6 +1170,7 @@ def main():
     MOUNT_DEFAULTS.update(mount_defaults())
     budget = size_bytes(MOUNT_DEFAULTS["cache-size"])
 
+    old_remote = results.get("remote")
     t0, load0 = time.perf_counter(), os.getloadavg()
     try:
         for w in only:
@@ -1203,6 +1204,8 @@ def main():
                 storage = {}
             results[w] = dict(records=res.records, notes=res.notes, storage=storage, fuse=res.fuse, profile=res.profile,
                               date=datetime.datetime.now().isoformat(timespec="minutes"), runs=runs)
+            if w == "remote":
+                results[w] = remote.merge(old_remote, results[w])
             if w == "large":
                 results[w]["shape"] = list(C.SIZES[C.profile_name(args.quick)]["large"])
             json_path.write_text(json.dumps(results, indent=1) + "\n")  # keep what is done if a later workload fails
