@@ -140,7 +140,8 @@ async def handle(reader, writer, upstream):
                 up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
                 down = asyncio.ensure_future(pump_down(up_reader, writer))
             up_writer.write(head)
-            STATS["bytes_up"] += await copy_body(reader, up_writer, headers)
+            n = await copy_body(reader, up_writer, headers)  # not `+= await`: that loses other connections' updates
+            STATS["bytes_up"] += n
             await up_writer.drain()
     except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
         pass
