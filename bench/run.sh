@@ -26,10 +26,6 @@ fi
 if ! command -v rclone >/dev/null || ! command -v s3fs >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone s3fs >/dev/null
 fi
-# and a second, faster S3 server: moto copies the whole object for every ranged GET
-if [ ! -x bench/data/tools/bin/s3s-fs ]; then
-  cargo install s3s-fs --version 0.14.1 --features binary --locked --root bench/data/tools 2>&1 | tail -n 1
-fi
 if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
   cargo build --release --locked 2>&1 | tail -n 3   # waits if another build holds the lock
 fi
