@@ -32,7 +32,9 @@ KEY = dict(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="u
 SHAPES = {"full": dict(large=(512, 256, 1024), scan=1000, write=(256, 1024, 1024)),
           "quick": dict(large=(64, 256, 1024), scan=50, write=(16, 1024, 1024))}
 CHUNKS = (16, 256, 1024)  # 16 MiB chunks of the 512 MiB array, as in the issue
-DELAYS = (0, 50)  # ms added to every request
+DELAYS = tuple(int(x) for x in os.environ.get("BENCH_REMOTE_DELAYS", "0,50").split(","))  # ms added to every request
+# BENCH_REMOTE_CASES=large,small: only those cases (a partial run for a look; the others are then missing)
+CASES = os.environ.get("BENCH_REMOTE_CASES", "large,small,scan,write,warm").split(",")
 MiB = 1 << 20
 
 
@@ -321,7 +323,7 @@ def run_on(kind, quick, runs, res, B):
             S.ctl(f"delay/{delay}")
             # -- large array, cold, sequential np.load
             big = "big/data.npy"
-            peers = [("atlasfs", lambda: atlas("atlas-large")), ("rclone", lambda: rclone("npy")), ("s3fs", lambda: s3fs("npy"))]
+            peers = [] if "large" not in CASES else [("atlasfs", lambda: atlas("atlas-large")), ("rclone", lambda: rclone("npy")), ("s3fs", lambda: s3fs("npy"))]
             out = {p: [] for p, _ in peers}
             for r in range(runs):
                 for p, mk in peers:  # interleaved: a slow spell of the VM hits all alike
@@ -333,10 +335,10 @@ def run_on(kind, quick, runs, res, B):
 
             # -- small array, cold: time to first byte and the whole np.load
             small = f"{names[0]}/temperature.npy"
-            peers = [("atlasfs", lambda: atlas("atlas-scan")), ("rclone", lambda: rclone("npy")), ("s3fs", lambda: s3fs("npy"))]
+            peers = [] if "small" not in CASES else [("atlasfs", lambda: atlas("atlas-scan")), ("rclone", lambda: rclone("npy")), ("s3fs", lambda: s3fs("npy"))]
             out = {p: [] for p, _ in peers}
             ttfb = {p: [] for p, _ in peers}
-            for r in range(max(runs, 3)):
+            for r in range(max(runs, 3) if peers else 0):
                 for p, mk in peers:
                     def first_byte_then_load(p=p):
                         t = time.perf_counter()
@@ -355,13 +357,13 @@ def run_on(kind, quick, runs, res, B):
             files = [f"{n}/temperature.npy" for n in names]
             want_all = np.stack([want_small[n] for n in names])
             scan = lambda: [np.load(MNT / f) for f in files]
-            peers = [("atlasfs", lambda: atlas("atlas-scan"), scan), ("rclone", lambda: rclone("npy"), scan), ("s3fs", lambda: s3fs("npy"), scan),
+            peers = [] if "scan" not in CASES else [("atlasfs", lambda: atlas("atlas-scan"), scan), ("rclone", lambda: rclone("npy"), scan), ("s3fs", lambda: s3fs("npy"), scan),
                      ("atlasfs stacked", lambda: atlas("atlas-scan"), lambda: np.load(MNT / ".atlasfs" / "stacked" / "temperature.npy"))]
             if delay:  # s3fs makes several sequential requests per file: minutes at 50 ms each
                 peers = [x for x in peers if x[0] != "s3fs"]
             out = {p[0]: [] for p in peers}
             scan_runs = runs if delay == 0 else 1  # ~1,000 sequential round trips per peer at 50 ms
-            for r in range(scan_runs):
+            for r in range(scan_runs if peers else 0):
                 for p, mk, fn in peers:
                     out[p].append(measure(mk(), fn, (lambda got, p=p: B.same(f"remote scan {p}", got, want_all)) if r == 0 else None))
             for p, _, _ in peers:
@@ -395,8 +397,8 @@ def run_on(kind, quick, runs, res, B):
                     raise RuntimeError(f"rclone did not upload {key} within 600 s")
                 return wait
 
-            out = {"atlasfs": [], "rclone": [], "s3fs": []}
-            for r in range(runs):
+            out = {"atlasfs": [], "rclone": [], "s3fs": []} if "write" in CASES else {}
+            for r in range(runs if out else 0):
                 for p in out:
                     prefix = f"w-{p}-{delay}-{r}"
                     f = MNT / "w" / "data.npy"
@@ -429,7 +431,7 @@ def run_on(kind, quick, runs, res, B):
             # -- warm: a second mount with --cache-dir, against a local store
             cache = scratch / "atlas-cache"
             o_warm, o_local = [], []
-            for r in range(runs):
+            for r in range(runs if "warm" in CASES else 0):
                 shutil.rmtree(cache, ignore_errors=True)
                 with atlas("atlas-large", "--cache-dir", str(cache)):
                     np.load(MNT / big)
@@ -442,8 +444,9 @@ def run_on(kind, quick, runs, res, B):
                     dt, got = B.timed(lambda: np.load(MNT / big))
                     o_local.append((dt, {}, [], m.peak()))
                     del got
-            add("atlasfs np.load, second mount --cache-dir", "warm", delay, o_warm)
-            add("atlasfs np.load, local store", "warm", delay, o_local)
+            if o_warm:
+                add("atlasfs np.load, second mount --cache-dir", "warm", delay, o_warm)
+                add("atlasfs np.load, local store", "warm", delay, o_local)
         shutil.rmtree(scratch / "atlas-cache", ignore_errors=True)
 
     if kind == "moto":
