@@ -10,12 +10,14 @@
 #   bench/run.sh --runs 5             runs per measurement (default 5; 3 for gridded, large; --quick 1)
 #   bench/run.sh --gridded-codecs zstd
 #   BENCH_SKIP_BUILD=1 bench/run.sh   use target/release/atlasfs as it is
+#   BENCH_REMOTE_DELAYS=50 BENCH_REMOTE_CASES=large,small bench/run.sh --only remote
+#                                     part of the remote workload (atlasfs on s3:// vs rclone, s3fs; ~45 min in full on moto)
 #
 # Needs root for `echo 3 > /proc/sys/vm/drop_caches` (cold large-array reads); without
 # it "cold" means a fresh mount only, and the document says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-case "${1:-}" in -h|--help) sed -n '2,15p' "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,17p' "$0"; exit 0 ;; esac
 export BENCH_T0="$(date +%s.%N)" BENCH_CMD="bench/run.sh $*"
 
 bash scripts/setup-test-env.sh   # .venv with numpy, atlas-python 0.10.0, moto; fuse3
