@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import common as C
+import remote
 
 MNT = C.SCRATCH / "mnt"
 # Every mount uses a private copy of the binary, taken at start: a rebuild of
@@ -64,7 +65,8 @@ class Mount:
     """`atlasfs mount STORE MNT` for a with-block; always unmounted on the way out."""
 
     def __init__(self, store, *extra):
-        self.store, self.extra = Path(store), list(extra)
+        # a URL (s3://…) stays a string: Path() would fold its "//"
+        self.store, self.extra = (store if "://" in str(store) else Path(store)), list(extra)
 
     def __enter__(self):
         MNT.mkdir(parents=True, exist_ok=True)
@@ -851,9 +853,11 @@ def targets(results):
         find(results, "zarrview", reader="atlas-python open_as_many_xarray_dataset + mean"), 1.0)
     add("50k-dataset store: one save ≤ 1.0× atlas-python's flush of it", "bigstore", find(results, "bigstore", reader="atlasfs: mkdir + np.save + fsync"),
         find(results, "bigstore", reader="atlas-python create+define+write+flush"), 1.0)
+    remote.targets(results, add, find)
     budget = results.get("_meta", {}).get("cache_budget")
     for w in C.WORKLOADS:
-        peak = max((r["rss"] for r in results.get(w, {}).get("records", []) if r.get("rss")), default=None)
+        # the remote workload also records its peers' RSS (rclone, s3fs): only atlasfs's counts here
+        peak = max((r["rss"] for r in results.get(w, {}).get("records", []) if r.get("rss") and r["reader"].startswith("atlasfs")), default=None)
         # A big store's decoded metadata is the daemon's to hold (issue 13): the RSS
         # right after mount, which is mostly that, is added to the allowance.
         meta = max((r.get("rss_mounted", 0) for r in results.get(w, {}).get("records", [])), default=0)
@@ -1005,6 +1009,8 @@ def render(results, out_path):
             continue
         if t.get("mib"):
             p(f"| {t['target']} | {t['where']} | {t['got']:.0f} MiB | budget {t['budget']:.0f} MiB + 64 | {t['ratio']:.2f}× | {verdict(t)} |")
+        elif t.get("rt"):
+            p(f"| {t['target']} | {t['where']} | {t['got']:.0f} round trips | | | {verdict(t)} |")
         elif t["absolute"]:
             p(f"| {t['target']} | {t['where']} | {fmt_s(t['got'])} | | | {verdict(t)} |")
         else:
@@ -1183,10 +1189,13 @@ def render(results, out_path):
             p(f"| {r['reader']} | {r['state'] or ''} | {fmt_s(r['median'])} | {r['median'] / api:.2f}× | {rss} |")
         p("")
 
+    if "remote" in results:
+        remote.render(p, results["remote"], fmt_s)
+
     p("## Reproducing\n")
     p("```sh\nbench/run.sh                 # everything (installs deps, builds, generates data once under bench/data/, measures, writes this file)\n"
       "bench/run.sh --quick         # small sizes, 1 run: a smoke test (writes bench/results/quick.md, not this file)\n"
-      "bench/run.sh --only large    # one workload (sensors, profile, gridded, large, listing, writes, zarrview); others keep their last results\n```\n")
+      "bench/run.sh --only large    # one workload (sensors, profile, gridded, large, listing, writes, zarrview, remote); others keep their last results\n```\n")
     p("Raw numbers (every run) are in `bench/results/latest.json`.")
     out_path.write_text("\n".join(L) + "\n")
 
@@ -1230,6 +1239,7 @@ def main():
     MOUNT_DEFAULTS.update(mount_defaults())
     budget = size_bytes(MOUNT_DEFAULTS["cache-size"])
 
+    old_remote = results.get("remote")
     t0, load0 = time.perf_counter(), os.getloadavg()
     try:
         for w in only:
@@ -1255,6 +1265,9 @@ def main():
             elif w == "bigstore":
                 bench_bigstore(args.quick, runs, res)
                 storage = {"atlas zstd": C.dir_bytes(C.workload_dir(args.quick, w) / "atlas")}
+            elif w == "remote":
+                remote.run(args.quick, runs, res, sys.modules[__name__])
+                storage = {k: C.dir_bytes(C.workload_dir(args.quick, w) / k) for k in ("atlas-large", "atlas-scan", "npy")}
             elif w == "zarrview":
                 bench_zarrview(args.quick, runs, res)
                 storage = {"atlas zstd": C.dir_bytes(C.workload_dir(args.quick, w) / "atlas")}
@@ -1263,6 +1276,8 @@ def main():
                 storage = {}
             results[w] = dict(records=res.records, notes=res.notes, storage=storage, fuse=res.fuse, profile=res.profile,
                               date=datetime.datetime.now().isoformat(timespec="minutes"), runs=runs)
+            if w == "remote":
+                results[w] = remote.merge(old_remote, results[w])
             if w == "large":
                 results[w]["shape"] = list(C.SIZES[C.profile_name(args.quick)]["large"])
             json_path.write_text(json.dumps(results, indent=1) + "\n")  # keep what is done if a later workload fails

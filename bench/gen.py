@@ -176,6 +176,9 @@ def generate(quick, name):
         gen_zarrview(size, out)
     elif name == "bigstore":
         gen_bigstore(size, out)
+    elif name == "remote":
+        import remote
+        remote.gen(quick, out)
     (out / ".gen_seconds").write_text(f"{time.perf_counter() - t:.1f}\n")  # reported in the document
     (out / ".complete").write_text(C.marker_text(quick, name))
     print(f"gen: {name}: written in {time.perf_counter() - t:.1f} s ({C.dir_bytes(out) / 2**20:.0f} MiB)", flush=True)

@@ -5,22 +5,28 @@
 #
 #   bench/run.sh                      everything (~15 min on 2 cores, first run included)
 #   bench/run.sh --quick              small sizes, 1 run: a smoke test -> bench/results/quick.md
-#   bench/run.sh --only large         one workload (sensors profile gridded large listing writes zarrview bigstore,
+#   bench/run.sh --only large         one workload (sensors profile gridded large listing writes zarrview bigstore remote,
 #                                     comma-separated for several); the others keep their last results
 #   bench/run.sh --runs 5             runs per measurement (default 5; 3 for gridded, large; --quick 1)
 #   bench/run.sh --gridded-codecs zstd
 #   BENCH_SKIP_BUILD=1 bench/run.sh   use target/release/atlasfs as it is
+#   BENCH_REMOTE_DELAYS=50 BENCH_REMOTE_CASES=large,small bench/run.sh --only remote
+#                                     part of the remote workload (atlasfs on s3:// vs rclone, s3fs; ~45 min in full on moto)
 #
 # Needs root for `echo 3 > /proc/sys/vm/drop_caches` (cold large-array reads); without
 # it "cold" means a fresh mount only, and the document says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-case "${1:-}" in -h|--help) sed -n '2,15p' "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,17p' "$0"; exit 0 ;; esac
 export BENCH_T0="$(date +%s.%N)" BENCH_CMD="bench/run.sh $*"
 
 bash scripts/setup-test-env.sh   # .venv with numpy, atlas-python 0.10.0, moto; fuse3
 if ! .venv/bin/python -c 'import zarr, xarray, dask, zstandard, lz4; assert int(zarr.__version__.split(".")[0]) >= 3' 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check "zarr>=3" xarray dask zstandard lz4
+fi
+# the remote workload's peers: rclone mount and s3fs (Debian packages)
+if ! command -v rclone >/dev/null || ! command -v s3fs >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone s3fs >/dev/null
 fi
 if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
   cargo build --release --locked 2>&1 | tail -n 3   # waits if another build holds the lock
