@@ -1192,10 +1192,26 @@ def render(results, out_path):
     if "remote" in results:
         remote.render(p, results["remote"], fmt_s)
 
+    if "bigstore" in results:
+        w = results["bigstore"]
+        p("## 7. One change in a store of 50,000 datasets\n")
+        p(". ".join(w["notes"]) + f". Measured {w['date']}.\n")
+        api = find(results, "bigstore", reader="atlas-python create+define+write+flush")
+        p("| writer | time (median) | spread | ÷ atlas-python | daemon peak RSS |")
+        p("|---|---:|---|---:|---:|")
+        for r in w["records"]:
+            rss = f"{r['rss'] / MiB:.0f} MiB" if r.get("rss") else ""
+            p(f"| {r['reader']} | {fmt_s(r['median'])} | {fmt_s(min(r['times']))} – {fmt_s(max(r['times']))} | {r['median'] / api:.2f}× | {rss} |")
+        p("\nWhere the time goes (perf, 50,000 datasets): encoding the 17 MB JSON metadata file and writing it, as atlas-python "
+          "does; before 2026-12-07 a flush also deep-cloned the metadata four times (750,000 allocations each), compared every "
+          "dataset by encoding it, and read the file back to look for other writers (0.28 s against atlas-python's 0.09 s in "
+          "issue 13; RSS 716 MiB after 100 saves). Datasets are now shared (`Arc`) between the live metadata, the snapshot and "
+          "the merge base, and a local store reads the file back only when its ETag changed.\n")
+
     p("## Reproducing\n")
     p("```sh\nbench/run.sh                 # everything (installs deps, builds, generates data once under bench/data/, measures, writes this file)\n"
       "bench/run.sh --quick         # small sizes, 1 run: a smoke test (writes bench/results/quick.md, not this file)\n"
-      "bench/run.sh --only large    # one workload (sensors, profile, gridded, large, listing, writes, zarrview, remote); others keep their last results\n```\n")
+      "bench/run.sh --only large    # one workload (sensors, profile, gridded, large, listing, writes, zarrview, bigstore, remote); others keep their last results\n```\n")
     p("Raw numbers (every run) are in `bench/results/latest.json`.")
     out_path.write_text("\n".join(L) + "\n")
 
