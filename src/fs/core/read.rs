@@ -49,6 +49,13 @@ impl AtlasFs {
                 if let Some(f) = frozen.lock().clone() {
                     return read_frozen(&f, offset, size);
                 }
+                // Read-ahead starts before this read's own blocks arrive (it only
+                // queues fetches), so on a remote store the next blocks' requests
+                // overlap this one's instead of following it. Past the end it is a no-op.
+                let next = read_ahead.lock().advance(offset, offset + size as u64, self.cfg.read_ahead_bytes.max(READ_AHEAD_START));
+                if let Some((from, to)) = next {
+                    self.read_ahead(ds, arr, from, to).await;
+                }
                 let out = self.read_array_bytes(ds, arr, offset, size as u64).await?;
                 // A replacement freezes open descriptors before it commits: if this one
                 // was frozen meanwhile, the bytes just read may be the new version's.
@@ -56,10 +63,6 @@ impl AtlasFs {
                     return read_frozen(&f, offset, size);
                 }
                 self.fill_from_read(ds, arr, filling, offset, &out);
-                let next = read_ahead.lock().advance(offset, offset + out.len() as u64, self.cfg.read_ahead_bytes.max(READ_AHEAD_START));
-                if let Some((from, to)) = next {
-                    self.read_ahead(ds, arr, from, to).await;
-                }
                 out
             }
             Handle::Staged { staged, .. } => {
@@ -87,12 +90,11 @@ impl AtlasFs {
                 snapshot[start..end].to_vec()
             }
             Handle::Stacked { array, stack, read_ahead } => {
-                let out = stack.read(&self.atlas, array, offset, size as u64, self.atlas.read_concurrency()).await?;
-                let next = read_ahead.lock().advance(offset, offset + out.len() as u64, self.cfg.read_ahead_bytes.max(READ_AHEAD_START));
+                let next = read_ahead.lock().advance(offset, offset + size as u64, self.cfg.read_ahead_bytes.max(READ_AHEAD_START));
                 if let Some((from, to)) = next {
                     stack.prefetch(&self.atlas, array, from, to).await;
                 }
-                out
+                stack.read(&self.atlas, array, offset, size as u64, self.atlas.read_concurrency()).await?
             }
             Handle::Dir(_) => return Err(FsError::new(libc::EISDIR, "is a directory")),
         };
