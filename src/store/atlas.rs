@@ -171,12 +171,12 @@ struct MetaLock {
 const LOCK_NAME: &str = "atlas.lock";
 const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(30);
 
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 /// Whether a lock body names a process of this host that no longer exists.
-fn holder_is_dead(body: &[u8]) -> bool {
+pub(crate) fn holder_is_dead(body: &[u8]) -> bool {
     let text = String::from_utf8_lossy(body);
     let mut words = text.split_whitespace();
     let (Some("pid"), Some(pid), Some("host"), Some(host)) = (words.next(), words.next(), words.next(), words.next()) else { return false };
@@ -437,7 +437,14 @@ impl Atlas {
         let codec = self.codec();
         slot.get_or_try_init(|| async {
             tracing::debug!(array, "opening array file");
-            let mut f = ArrayFile::open(self.inner.store.clone(), self.inner.cache.clone(), array, codec).await?;
+            // A layer listed but gone when read: another process compacted; list again.
+            let mut attempt = 0;
+            let mut f = loop {
+                match ArrayFile::open(self.inner.store.clone(), self.inner.cache.clone(), array, codec).await {
+                    Err(e) if super::array_file::vanished(&e) && attempt < 5 => attempt += 1,
+                    r => break r?,
+                }
+            };
             f.set_aside_uncommitted(&self.committed_grids(None, array));
             Ok::<_, Error>(Arc::new(tokio::sync::RwLock::new(f)))
         })
@@ -452,7 +459,7 @@ impl Atlas {
         v
     }
 
-    fn loaded_files(&self) -> Vec<Arc<tokio::sync::RwLock<ArrayFile>>> {
+    pub(crate) fn loaded_files(&self) -> Vec<Arc<tokio::sync::RwLock<ArrayFile>>> {
         self.inner.files.read().values().filter_map(|s| s.get().cloned()).collect()
     }
 
@@ -979,6 +986,9 @@ impl Atlas {
         futures::stream::iter(names)
             .map(|a| async move {
                 let f = self.file(&a).await?;
+                // Never alongside another compactor of this file (an automatic one here
+                // or in another process): see `autocompact`.
+                let lease = self.compaction_lease(&a).await?;
                 let mut g = f.write().await;
                 g.set_aside_uncommitted(&self.committed_grids(stored.as_ref(), &a));
                 // A write that slipped in after the flush above (another descriptor's
@@ -988,9 +998,14 @@ impl Atlas {
                 // compacted base that the metadata file does not describe.
                 if g.pending_summary().0 > 0 {
                     tracing::info!(array = %a, "changed while compacting; compacted next time");
+                    drop(g);
+                    lease.release().await;
                     return Ok(());
                 }
-                g.compact().await
+                let r = g.compact().await;
+                drop(g);
+                lease.release().await;
+                r
             })
             .buffer_unordered(4)
             .try_collect::<Vec<()>>()

@@ -10,6 +10,7 @@
 pub mod array_file;
 mod atlas;
 pub mod attr;
+pub mod autocompact;
 pub mod backend;
 mod big_block;
 pub mod cache;
@@ -17,6 +18,7 @@ pub mod dataset;
 pub mod disk_cache;
 mod element;
 pub mod layer;
+pub mod lease;
 mod merged;
 pub mod meta;
 mod ranged;
