@@ -752,6 +752,13 @@ impl Atlas {
                 }
             }
         }
+        if outcome.is_err() {
+            // The metadata file may not have landed: automatic compaction must not take
+            // these sidecars for committed ones (see `array_file::fold`).
+            for g in files.iter_mut() {
+                g.forget_committed_here();
+            }
+        }
         drop(files);
         match outcome {
             Ok(merged) => {

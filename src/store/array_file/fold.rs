@@ -255,6 +255,12 @@ impl ArrayFile {
         Ok(true)
     }
 
+    /// After a flush whose metadata write failed: no sidecar counts as committed by
+    /// this process any more (each is folded once a later metadata write follows it).
+    pub fn forget_committed_here(&mut self) {
+        self.committed_here.clear();
+    }
+
     /// After the folded sidecars were deleted: they are no longer ignored.
     pub fn forget_folded(&mut self, plan: &FoldPlan) {
         for l in &plan.layers[1..] {
