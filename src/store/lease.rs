@@ -8,8 +8,8 @@
 //!   (`pid N host H`, the words `atlas.lock` uses, so a dead holder on this host is
 //!   recognised at once) and when the lease ends (`expires_unix T`, the holder's
 //!   clock) plus a random token, so every taking writes a new version.
-//! - A lease past its end (or whose holder is a dead process of this host) is taken
-//!   over with `PutMode::Update` on the version read: of two processes taking over
+//! - A lease past its end (or whose holder is a dead process of this host, or this
+//!   process without holding it: a failed release, a torn write) is taken over with `PutMode::Update` on the version read: of two processes taking over
 //!   the same stale lease, exactly one succeeds. Backends without conditional
 //!   updates (a local directory) delete the stale object and create it again; two
 //!   breakers there could both succeed only on one host, which the dead-pid check
@@ -30,6 +30,7 @@ use super::{Error, Result};
 
 /// A lease held by this process; see the module notes.
 pub struct Lease {
+    token: u64,
     store: Arc<dyn ObjectStore>,
     path: Path,
     /// What this holder wrote (a random token makes it unique): the object still
@@ -44,11 +45,24 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// Tokens of the leases this process holds now.
+static HELD: parking_lot::Mutex<Vec<u64>> = parking_lot::Mutex::new(Vec::new());
+
+/// Whether a lease body names this very process but none of the leases it holds: one
+/// it failed to release, or a torn write of one (a store that tore the PUT).
+fn orphan_of_ours(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mine = words.len() >= 4 && words[0] == "pid" && words[1] == std::process::id().to_string() && words[2] == "host" && words[3] == super::atlas::host_name();
+    let token = words.iter().position(|w| *w == "token").and_then(|i| words.get(i + 1)).and_then(|t| u64::from_str_radix(t, 16).ok());
+    mine && !token.is_some_and(|t| HELD.lock().contains(&t))
+}
+
 /// Whether a lease body is past its end (by this host's clock) or names a dead
 /// process of this host. A body that cannot be read is treated as expired once the
 /// object is older than `ttl` (by the store's clock, through `last_modified`).
 fn expired(body: &[u8], got_age: Duration, ttl: Duration) -> bool {
-    if super::atlas::holder_is_dead(body) {
+    if super::atlas::holder_is_dead(body) || orphan_of_ours(body) {
         return true;
     }
     let text = String::from_utf8_lossy(body);
@@ -76,7 +90,8 @@ impl Lease {
         let taken = Instant::now();
         let made = |r: object_store::PutResult, store: Arc<dyn ObjectStore>, path: Path| {
             let _ = r;
-            Some(Lease { store, path, body: body.clone().into_bytes(), taken, ttl, released: false })
+            HELD.lock().push(token);
+            Some(Lease { token, store, path, body: body.clone().into_bytes(), taken, ttl, released: false })
         };
         // Twice: once more when the holder released it between our create and our read.
         for _ in 0..2 {
@@ -139,6 +154,7 @@ impl Lease {
     /// Gives the lease up (deletes the object if it is still this holder's).
     pub async fn release(mut self) {
         self.released = true;
+        HELD.lock().retain(|t| *t != self.token);
         if self.ours().await.unwrap_or(false)
             && let Err(e) = self.store.delete(&self.path).await
         {
@@ -153,6 +169,7 @@ impl Drop for Lease {
         if self.released {
             return;
         }
+        HELD.lock().retain(|t| *t != self.token);
         let (store, path, body) = (self.store.clone(), self.path.clone(), std::mem::take(&mut self.body));
         if let Ok(h) = tokio::runtime::Handle::try_current() {
             h.spawn(async move {
@@ -223,6 +240,20 @@ mod tests {
         let (a, b) = tokio::join!(Lease::try_acquire(store.clone(), p.clone(), Duration::from_secs(60)), Lease::try_acquire(store.clone(), p.clone(), Duration::from_secs(60)));
         let won = [a.unwrap(), b.unwrap()].into_iter().filter(|l| l.is_some()).count();
         assert_eq!(won, 1, "exactly one of two takers of a stale lease holds it");
+    }
+
+    /// A lease this process left behind (its release failed, or the store tore its PUT)
+    /// does not block this process's next compaction for the lease's length.
+    #[tokio::test]
+    async fn a_lease_this_process_left_behind_is_taken_at_once() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let p = Path::from("x/compact.lease");
+        let torn = format!("pid {} host {} expi", std::process::id(), super::super::atlas::host_name());
+        store.put(&p, PutPayload::from(torn.into_bytes())).await.unwrap();
+        assert!(Lease::try_acquire(store.clone(), p.clone(), Duration::from_secs(60)).await.unwrap().is_some(), "a torn lease of this process is stale");
+        let held = Lease::try_acquire(store.clone(), Path::from("y/compact.lease"), Duration::from_secs(60)).await.unwrap().expect("taken");
+        assert!(Lease::try_acquire(store.clone(), Path::from("y/compact.lease"), Duration::from_secs(60)).await.unwrap().is_none(), "a lease this process holds is not");
+        drop(held);
     }
 
     #[test]
