@@ -88,6 +88,8 @@ impl Atlas {
         let started = std::time::Instant::now();
         loop {
             if let Some(l) = Lease::try_acquire(self.inner.store.clone(), path.clone(), LEASE_TTL).await? {
+                // A store that tore the lease's PUT: the lease is not ours to rely on.
+                l.check(Duration::ZERO).await?;
                 return Ok(l);
             }
             if started.elapsed() > LEASE_TTL + Duration::from_secs(5) {

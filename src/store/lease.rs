@@ -62,7 +62,10 @@ fn orphan_of_ours(body: &[u8]) -> bool {
 /// process of this host. A body that cannot be read is treated as expired once the
 /// object is older than `ttl` (by the store's clock, through `last_modified`).
 fn expired(body: &[u8], got_age: Duration, ttl: Duration) -> bool {
-    if super::atlas::holder_is_dead(body) || orphan_of_ours(body) {
+    // Every lease body ends in its token and a newline: one that does not is a torn
+    // write (a store that kept a prefix), which no holder can have checked as its own.
+    let whole = body.ends_with(b"\n") && String::from_utf8_lossy(body).split_whitespace().any(|w| w == "token");
+    if !whole || super::atlas::holder_is_dead(body) || orphan_of_ours(body) {
         return true;
     }
     let text = String::from_utf8_lossy(body);
@@ -263,7 +266,8 @@ mod tests {
         assert!(!expired(soon.as_bytes(), Duration::ZERO, ttl));
         let past = format!("pid 1 host elsewhere expires_unix {} token 0", unix_now().saturating_sub(1));
         assert!(expired(past.as_bytes(), Duration::ZERO, ttl));
-        assert!(!expired(b"garbage", Duration::from_secs(5), ttl));
-        assert!(expired(b"garbage", Duration::from_secs(61), ttl));
+        assert!(expired(b"pid 1 host elsewhere expi", Duration::ZERO, ttl), "a torn body is stale at once");
+        assert!(!expired(b"pid 1 host elsewhere token 0\n", Duration::from_secs(5), ttl));
+        assert!(expired(b"pid 1 host elsewhere token 0\n", Duration::from_secs(61), ttl));
     }
 }
