@@ -262,9 +262,9 @@ mod tests {
     #[test]
     fn expiry_reading() {
         let ttl = Duration::from_secs(60);
-        let soon = format!("pid 1 host elsewhere expires_unix {} token 0", unix_now() + 30);
+        let soon = format!("pid 1 host elsewhere expires_unix {} token 0\n", unix_now() + 30);
         assert!(!expired(soon.as_bytes(), Duration::ZERO, ttl));
-        let past = format!("pid 1 host elsewhere expires_unix {} token 0", unix_now().saturating_sub(1));
+        let past = format!("pid 1 host elsewhere expires_unix {} token 0\n", unix_now().saturating_sub(1));
         assert!(expired(past.as_bytes(), Duration::ZERO, ttl));
         assert!(expired(b"pid 1 host elsewhere expi", Duration::ZERO, ttl), "a torn body is stale at once");
         assert!(!expired(b"pid 1 host elsewhere token 0\n", Duration::from_secs(5), ttl));
