@@ -66,7 +66,7 @@ fn helper_translates_fstab_options() {
             store.to_str().unwrap(),
             mp.to_str().unwrap(),
             "-o",
-            "ro,_netdev,nofail,noauto,x-systemd.automount,defaults,allow_other,uid=1234,gid=2345,noatime,noxattrs,metadata_ttl=2,writeback_delay=0.5",
+            "ro,_netdev,nofail,noauto,x-systemd.automount,defaults,allow_other,uid=1234,gid=2345,noatime,noxattrs,metadata_ttl=2,writeback_delay=0.5,max_layers=3",
         ])
         .env("ATLASFS_BIN", bin())
         .output()
@@ -78,6 +78,7 @@ fn helper_translates_fstab_options() {
     assert_eq!((meta.uid(), meta.gid(), meta.len()), (1234, 2345, 128 + 24));
     let stats: serde_json::Value = serde_json::from_slice(&std::fs::read(mp.join(".atlasfs/stats")).unwrap()).unwrap();
     assert_eq!(stats["writeback"]["delay_s"], 0.5, "writeback_delay= reaches --writeback-delay: {stats}");
+    assert_eq!(stats["auto_compaction"]["max_layers"], 3, "max_layers= reaches --max-layers: {stats}");
     let err = std::fs::create_dir(mp.join("new")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "ro must give EROFS");
     let x = Command::new("getfattr").arg("-n").arg("user.atlas.dtype").arg(mp.join("ds/a.npy")).output().unwrap();

@@ -102,6 +102,12 @@ pub struct Args {
     /// window share a flush. 0 flushes at every close, whose error close(2) returns.
     #[arg(long, default_value_t = 2.0, value_name = "SECS", value_parser = parse_delay)]
     pub writeback_delay: f64,
+    /// Sidecar layers an array file may collect (one per flush that changed it)
+    /// before the daemon compacts it in the background, as `atlasfs compact` does
+    /// for one array file; reads stay fast under long save loops. 0: never
+    /// automatically.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_layers: usize,
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
@@ -251,6 +257,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         spool,
         passthrough_min_bytes: a.passthrough_min,
         writeback_delay: Duration::from_secs_f64(a.writeback_delay),
+        max_layers: a.max_layers,
         ..FsConfig::default()
     };
     if let Some(u) = a.uid {
@@ -261,6 +268,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
     }
     let core = Arc::new(AtlasFs::new(atlas, cfg));
     core.start_writeback(rt.handle());
+    core.start_autocompact(rt.handle());
     if a.metadata_ttl > 0.0 {
         let (core, every) = (core.clone(), Duration::from_secs_f64(a.metadata_ttl));
         rt.spawn(async move {

@@ -103,13 +103,15 @@ impl Stack {
         out.resize(at + ((e1 - e0) * el) as usize, 0);
         let file = atlas.file(array).await.map_err(|e| FsError::noent(format!("stacked {array}: {e}")))?;
         let parts = self.parts(d0, d1);
-        let result = self.read_parts(&*file.read().await, &parts, &mut out[at..], concurrency).await;
-        if let Err(crate::store::Error::Stale(_)) = result {
-            // Another writer replaced a layer: reload it, then read again.
+        let mut tries = 0;
+        loop {
+            match self.read_parts(&*file.read().await, &parts, &mut out[at..], concurrency).await {
+                // Another writer replaced a layer (a compaction, which may still be
+                // deleting sidecars): reload, then read again.
+                Err(crate::store::Error::Stale(_)) if tries < 8 => tries += 1,
+                r => break r?,
+            }
             file.write().await.refresh().await?;
-            self.read_parts(&*file.read().await, &parts, &mut out[at..], concurrency).await?;
-        } else {
-            result?;
         }
         // The read was widened to whole elements: cut back to the bytes asked for.
         let skip = (d0 - e0 * el) as usize;

@@ -44,6 +44,9 @@ use crate::format::packer::BlockPacker;
 use crate::format::stats::{ChunkSummary, summarize};
 use crate::format::{ChunkAddress, Codec, DType, EntryMeta, EntryStats, FillValue, Footer, StatsFile};
 
+mod fold;
+pub use fold::{FoldPlan, FoldedBase, Listed, listed};
+
 /// Sidecars up to this size are uploaded in one create-if-absent PUT.
 const SINGLE_PUT_LIMIT: u64 = 64 * 1024 * 1024;
 const BASE_NAME: &str = "data.af";
@@ -263,6 +266,8 @@ pub struct ArrayFile {
     /// Overlay numbers up to this one were used by withdrawn sidecars: not reused, so
     /// no reader mistakes a new file for one it saw before.
     withdrawn: u32,
+    /// Sidecars this process's flushes committed (a fold may take them at once; see `fold`).
+    committed_here: BTreeSet<u32>,
 }
 
 /// The committed blocks behind `locs`, each once, grouped by layer: what one read
@@ -279,6 +284,12 @@ fn blocks_by_layer<'a>(locs: impl IntoIterator<Item = &'a ChunkLoc>) -> HashMap<
         }
     }
     by_layer
+}
+
+/// A file that was listed (or read) a moment ago is gone or replaced: another
+/// process compacted the array file. Listing again and retrying is the answer.
+pub(crate) fn vanished(e: &Error) -> bool {
+    matches!(e, Error::Stale(_) | Error::ObjectStore(object_store::Error::NotFound { .. }))
 }
 
 fn sidecar_number(file_name: &str) -> Option<u32> {
@@ -393,6 +404,7 @@ impl ArrayFile {
             ignored: incomplete.into_iter().map(|(n, p)| (n, (p.clone(), tags.get(&p).cloned().flatten()))).collect(),
             staged: None,
             withdrawn: 0,
+            committed_here: BTreeSet::new(),
         })
     }
 
@@ -995,6 +1007,18 @@ impl ArrayFile {
     /// writer compacted), every layer is reloaded. Pending writes are kept.
     /// Returns the dataset names mentioned by layers that are new to us.
     pub async fn refresh(&mut self) -> Result<Vec<String>> {
+        // A compactor elsewhere deletes the sidecars it folded: one listed a moment
+        // ago may be gone when its footer is read. List again (a few times).
+        for attempt in 0.. {
+            match self.refresh_listed().await {
+                Err(e) if vanished(&e) && attempt < 5 => tracing::debug!(array = %self.array, error = %e, "a layer vanished while loading; listing again"),
+                r => return r,
+            }
+        }
+        unreachable!()
+    }
+
+    async fn refresh_listed(&mut self) -> Result<Vec<String>> {
         let listing = self.store.list_with_delimiter(Some(&self.dir)).await?;
         let mut now: std::collections::BTreeMap<u32, (Path, Option<String>)> = Default::default();
         let mut stats_tag = None;
@@ -1046,6 +1070,7 @@ impl ArrayFile {
                 self.cache.forget_layer(l.id);
             }
             self.layers = loaded;
+            self.committed_here.clear();
             // After a compaction elsewhere we cannot tell which datasets it carried
             // new data for; only sidecars are evidence of concurrent writes.
             seen.clear();
@@ -1147,12 +1172,13 @@ impl ArrayFile {
     /// Second half of a flush, once the metadata file is written: the staged sidecar
     /// holds the pending changes, which are dropped; then the stats file is written.
     pub async fn commit_staged(&mut self) -> Result<()> {
-        if self.staged.take().is_none() {
+        let Some(overlay) = self.staged.take() else {
             if self.stats_dirty {
                 self.write_stats().await?;
             }
             return Ok(());
-        }
+        };
+        self.committed_here.insert(overlay);
         let done = std::mem::replace(&mut self.pending, Pending::new(self.codec));
         self.clashes.clear();
         // Stats for entries that received chunks, reusing the summaries taken at write time.
@@ -1399,6 +1425,7 @@ impl ArrayFile {
         // 2. Sidecars go lowest first: each remaining suffix over the new base reads the same.
         // Files of flushes that never committed (torn, set aside) go before them.
         let old = std::mem::replace(&mut self.layers, vec![new_base]);
+        self.committed_here.clear();
         self.base_exists = true;
         self.ignored.remove(&0); // a torn data.af was just replaced
         let uncommitted: Vec<(u32, Path)> = self.ignored.iter().map(|(n, (p, _))| (*n, p.clone())).collect();

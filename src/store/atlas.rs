@@ -180,12 +180,12 @@ struct MetaLock {
 const LOCK_NAME: &str = "atlas.lock";
 const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(30);
 
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 /// Whether a lock body names a process of this host that no longer exists.
-fn holder_is_dead(body: &[u8]) -> bool {
+pub(crate) fn holder_is_dead(body: &[u8]) -> bool {
     let text = String::from_utf8_lossy(body);
     let mut words = text.split_whitespace();
     let (Some("pid"), Some(pid), Some("host"), Some(host)) = (words.next(), words.next(), words.next(), words.next()) else { return false };
@@ -447,7 +447,14 @@ impl Atlas {
         let codec = self.codec();
         slot.get_or_try_init(|| async {
             tracing::debug!(array, "opening array file");
-            let mut f = ArrayFile::open(self.inner.store.clone(), self.inner.cache.clone(), array, codec).await?;
+            // A layer listed but gone when read: another process compacted; list again.
+            let mut attempt = 0;
+            let mut f = loop {
+                match ArrayFile::open(self.inner.store.clone(), self.inner.cache.clone(), array, codec).await {
+                    Err(e) if super::array_file::vanished(&e) && attempt < 5 => attempt += 1,
+                    r => break r?,
+                }
+            };
             f.set_aside_uncommitted(&self.committed_grids(None, array));
             Ok::<_, Error>(Arc::new(tokio::sync::RwLock::new(f)))
         })
@@ -462,7 +469,7 @@ impl Atlas {
         v
     }
 
-    fn loaded_files(&self) -> Vec<Arc<tokio::sync::RwLock<ArrayFile>>> {
+    pub(crate) fn loaded_files(&self) -> Vec<Arc<tokio::sync::RwLock<ArrayFile>>> {
         self.inner.files.read().values().filter_map(|s| s.get().cloned()).collect()
     }
 
@@ -764,6 +771,13 @@ impl Atlas {
                 }
             }
         }
+        if outcome.is_err() {
+            // The metadata file may not have landed: automatic compaction must not take
+            // these sidecars for committed ones (see `array_file::fold`).
+            for g in files.iter_mut() {
+                g.forget_committed_here();
+            }
+        }
         drop(files);
         match outcome {
             Ok(merged) => {
@@ -1013,6 +1027,9 @@ impl Atlas {
         futures::stream::iter(names)
             .map(|a| async move {
                 let f = self.file(&a).await?;
+                // Never alongside another compactor of this file (an automatic one here
+                // or in another process): see `autocompact`.
+                let lease = self.compaction_lease(&a).await?;
                 let mut g = f.write().await;
                 g.set_aside_uncommitted(&self.committed_grids(stored.as_ref(), &a));
                 // A write that slipped in after the flush above (another descriptor's
@@ -1023,9 +1040,14 @@ impl Atlas {
                 if g.pending_summary().0 > 0 {
                     tracing::info!(array = %a, "changed while compacting; compacted next time");
                     super::progress::advance(g.info().bytes);
+                    drop(g);
+                    lease.release().await;
                     return Ok(());
                 }
-                g.compact().await
+                let r = g.compact().await;
+                drop(g);
+                lease.release().await;
+                r
             })
             .buffer_unordered(4)
             .try_collect::<Vec<()>>()

@@ -16,6 +16,11 @@ use super::{Error, Result, validate_name};
 use crate::format::cells::Cells;
 use crate::format::{DType, EntryStats as ArrayStats, FillValue};
 
+/// Reads that find a layer replaced or gone (another process compacting the array
+/// file, deleting its folded sidecars one by one) reload the layers and read again,
+/// up to this many times.
+const STALE_RETRIES: usize = 8;
+
 /// Everything needed to define an array whose dtype is known at run time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArrayDef {
@@ -309,13 +314,15 @@ impl DatasetView {
         let Some(schema) = self.array_meta(array) else { return Ok(None) };
         let (lo, extent) = clamp_region(&schema.shape, start, shape);
         let file = self.atlas.file(array).await?;
-        let cells = match file.read().await.read_region(&self.name, &lo, &extent).await {
-            // Another writer compacted the file since we read its footers.
-            Err(Error::Stale(_)) => {
-                file.write().await.refresh().await?;
-                file.read().await.read_region(&self.name, &lo, &extent).await?
+        let mut tries = 0;
+        let cells = loop {
+            match file.read().await.read_region(&self.name, &lo, &extent).await {
+                // Another writer compacted the file since we read its footers (and may
+                // still be deleting sidecars): reload and read again.
+                Err(Error::Stale(_)) if tries < STALE_RETRIES => tries += 1,
+                r => break r?,
             }
-            r => r?,
+            file.write().await.refresh().await?;
         };
         Ok(Some((extent, cells)))
     }
@@ -350,12 +357,13 @@ impl DatasetView {
             return Err(Error::Invalid(format!("region {start:?}+{extent:?} outside {array:?} of shape {:?}", schema.shape)));
         }
         let file = self.atlas.file(array).await?;
-        let cells = match file.read().await.read_region(&self.name, start, extent).await {
-            Err(Error::Stale(_)) => {
-                file.write().await.refresh().await?;
-                file.read().await.read_region(&self.name, start, extent).await?
+        let mut tries = 0;
+        let cells = loop {
+            match file.read().await.read_region(&self.name, start, extent).await {
+                Err(Error::Stale(_)) if tries < STALE_RETRIES => tries += 1,
+                r => break r?,
             }
-            r => r?,
+            file.write().await.refresh().await?;
         };
         Ok(cells)
     }
@@ -372,13 +380,14 @@ impl DatasetView {
     pub async fn read_stored_chunk(&self, array: &str, coord: &[u32]) -> Result<Option<Cells>> {
         self.declared(array)?;
         let file = self.atlas.file(array).await?;
-        let res = file.read().await.stored_chunk(&self.name, coord).await;
-        match res {
-            Err(Error::Stale(_)) => {
-                file.write().await.refresh().await?;
-                file.read().await.stored_chunk(&self.name, coord).await
+        let mut tries = 0;
+        loop {
+            let res = file.read().await.stored_chunk(&self.name, coord).await;
+            match res {
+                Err(Error::Stale(_)) if tries < STALE_RETRIES => tries += 1,
+                r => return r,
             }
-            r => r,
+            file.write().await.refresh().await?;
         }
     }
 

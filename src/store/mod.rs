@@ -10,6 +10,7 @@
 pub mod array_file;
 mod atlas;
 pub mod attr;
+pub mod autocompact;
 pub mod backend;
 mod big_block;
 pub mod cache;
@@ -19,6 +20,7 @@ mod element;
 #[cfg(test)]
 mod flush_race;
 pub mod layer;
+pub mod lease;
 mod merged;
 pub mod meta;
 pub mod progress;

@@ -49,6 +49,7 @@ impl AtlasFs {
                 "evicted": l(&s.counters.evicted), "damaged": l(&s.counters.damaged), "failed_writes": l(&s.counters.failed),
             })),
             "writeback": writeback,
+            "auto_compaction": self.autocompact_stats(),
         });
         let mut s = serde_json::to_string_pretty(&v).expect("json");
         s.push('\n');

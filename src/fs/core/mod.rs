@@ -25,6 +25,7 @@
 //! `xattr`, `control` (`.atlasfs/` files), `writeback` (the flush timer). This file holds the shared state: the
 //! inode table, handles and the small lookups every room uses.
 
+mod autocompact;
 mod control;
 mod forget;
 mod namespace;
@@ -89,6 +90,9 @@ pub struct FsConfig {
     /// How long a change made through the mount may wait before a flush writes it
     /// (see `writeback`); zero flushes in the request that made it.
     pub writeback_delay: Duration,
+    /// Sidecars an array file may have before it is compacted in the background
+    /// (see `autocompact`); 0 never compacts automatically.
+    pub max_layers: usize,
 }
 
 impl Default for FsConfig {
@@ -103,6 +107,7 @@ impl Default for FsConfig {
             spool: None,
             passthrough_min_bytes: 1 << 20,
             writeback_delay: Duration::from_secs(2),
+            max_layers: 16,
         }
     }
 }
@@ -376,6 +381,8 @@ pub struct AtlasFs {
     lookups: forget::Lookups,
     /// The write-back timer (see `writeback`).
     writeback: writeback::Writeback,
+    /// The automatic compaction task (see `autocompact`).
+    autocompact: autocompact::AutoCompact,
 }
 
 /// `<array>.npy` → `<array>`.
@@ -431,6 +438,7 @@ impl AtlasFs {
             zarr: Default::default(),
             lookups: Default::default(),
             writeback: Default::default(),
+            autocompact: Default::default(),
         }
     }
 

@@ -173,6 +173,7 @@ impl AtlasFs {
         // A flush also picks up other writers' changes (and may fork conflicted copies).
         self.forget_datasets(&self.atlas.take_noticed());
         flushed?;
+        self.nudge_autocompact();
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
         self.counters.last_flush_unix.store(unix_now(), Ordering::Relaxed);
         Ok(())

@@ -163,6 +163,7 @@ impl AtlasFs {
             st.due_unix = None;
         }
         self.writeback.wake.notify_one();
+        self.stop_autocompact();
         self.flush_store().await
     }
 
