@@ -49,8 +49,8 @@ pub mod fuse;
 pub mod store;
 
 pub use store::{
-    ArrayElement, ArraySchema, ArrayStats, Atlas, Attr, Codec, DType, DatasetMeta, DatasetView, DeltaCache, Error, FillValue, MergedArrayMeta, MetaFormat, Result, StatValue,
-    StoreConfig, StoreOptions, TimestampNs,
+    ArrayElement, ArraySchema, ArrayStats, Atlas, Attr, Codec, DType, DatasetMeta, DatasetView, DeltaCache, Error, ErrorDetail, FillValue, MergedArrayMeta, MetaFormat, Result,
+    StatValue, StoreConfig, StoreOptions, TimestampNs,
 };
 
 /// The README's library example, compiled and run as a doctest so it stays true.

@@ -10,6 +10,6 @@ pub struct Args {
 
 pub async fn run(args: Args) -> Result<()> {
     let atlas = open_store(&args.store).await?;
-    atlas.compact().await?;
+    atlas.compact_shared().await?;
     Ok(())
 }

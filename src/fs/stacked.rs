@@ -104,7 +104,9 @@ impl Stack {
         let file = atlas.file(array).await.map_err(|e| FsError::noent(format!("stacked {array}: {e}")))?;
         let parts = self.parts(d0, d1);
         let result = self.read_parts(&*file.read().await, &parts, &mut out[at..], concurrency).await;
-        if let Err(crate::store::Error::Stale(_)) = result {
+        if let Err(e) = &result
+            && matches!(e.detail(), Some(crate::store::ErrorDetail::Stale(_)))
+        {
             // Another writer replaced a layer: reload it, then read again.
             file.write().await.refresh().await?;
             self.read_parts(&*file.read().await, &parts, &mut out[at..], concurrency).await?;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore};
 
-use super::{Error, Result};
+use super::{Error, ErrorDetail, Result};
 use crate::format::footer::{LAYER_MAGIC, TRAILER_LEN, decode_footer, trailer_archive_len};
 use crate::format::{BlockMeta, ChunkAddress, EntryMeta, Footer, FormatError};
 
@@ -53,13 +53,13 @@ const INCOMPLETE: &str = "no ARRF trailer: an incomplete write";
 /// (or one completed multipart upload), trailer last, so such a file is what a store
 /// that tore a write left behind, never a layer some writer committed.
 pub fn is_incomplete(e: &Error) -> bool {
-    matches!(e, Error::Corrupt { source: FormatError::InvalidFooter(m), .. } if m.starts_with(INCOMPLETE))
+    matches!(e.detail(), Some(ErrorDetail::Corrupt { source: FormatError::InvalidFooter(m), .. }) if m.starts_with(INCOMPLETE))
 }
 
 impl Layer {
     /// Indexes a footer and checks that every address it holds points inside the file.
     pub fn from_footer(id: u64, path: Path, overlay: u32, size: u64, e_tag: Option<String>, footer: Footer) -> Result<Layer> {
-        let corrupt = |msg: String| Error::Corrupt { path: path.to_string(), source: FormatError::InvalidFooter(msg) };
+        let corrupt = |msg: String| Error::from(ErrorDetail::Corrupt { path: path.to_string(), source: FormatError::InvalidFooter(msg) });
         let mut blocks = HashMap::with_capacity(footer.blocks.len());
         for (i, b) in footer.blocks.iter().enumerate() {
             if b.file_offset.checked_add(b.compressed_size).is_none_or(|end| end > size) {
@@ -117,7 +117,7 @@ impl Layer {
     /// than the tail). The data bytes before the footer in the tail are kept: blocks
     /// there are read without a request.
     pub async fn from_tail(store: &dyn ObjectStore, path: Path, overlay: u32, tail: Tail) -> Result<Layer> {
-        let corrupt = |source: FormatError| Error::Corrupt { path: path.to_string(), source };
+        let corrupt = |source: FormatError| Error::from(ErrorDetail::Corrupt { path: path.to_string(), source });
         let Tail { size, e_tag, bytes: mut tail } = tail;
         if !tail.ends_with(LAYER_MAGIC) {
             return Err(corrupt(FormatError::InvalidFooter(format!("{INCOMPLETE} ({size} bytes)"))));
@@ -187,9 +187,9 @@ impl Layer {
 /// A failed precondition means the file was replaced since we read its footer.
 fn stale_or(e: object_store::Error, path: &Path) -> Error {
     match e {
-        object_store::Error::Precondition { .. } => Error::Stale(path.to_string()),
+        object_store::Error::Precondition { .. } => ErrorDetail::Stale(path.to_string()).into(),
         // The file is gone (a compaction elsewhere deleted this sidecar): stale too.
-        object_store::Error::NotFound { .. } => Error::Stale(path.to_string()),
+        object_store::Error::NotFound { .. } => ErrorDetail::Stale(path.to_string()).into(),
         e => e.into(),
     }
 }
