@@ -223,7 +223,7 @@ mod tests {
         let ok = |f| Layer::from_footer(1, Path::from("a/data.af"), 0, 100, None, f);
         ok(footer(vec![4], vec![2], vec![1])).unwrap();
         for (shape, chunk, coord) in [(vec![4], vec![0], vec![0]), (vec![4, 2], vec![2], vec![0]), (vec![4], vec![2], vec![2]), (vec![4], vec![2], vec![0, 0])] {
-            let e = ok(footer(shape.clone(), chunk.clone(), coord.clone())).unwrap_err().to_string();
+            let e = ok(footer(shape.clone(), chunk.clone(), coord.clone())).unwrap_err().message();
             assert!(e.starts_with("a/data.af: invalid footer: entry \"a\""), "{shape:?} {chunk:?} {coord:?}: {e}");
         }
     }
