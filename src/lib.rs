@@ -13,7 +13,11 @@
 //! [`TimestampNs`]. Behaviour is 0.10's except where atlasfs fixes one of its
 //! defects; docs/migrating.md lists each difference a 0.10 program can notice.
 //!
-//! atlasfs's additions, promised too: [`StoreOptions`] with the `*_with`
+//! [`Error`] has exactly 0.10's variants; what atlasfs reports beyond them arrives as
+//! `Error::Io` carrying an [`ErrorDetail`] ([`Error::detail`]; docs/migrating.md).
+//! The methods 0.10 declares `&mut self` take `&mut self` here too.
+//!
+//! atlasfs's additions, promised too: [`ErrorDetail`], [`StoreOptions`] with the `*_with`
 //! constructors, remote stores, [`Atlas::refresh`] and conflict reporting at
 //! flush, [`Atlas::close`], the `try_*` forms of the methods whose 0.10 signature
 //! hides errors, and `Clone` on `Atlas` and `DatasetView` (clones share one store).
@@ -24,7 +28,7 @@
 //! use atlas::{Atlas, StoreConfig};
 //! let tmp = tempfile::tempdir().unwrap();
 //! let mut s = Atlas::create_path(tmp.path(), StoreConfig::default()).await.unwrap();
-//! let ds = s.create_dataset("ds").await.unwrap();
+//! let mut ds = s.create_dataset("ds").await.unwrap();
 //! ds.define_array::<f32>("t", vec!["x".into()], vec![3], None, None).await.unwrap();
 //! s.flush().await.unwrap();
 //! assert_eq!(Atlas::open_path(tmp.path()).await.unwrap().list_arrays(), ["t"]);
@@ -49,8 +53,8 @@ pub mod fuse;
 pub mod store;
 
 pub use store::{
-    ArrayElement, ArraySchema, ArrayStats, Atlas, Attr, Codec, DType, DatasetMeta, DatasetView, DeltaCache, Error, FillValue, MergedArrayMeta, MetaFormat, Result, StatValue,
-    StoreConfig, StoreOptions, TimestampNs,
+    ArrayElement, ArraySchema, ArrayStats, Atlas, Attr, Codec, DType, DatasetMeta, DatasetView, DeltaCache, Error, ErrorDetail, FillValue, MergedArrayMeta, MetaFormat, Result,
+    StatValue, StoreConfig, StoreOptions, TimestampNs,
 };
 
 /// The README's library example, compiled and run as a doctest so it stays true.

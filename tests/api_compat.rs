@@ -7,6 +7,10 @@
 //!   tests and examples, fetched from the crate registry with cargo at run time
 //!   (never committed here) and copied into a scratch crate whose `atlas` is atlasfs.
 //!
+//! Both build with every warning an error (`[lints.rust] warnings = "deny"` in their
+//! manifests, as `-D warnings` in CI, without rebuilding the dependencies as a
+//! changed `RUSTFLAGS` would): a 0.10 program's `let mut` must not draw `unused_mut`.
+//!
 //! Both build in their own workspaces with one target directory, target/api_compat,
 //! kept between runs; versions are pinned by copying our Cargo.lock. The first run
 //! compiles the dependencies once (a few minutes); later runs only atlasfs and the
@@ -117,7 +121,7 @@ fn atlas_rust_010_own_tests_and_examples() {
     std::fs::write(
         dir.join("Cargo.toml"),
         format!(
-            "[package]\nname = \"atlas010_own\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\n[workspace]\n\n\
+            "[package]\nname = \"atlas010_own\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\n[workspace]\n\n[lints.rust]\nwarnings = \"deny\"\n\n\
              [dependencies]\natlas = {{ package = \"atlasfs\", path = {:?}, default-features = false }}\n\n\
              [dev-dependencies]\nndarray = \"0.17\"\nobject_store = {{ version = \"0.13\", default-features = false, features = [\"fs\"] }}\n\
              tempfile = \"3\"\ntokio = {{ version = \"1\", features = [\"rt\", \"rt-multi-thread\", \"macros\"] }}\n",

@@ -698,13 +698,13 @@ impl<T: El> DynCase for Case<T> {
         &self.name
     }
     fn define(&mut self, rt: &Runtime, view: &DatasetView) {
-        rt.block_on(view.define_array::<T>(&self.name, self.dims.clone(), self.shape.clone(), Some(self.chunk.clone()), self.fill.clone()))
+        rt.block_on(view.define_array_shared::<T>(&self.name, self.dims.clone(), self.shape.clone(), Some(self.chunk.clone()), self.fill.clone()))
             .unwrap_or_else(|e| panic!("define {}/{}: {e}", self.ds, self.name));
     }
     fn write(&mut self, rt: &Runtime, view: &DatasetView, start: &[usize], extent: &[usize], salt: u64) {
         let n: usize = extent.iter().product();
         let data = ArrayD::from_shape_vec(IxDyn(extent), (0..n).map(|i| T::sample(i, salt)).collect()).unwrap();
-        rt.block_on(view.write_array::<T>(&self.name, start.to_vec(), data.view())).unwrap_or_else(|e| panic!("write {}/{} at {start:?}: {e}", self.ds, self.name));
+        rt.block_on(view.write_array_shared::<T>(&self.name, start.to_vec(), data.view())).unwrap_or_else(|e| panic!("write {}/{} at {start:?}: {e}", self.ds, self.name));
         self.model.slice_each_axis_mut(|ax| Slice::from(start[ax.axis.index()]..start[ax.axis.index()] + extent[ax.axis.index()])).assign(&data);
         self.touched.extend(chunks_in(start, extent, &self.chunk));
         self.dirty = true;

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use atlasfs::store::backend::Location;
-use atlasfs::{Attr, Error, StoreConfig, StoreOptions};
+use atlasfs::{Attr, ErrorDetail, StoreConfig, StoreOptions};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use ndarray::{ArrayD, IxDyn};
 use object_store::local::LocalFileSystem;
@@ -212,21 +212,21 @@ async fn s3_url_location_child() {
     };
     let loc = Location::parse(&url).unwrap();
     assert!(loc.is_remote(), "{url} parses as a remote location");
-    let a = loc.create(StoreConfig::default(), StoreOptions::default()).await.unwrap_or_else(|e| panic!("create {url}: {e}"));
-    let d = a.create_dataset("d").await.unwrap();
+    let mut a = loc.create(StoreConfig::default(), StoreOptions::default()).await.unwrap_or_else(|e| panic!("create {url}: {e}"));
+    let mut d = a.create_dataset("d").await.unwrap();
     d.define_array::<f32>("t", vec!["i".into()], vec![3], Some(vec![2]), None).await.unwrap();
     d.write_array::<f32>("t", vec![0], ArrayD::from_shape_vec(IxDyn(&[3]), vec![1.0, 2.0, 3.0]).unwrap().view()).await.unwrap();
     d.try_set_attribute("who", Attr::String("url".into())).unwrap();
     a.flush().await.unwrap();
     match loc.create(StoreConfig::default(), StoreOptions::default()).await {
-        Err(Error::StoreAlreadyExists(_)) => {}
+        Err(e) if matches!(e.detail(), Some(ErrorDetail::StoreAlreadyExists(_))) => {}
         Err(e) => panic!("second create of {url}: expected StoreAlreadyExists, got {e}"),
         Ok(_) => panic!("second create of {url}: expected StoreAlreadyExists, got a store"),
     }
 
-    let r = loc.open(StoreOptions::default()).await.unwrap();
+    let mut r = loc.open(StoreOptions::default()).await.unwrap();
     assert_eq!(r.list_datasets(), ["d"]);
-    let rd = r.open_dataset("d").await.unwrap();
+    let mut rd = r.open_dataset("d").await.unwrap();
     assert_eq!(rd.read_array::<f32>("t", vec![], vec![]).await.unwrap().unwrap(), ArrayD::from_shape_vec(IxDyn(&[3]), vec![1.0f32, 2.0, 3.0]).unwrap());
     assert_eq!(rd.get_attribute("who"), Some(Attr::String("url".into())));
     rd.write_array::<f32>("t", vec![2], ArrayD::from_shape_vec(IxDyn(&[1]), vec![30.0]).unwrap().view()).await.unwrap();

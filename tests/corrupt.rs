@@ -58,16 +58,16 @@ fn s_values() -> Vec<String> {
 
 fn build_store(store: &Path, config: StoreConfig, compact: bool) {
     rt().block_on(async {
-        let atlas = Atlas::create_path(store, config).await.unwrap();
+        let mut atlas = Atlas::create_path(store, config).await.unwrap();
         for ds in ["a", "b"] {
-            let v = atlas.create_dataset(ds).await.unwrap();
+            let mut v = atlas.create_dataset(ds).await.unwrap();
             v.define_array::<f64>("t", vec!["y".into(), "x".into()], vec![4, 6], Some(vec![2, 6]), None).await.unwrap();
             v.write_array("t", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[4, 6]), t_values(ds)).unwrap().view()).await.unwrap();
         }
-        let a = atlas.open_dataset("a").await.unwrap();
+        let mut a = atlas.open_dataset("a").await.unwrap();
         a.define_array::<i32>("u", vec!["i".into()], vec![10], None, None).await.unwrap();
         a.write_array("u", vec![0], ArrayD::from_shape_vec(IxDyn(&[10]), u_values()).unwrap().view()).await.unwrap();
-        let b = atlas.open_dataset("b").await.unwrap();
+        let mut b = atlas.open_dataset("b").await.unwrap();
         b.define_array::<String>("s", vec!["i".into()], vec![4], None, None).await.unwrap();
         b.write_array("s", vec![0], ArrayD::from_shape_vec(IxDyn(&[4]), s_values()).unwrap().view()).await.unwrap();
         atlas.flush().await.unwrap();
@@ -540,8 +540,8 @@ fn python_view(store: &Path) -> String {
 
 fn build_small(store: &Path) {
     rt().block_on(async {
-        let atlas = Atlas::create_path(store, StoreConfig::default()).await.unwrap();
-        let v = atlas.create_dataset("ds").await.unwrap();
+        let mut atlas = Atlas::create_path(store, StoreConfig::default()).await.unwrap();
+        let mut v = atlas.create_dataset("ds").await.unwrap();
         v.define_array::<f64>("keep", vec!["i".into()], vec![3], None, None).await.unwrap();
         v.write_array("keep", vec![0], ArrayD::from_shape_vec(IxDyn(&[3]), vec![1.5, -2.0, 1e300]).unwrap().view()).await.unwrap();
         atlas.create_dataset("other").await.unwrap();
@@ -661,8 +661,8 @@ fn names_refused_by_the_mount() {
     build_small(&store);
     // A store that already holds names with control characters stays readable.
     rt().block_on(async {
-        let atlas = Atlas::open_path(&store).await.unwrap();
-        let v = atlas.create_dataset("odd\x01set").await.unwrap();
+        let mut atlas = Atlas::open_path(&store).await.unwrap();
+        let mut v = atlas.create_dataset("odd\x01set").await.unwrap();
         v.define_array::<i32>("line\nbreak", vec!["i".into()], vec![2], None, None).await.unwrap();
         v.write_array("line\nbreak", vec![0], ArrayD::from_shape_vec(IxDyn(&[2]), vec![7, 8]).unwrap().view()).await.unwrap();
         atlas.flush().await.unwrap();

@@ -300,7 +300,7 @@ async fn apply(a: &Atlas, op: &Op, m: &mut Model) -> atlasfs::Result<bool> {
     match op {
         Op::Write(k, v, shape) => {
             let ds = ds_name(k.0);
-            let view = if a.dataset_exists(&ds) { a.open_dataset(&ds).await? } else { a.create_dataset(&ds).await? };
+            let mut view = if a.dataset_exists(&ds) { a.open_dataset(&ds).await? } else { a.create_dataset_shared(&ds).await? };
             let arr = arr_name(k.1);
             let data = ArrayD::from_shape_vec(IxDyn(shape), values(*k, *v, shape)).unwrap();
             // Same geometry: overwrite in place (a new layer over the old chunks); else replace.
@@ -326,15 +326,15 @@ async fn apply(a: &Atlas, op: &Op, m: &mut Model) -> atlasfs::Result<bool> {
         Op::DeleteDataset(d) => {
             if a.dataset_exists(&ds_name(*d)) {
                 let arrays = a.open_dataset(&ds_name(*d)).await?.list_arrays();
-                a.delete_dataset(&ds_name(*d)).await?;
+                a.delete_dataset_shared(&ds_name(*d)).await?;
                 for arr in arrays {
                     m.set((*d, parse_index(&arr, 'a').unwrap()), St::Absent);
                 }
             }
             Ok(false)
         }
-        Op::Flush => a.flush().await.map(|_| true),
-        Op::Compact => a.compact().await.map(|_| true),
+        Op::Flush => a.flush_shared().await.map(|_| true),
+        Op::Compact => a.compact_shared().await.map(|_| true),
     }
 }
 
@@ -435,7 +435,7 @@ async fn crash_case(b: Backend, root: &FsPath, seed: u64, at: u64, fault: Fault,
         py.push(py_case(&copy, &format!("{ctx}: after the crash"), &obs, Some(&allowed)));
     }
     // Recovery: a new writer writes, flushes and compacts; everything reads the same.
-    let a = Atlas::open(under.store.clone(), Path::default()).await.map_err(|e| format!("{ctx}: reopen: {e}"))?;
+    let mut a = Atlas::open(under.store.clone(), Path::default()).await.map_err(|e| format!("{ctx}: reopen: {e}"))?;
     let k = (0, 0);
     let shape = vec![2, 5];
     let mut rec = Model::default();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use atlasfs::format::footer::decode_footer;
 use atlasfs::store::{Attr, FillValue, MetaFormat};
-use atlasfs::{Atlas, Error, StoreConfig};
+use atlasfs::{Atlas, Error, ErrorDetail, StoreConfig};
 use futures::TryStreamExt;
 use ndarray::{ArrayD, arr1};
 use object_store::memory::InMemory;
@@ -45,8 +45,8 @@ async fn files(s: &Arc<dyn ObjectStore>) -> BTreeMap<String, Vec<u8>> {
 #[tokio::test]
 async fn d1_redefined_array_does_not_resurrect_old_chunks() {
     for flush_between in [true, false] {
-        let (s, a) = new_store().await;
-        let d = a.create_dataset("ds").await.unwrap();
+        let (s, mut a) = new_store().await;
+        let mut d = a.create_dataset("ds").await.unwrap();
         d.define_array::<f32>("x", dims(&["i"]), vec![4], Some(vec![2]), None).await.unwrap();
         d.write_array("x", vec![0], a1(&[1.0f32, 2.0, 3.0, 4.0]).view()).await.unwrap();
         a.flush().await.unwrap();
@@ -59,7 +59,7 @@ async fn d1_redefined_array_does_not_resurrect_old_chunks() {
         assert_eq!(read_f32(&a, "ds", "x").await, vec![9.0, 9.0, 0.0, 0.0], "before flush (flush_between={flush_between})");
         a.flush().await.unwrap();
         assert_eq!(read_f32(&a, "ds", "x").await, vec![9.0, 9.0, 0.0, 0.0]);
-        let b = Atlas::open(s.clone(), Path::default()).await.unwrap();
+        let mut b = Atlas::open(s.clone(), Path::default()).await.unwrap();
         assert_eq!(read_f32(&b, "ds", "x").await, vec![9.0, 9.0, 0.0, 0.0], "after reopen");
         b.compact().await.unwrap();
         let c = Atlas::open(s, Path::default()).await.unwrap();
@@ -70,13 +70,13 @@ async fn d1_redefined_array_does_not_resurrect_old_chunks() {
 /// D1, dataset flavour: a dataset re-created under the same name starts empty.
 #[tokio::test]
 async fn d1_recreated_dataset_starts_empty() {
-    let (s, a) = new_store().await;
-    let d = a.create_dataset("ds").await.unwrap();
+    let (s, mut a) = new_store().await;
+    let mut d = a.create_dataset("ds").await.unwrap();
     d.define_array::<i32>("x", dims(&["i"]), vec![4], Some(vec![2]), Some(FillValue::Int(-1))).await.unwrap();
     d.write_array("x", vec![0], a1(&[1i32, 2, 3, 4]).view()).await.unwrap();
     a.flush().await.unwrap();
     a.delete_dataset("ds").await.unwrap();
-    let d = a.create_dataset("ds").await.unwrap();
+    let mut d = a.create_dataset("ds").await.unwrap();
     d.define_array::<i32>("x", dims(&["i"]), vec![4], Some(vec![2]), Some(FillValue::Int(-1))).await.unwrap();
     d.write_array("x", vec![2], a1(&[7i32]).view()).await.unwrap();
     a.flush().await.unwrap();
@@ -89,14 +89,14 @@ async fn d1_recreated_dataset_starts_empty() {
 /// file must never be served, and a second compaction must not write stale bytes.
 #[tokio::test]
 async fn d2_no_stale_blocks_after_compaction() {
-    let (s, a) = new_store().await;
-    let da = a.create_dataset("a").await.unwrap();
+    let (s, mut a) = new_store().await;
+    let mut da = a.create_dataset("a").await.unwrap();
     da.define_array::<f32>("x", dims(&["i"]), vec![2], None, None).await.unwrap();
     da.write_array("x", vec![0], a1(&[1.0f32, 1.0]).view()).await.unwrap();
     a.flush().await.unwrap();
     a.compact().await.unwrap();
     assert_eq!(read_f32(&a, "a", "x").await, vec![1.0, 1.0]); // warms the cache with the new base's block 0
-    let db = a.create_dataset("b").await.unwrap();
+    let mut db = a.create_dataset("b").await.unwrap();
     db.define_array::<f32>("x", dims(&["i"]), vec![2], None, None).await.unwrap();
     db.write_array("x", vec![0], a1(&[2.0f32, 2.0]).view()).await.unwrap();
     a.flush().await.unwrap();
@@ -112,8 +112,8 @@ async fn d2_no_stale_blocks_after_compaction() {
 /// D3: deleting the last user of an array persists; the name can be reused.
 #[tokio::test]
 async fn d3_deleting_last_user_persists() {
-    let (s, a) = new_store().await;
-    let d = a.create_dataset("ds").await.unwrap();
+    let (s, mut a) = new_store().await;
+    let mut d = a.create_dataset("ds").await.unwrap();
     d.define_array::<f32>("x", dims(&["i"]), vec![2], None, None).await.unwrap();
     d.write_array("x", vec![0], a1(&[5.0f32, 6.0]).view()).await.unwrap();
     a.flush().await.unwrap();
@@ -123,8 +123,8 @@ async fn d3_deleting_last_user_persists() {
     let base = s.get(&Path::from("x/data.af")).await.unwrap().bytes().await.unwrap();
     let footer = decode_footer(&base).unwrap();
     assert!(footer.entries.is_empty(), "the compacted base keeps no entry for the deleted array: {:?}", footer.entries);
-    let b = Atlas::open(s, Path::default()).await.unwrap();
-    let d = b.open_dataset("ds").await.unwrap();
+    let mut b = Atlas::open(s, Path::default()).await.unwrap();
+    let mut d = b.open_dataset("ds").await.unwrap();
     d.define_array::<f32>("x", dims(&["i"]), vec![2], None, None).await.unwrap();
     b.flush().await.unwrap();
     assert_eq!(read_f32(&b, "ds", "x").await, vec![0.0, 0.0]);
@@ -138,10 +138,10 @@ async fn d3_deleting_last_user_persists() {
 
 /// A store with several layers, tombstones and a re-definition; returns what it should read.
 async fn layered_store(s: Arc<dyn ObjectStore>) -> BTreeMap<(String, String), Vec<f32>> {
-    let a = Atlas::create(s, Path::default(), StoreConfig::default()).await.unwrap();
+    let mut a = Atlas::create(s, Path::default(), StoreConfig::default()).await.unwrap();
     let mut want = BTreeMap::new();
     for (i, ds) in ["a", "b", "c"].iter().enumerate() {
-        let d = a.create_dataset(ds).await.unwrap();
+        let mut d = a.create_dataset(ds).await.unwrap();
         for arr in ["x", "y"] {
             d.define_array::<f32>(arr, dims(&["i"]), vec![4], Some(vec![2]), None).await.unwrap();
             d.write_array(arr, vec![0], a1(&[i as f32; 4]).view()).await.unwrap();
@@ -150,12 +150,12 @@ async fn layered_store(s: Arc<dyn ObjectStore>) -> BTreeMap<(String, String), Ve
     }
     a.delete_dataset("b").await.unwrap();
     a.flush().await.unwrap();
-    let c = a.open_dataset("c").await.unwrap();
+    let mut c = a.open_dataset("c").await.unwrap();
     c.delete_array("x").await.unwrap();
     a.flush().await.unwrap();
     c.define_array::<f32>("x", dims(&["i"]), vec![4], Some(vec![2]), None).await.unwrap();
     c.write_array("x", vec![0], a1(&[7.0f32]).view()).await.unwrap();
-    let d = a.open_dataset("a").await.unwrap();
+    let mut d = a.open_dataset("a").await.unwrap();
     d.write_array("y", vec![3], a1(&[5.0f32]).view()).await.unwrap();
     a.flush().await.unwrap();
     want.insert(("a".into(), "x".into()), vec![0.0; 4]);
@@ -192,7 +192,7 @@ async fn d4_crash_at_every_step_of_compaction_loses_nothing() {
     for budget in 0..64 {
         let under = copy_store(&pristine).await;
         let crashing = faults::CrashAfter::new(under.clone(), budget);
-        let a = Atlas::open(crashing.clone(), Path::default()).await.unwrap();
+        let mut a = Atlas::open(crashing.clone(), Path::default()).await.unwrap();
         let res = a.compact().await;
         drop(a);
         let ctx = format!("crash after {budget} mutations");
@@ -212,8 +212,8 @@ async fn d4_crash_at_every_step_of_compaction_loses_nothing() {
 /// D5: the next sidecar is the highest existing number + 1, so a gap never causes an overwrite.
 #[tokio::test]
 async fn d5_sidecar_numbering_skips_gaps() {
-    let (s, a) = new_store().await;
-    let d = a.create_dataset("ds").await.unwrap();
+    let (s, mut a) = new_store().await;
+    let mut d = a.create_dataset("ds").await.unwrap();
     d.define_array::<f32>("x", dims(&["i"]), vec![3], Some(vec![1]), None).await.unwrap();
     for i in 0..3 {
         d.write_array("x", vec![i], a1(&[i as f32 + 1.0]).view()).await.unwrap();
@@ -222,7 +222,7 @@ async fn d5_sidecar_numbering_skips_gaps() {
     // Remove the middle sidecar: layers 1 and 3 remain (a gap).
     s.delete(&Path::from("x/data.2.af")).await.unwrap();
     let third = s.get(&Path::from("x/data.3.af")).await.unwrap().bytes().await.unwrap();
-    let b = Atlas::open(s.clone(), Path::default()).await.unwrap();
+    let mut b = Atlas::open(s.clone(), Path::default()).await.unwrap();
     b.open_dataset("ds").await.unwrap().write_array("x", vec![0], a1(&[9.0f32]).view()).await.unwrap();
     b.flush().await.unwrap();
     assert_eq!(s.get(&Path::from("x/data.3.af")).await.unwrap().bytes().await.unwrap(), third, "layer 3 untouched");
@@ -233,31 +233,31 @@ async fn d5_sidecar_numbering_skips_gaps() {
 /// D6: `create` refuses a location that already holds a store, and changes nothing.
 #[tokio::test]
 async fn d6_create_refuses_existing_store() {
-    let (s, a) = new_store().await;
-    let d = a.create_dataset("ds").await.unwrap();
+    let (s, mut a) = new_store().await;
+    let mut d = a.create_dataset("ds").await.unwrap();
     d.define_array::<f32>("x", dims(&["i"]), vec![1], None, None).await.unwrap();
     a.flush().await.unwrap();
     let before = files(&s).await;
-    assert!(matches!(Atlas::create(s.clone(), Path::default(), StoreConfig::default()).await, Err(Error::StoreAlreadyExists(_))));
+    assert!(matches!(Atlas::create(s.clone(), Path::default(), StoreConfig::default()).await.as_ref().err().and_then(|e| e.detail()), Some(ErrorDetail::StoreAlreadyExists(_))));
     let cfg = StoreConfig { meta_format: MetaFormat::MsgPack, ..Default::default() };
-    assert!(matches!(Atlas::create(s.clone(), Path::default(), cfg).await, Err(Error::StoreAlreadyExists(_))));
+    assert!(matches!(Atlas::create(s.clone(), Path::default(), cfg).await.as_ref().err().and_then(|e| e.detail()), Some(ErrorDetail::StoreAlreadyExists(_))));
     // orphaned array files without metadata also count
     s.delete(&Path::from("atlas.json")).await.unwrap();
-    assert!(matches!(Atlas::create(s.clone(), Path::default(), StoreConfig::default()).await, Err(Error::StoreAlreadyExists(_))));
+    assert!(matches!(Atlas::create(s.clone(), Path::default(), StoreConfig::default()).await.as_ref().err().and_then(|e| e.detail()), Some(ErrorDetail::StoreAlreadyExists(_))));
     s.put(&Path::from("atlas.json"), PutPayload::from(before["atlas.json"].clone())).await.unwrap();
     assert_eq!(files(&s).await, before);
     let dir = tempfile::tempdir().unwrap();
     Atlas::create_path(dir.path(), StoreConfig::default()).await.unwrap();
-    assert!(matches!(Atlas::create_path(dir.path(), StoreConfig::default()).await, Err(Error::StoreAlreadyExists(_))));
+    assert!(matches!(Atlas::create_path(dir.path(), StoreConfig::default()).await.as_ref().err().and_then(|e| e.detail()), Some(ErrorDetail::StoreAlreadyExists(_))));
 }
 
 /// D7: a non-finite float attribute never makes JSON metadata unreadable.
 #[tokio::test]
 async fn d7_non_finite_attributes() {
-    let (s, a) = new_store().await;
+    let (s, mut a) = new_store().await;
     let d = a.create_dataset("ds").await.unwrap();
     for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-        assert!(matches!(d.try_set_attribute("bad", Attr::Float64(x)), Err(Error::NonFiniteAttribute(_))));
+        assert!(matches!(d.try_set_attribute("bad", Attr::Float64(x)).as_ref().err().and_then(|e| e.detail()), Some(ErrorDetail::NonFiniteAttribute(_))));
     }
     d.try_set_attribute("ok", Attr::Float64(2.0)).unwrap();
     a.flush().await.unwrap();
@@ -271,7 +271,7 @@ async fn d7_non_finite_attributes() {
     assert!(matches!(c.open_dataset("ds").await.unwrap().get_attribute("nan"), Some(Attr::Float64(x)) if x.is_nan()));
     // msgpack stores keep NaN
     let m: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let a = Atlas::create(m.clone(), Path::default(), StoreConfig { meta_format: MetaFormat::MsgPack, ..Default::default() }).await.unwrap();
+    let mut a = Atlas::create(m.clone(), Path::default(), StoreConfig { meta_format: MetaFormat::MsgPack, ..Default::default() }).await.unwrap();
     a.create_dataset("ds").await.unwrap().try_set_attribute("nan", Attr::Float64(f64::NAN)).unwrap();
     a.flush().await.unwrap();
     let b = Atlas::open(m, Path::default()).await.unwrap();
@@ -281,8 +281,8 @@ async fn d7_non_finite_attributes() {
 /// D8: a view of a deleted dataset cannot resurrect it.
 #[tokio::test]
 async fn d8_views_of_deleted_datasets_do_not_resurrect() {
-    let (_, a) = new_store().await;
-    let d = a.create_dataset("ds").await.unwrap();
+    let (_, mut a) = new_store().await;
+    let mut d = a.create_dataset("ds").await.unwrap();
     a.delete_dataset("ds").await.unwrap();
     assert!(matches!(d.try_set_attribute("k", Attr::Int64(1)), Err(Error::DatasetNotFound(_))));
     assert!(matches!(d.define_array::<f32>("x", dims(&["i"]), vec![1], None, None).await, Err(Error::DatasetNotFound(_))));
@@ -297,20 +297,20 @@ async fn d8_views_of_deleted_datasets_do_not_resurrect() {
 /// D9: stacked reads of datasets whose shapes differ return an error, not a panic.
 #[tokio::test]
 async fn d9_stacked_read_of_mismatched_shapes_errors() {
-    let (_, a) = new_store().await;
+    let (_, mut a) = new_store().await;
     for (n, len) in [("a", 3usize), ("b", 4)] {
-        let d = a.create_dataset(n).await.unwrap();
+        let mut d = a.create_dataset(n).await.unwrap();
         d.define_array::<f32>("x", dims(&["i"]), vec![len], None, None).await.unwrap();
     }
     let r = a.read_array_across_stacked::<f32>("x", &["a".into(), "b".into()], vec![], vec![]).await;
-    assert!(matches!(r, Err(Error::Invalid(m)) if m.contains("shape")));
+    assert!(matches!(r.as_ref().err().and_then(|e| e.detail()), Some(ErrorDetail::Invalid(m)) if m.contains("shape")));
 }
 
 /// D10: define_array validates ranks, chunk sizes and the u32 limits.
 #[tokio::test]
 async fn d10_define_validates_geometry() {
-    let (_, a) = new_store().await;
-    let d = a.create_dataset("ds").await.unwrap();
+    let (_, mut a) = new_store().await;
+    let mut d = a.create_dataset("ds").await.unwrap();
     let cases: Vec<(Vec<String>, Vec<usize>, Option<Vec<usize>>)> = vec![
         (dims(&["x"]), vec![4, 4], None),                                          // dims rank
         (dims(&["x", "y"]), vec![4, 4], Some(vec![2])),                            // chunk rank
@@ -320,7 +320,7 @@ async fn d10_define_validates_geometry() {
     ];
     for (dm, shape, chunk) in cases {
         let r = d.define_array::<f32>("x", dm.clone(), shape.clone(), chunk.clone(), None).await;
-        assert!(matches!(r, Err(Error::Invalid(_))), "{dm:?} {shape:?} {chunk:?}: {r:?}");
+        assert!(matches!(r.as_ref().err().and_then(|e| e.detail()), Some(ErrorDetail::Invalid(_))), "{dm:?} {shape:?} {chunk:?}: {r:?}");
     }
     assert!(d.list_arrays().is_empty(), "failed defines leave nothing behind");
 }
@@ -329,11 +329,11 @@ async fn d10_define_validates_geometry() {
 /// missing local directory is StoreNotFound.
 #[tokio::test]
 async fn d11_errors_are_reported_not_hidden() {
-    let (s, a) = new_store().await;
-    let d = a.create_dataset("ds").await.unwrap();
+    let (s, mut a) = new_store().await;
+    let mut d = a.create_dataset("ds").await.unwrap();
     d.define_array::<f32>("x", dims(&["i"]), vec![4], None, None).await.unwrap();
     let r = d.write_array("x", vec![3], a1(&[1.0f32, 2.0]).view()).await;
-    assert!(matches!(r, Err(Error::Invalid(m)) if m.contains("exceeds")));
+    assert!(matches!(r.as_ref().err().and_then(|e| e.detail()), Some(ErrorDetail::Invalid(m)) if m.contains("exceeds")));
     d.write_array("x", vec![0], a1(&[1.0f32; 4]).view()).await.unwrap();
     a.flush().await.unwrap();
     s.put(&Path::from("x/data.stats"), PutPayload::from(b"garbage!garbage!".to_vec())).await.unwrap();

@@ -13,10 +13,10 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 
 async fn fs_with_data() -> (AtlasFs, Vec<Vec<f32>>) {
-    let a = Atlas::create(Arc::new(InMemory::new()), Path::default(), StoreConfig::default()).await.unwrap();
+    let mut a = Atlas::create(Arc::new(InMemory::new()), Path::default(), StoreConfig::default()).await.unwrap();
     let mut want = vec![];
     for i in 0..7 {
-        let d = a.create_dataset(&format!("d{i}")).await.unwrap();
+        let mut d = a.create_dataset(&format!("d{i}")).await.unwrap();
         d.define_array::<f32>("v", vec!["x".into(), "y".into()], vec![5, 6], Some(vec![2, 4]), None).await.unwrap();
         let vals: Vec<f32> = (0..30).map(|k| (i * 100 + k) as f32).collect();
         d.write_array("v", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[5, 6]), vals.clone()).unwrap().view()).await.unwrap();
@@ -83,11 +83,11 @@ async fn stacked_reads_with_read_ahead_and_fills_match_the_whole_file() {
 async fn stacked_reads_match(codec: Codec) {
     // Chunks of 16 rows; d3 writes only its first 20 rows (the rest read as its fill),
     // d5 writes nothing, and every other dataset all of its copy.
-    let a = Atlas::create(Arc::new(InMemory::new()), Path::default(), StoreConfig { codec, ..StoreConfig::default() }).await.unwrap();
+    let mut a = Atlas::create(Arc::new(InMemory::new()), Path::default(), StoreConfig { codec, ..StoreConfig::default() }).await.unwrap();
     let (n, rows, cols) = (12, 64, 32);
     let mut all = vec![];
     for i in 0..n {
-        let d = a.create_dataset(&format!("d{i}")).await.unwrap();
+        let mut d = a.create_dataset(&format!("d{i}")).await.unwrap();
         d.define_array::<f32>("v", vec!["x".into(), "y".into()], vec![rows, cols], Some(vec![16, cols]), Some(FillValue::Float(-9.0))).await.unwrap();
         let vals: Vec<f32> = (0..rows * cols).map(|k| (i * 10_000 + k) as f32).collect();
         let written = match i {
@@ -208,8 +208,8 @@ async fn read_all(fs: &AtlasFs, ds: &str, name: &str) -> Result<Vec<u8>, atlasfs
 #[tokio::test]
 async fn refresh_picks_up_another_writers_flush() {
     let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
-    let a = Atlas::create(store.clone(), Path::default(), StoreConfig::default()).await.unwrap();
-    let d = a.create_dataset("d").await.unwrap();
+    let mut a = Atlas::create(store.clone(), Path::default(), StoreConfig::default()).await.unwrap();
+    let mut d = a.create_dataset("d").await.unwrap();
     for name in ["v", "gone"] {
         d.define_array::<i32>(name, vec!["x".into()], vec![3], None, None).await.unwrap();
         d.write_array(name, vec![0], ArrayD::from_shape_vec(IxDyn(&[3]), vec![1, 2, 3]).unwrap().view()).await.unwrap();
@@ -220,11 +220,11 @@ async fn refresh_picks_up_another_writers_flush() {
     assert!(fs.refresh().await.unwrap().is_empty(), "nothing changed yet");
 
     // The other writer: new values, a new dataset, a deleted array.
-    let other = Atlas::open(store.clone(), Path::default()).await.unwrap();
-    let od = other.open_dataset("d").await.unwrap();
+    let mut other = Atlas::open(store.clone(), Path::default()).await.unwrap();
+    let mut od = other.open_dataset("d").await.unwrap();
     od.write_array("v", vec![1], ArrayD::from_shape_vec(IxDyn(&[1]), vec![20]).unwrap().view()).await.unwrap();
     od.delete_array("gone").await.unwrap();
-    let n = other.create_dataset("new").await.unwrap();
+    let mut n = other.create_dataset("new").await.unwrap();
     n.define_array::<f32>("w", vec!["x".into()], vec![2], None, None).await.unwrap();
     n.write_array("w", vec![0], ArrayD::from_shape_vec(IxDyn(&[2]), vec![5f32, 6.]).unwrap().view()).await.unwrap();
     other.flush().await.unwrap();
@@ -248,7 +248,7 @@ async fn refresh_picks_up_another_writers_flush() {
 /// see the listing it started with; a read from offset 0 lists afresh.
 #[tokio::test]
 async fn directory_reads_continue_one_listing() {
-    let a = Atlas::create(Arc::new(InMemory::new()), Path::default(), StoreConfig::default()).await.unwrap();
+    let mut a = Atlas::create(Arc::new(InMemory::new()), Path::default(), StoreConfig::default()).await.unwrap();
     for i in 0..250 {
         a.create_dataset(&format!("ds{i:03}")).await.unwrap();
     }
@@ -272,8 +272,8 @@ async fn directory_reads_continue_one_listing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_reads_decode_the_next_blocks_ahead() {
     let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
-    let a = Atlas::create(store.clone(), Path::default(), StoreConfig::default()).await.unwrap();
-    let d = a.create_dataset("d").await.unwrap();
+    let mut a = Atlas::create(store.clone(), Path::default(), StoreConfig::default()).await.unwrap();
+    let mut d = a.create_dataset("d").await.unwrap();
     let (rows, cols) = (2048usize, 2048usize); // 16 MiB of f32: two 8 MiB blocks
     d.define_array::<f32>("big", vec!["r".into(), "c".into()], vec![rows, cols], Some(vec![256, cols]), None).await.unwrap();
     let vals: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
@@ -312,8 +312,8 @@ async fn sequential_reads_decode_the_next_blocks_ahead() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_descriptors_keep_their_version_across_a_refresh() {
     let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
-    let a = Atlas::create(store.clone(), Path::default(), StoreConfig::default()).await.unwrap();
-    let d = a.create_dataset("d").await.unwrap();
+    let mut a = Atlas::create(store.clone(), Path::default(), StoreConfig::default()).await.unwrap();
+    let mut d = a.create_dataset("d").await.unwrap();
     d.define_array::<i32>("v", vec!["x".into()], vec![4], Some(vec![2]), None).await.unwrap();
     d.write_array("v", vec![0], ArrayD::from_shape_vec(IxDyn(&[4]), vec![1, 2, 3, 4]).unwrap().view()).await.unwrap();
     a.flush().await.unwrap();
@@ -324,7 +324,7 @@ async fn open_descriptors_keep_their_version_across_a_refresh() {
     let head = (f.size - 16) as u32;
     let first = fs.read(o.fh, 0, head + 8).await.unwrap();
 
-    let other = Atlas::open(store.clone(), Path::default()).await.unwrap();
+    let mut other = Atlas::open(store.clone(), Path::default()).await.unwrap();
     other.open_dataset("d").await.unwrap().write_array("v", vec![0], ArrayD::from_shape_vec(IxDyn(&[4]), vec![10, 20, 30, 40]).unwrap().view()).await.unwrap();
     other.flush().await.unwrap();
     assert_eq!(fs.refresh().await.unwrap(), ["d"]);
@@ -476,9 +476,9 @@ async fn zarr_file(fs: &AtlasFs, path: &str) -> Option<Vec<u8>> {
 /// stack, whose datasets here are chunked two ways and filled two ways.
 #[tokio::test]
 async fn zarr_stacked_chunks_span_datasets() {
-    let a = Atlas::create(Arc::new(InMemory::new()), Path::default(), StoreConfig::default()).await.unwrap();
+    let mut a = Atlas::create(Arc::new(InMemory::new()), Path::default(), StoreConfig::default()).await.unwrap();
     for (i, chunks, fill, rows) in [(0, [2, 4], None, 5), (1, [5, 6], None, 5), (2, [2, 4], Some(FillValue::Float(9.0)), 2), (3, [2, 4], None, 3)] {
-        let d = a.create_dataset(&format!("d{i}")).await.unwrap();
+        let mut d = a.create_dataset(&format!("d{i}")).await.unwrap();
         d.define_array::<f32>("v", vec!["x".into(), "y".into()], vec![5, 6], Some(chunks.to_vec()), fill).await.unwrap();
         let vals: Vec<f32> = (0..rows * 6).map(|k| (i * 100 + k) as f32).collect();
         d.write_array("v", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[rows, 6]), vals).unwrap().view()).await.unwrap();

@@ -243,16 +243,16 @@ fn one_array_across_1000_datasets_over_a_counted_slow_failing_wire() {
     // 1,000 datasets sharing `v` (f32 (24,)), written in two flushes (two layers);
     // dataset d0000 also has `w`, which the failure case breaks.
     rt.block_on(async {
-        let a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
+        let mut a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
         for i in 0..N {
-            let d = a.create_dataset(&format!("d{i:04}")).await.unwrap();
+            let mut d = a.create_dataset(&format!("d{i:04}")).await.unwrap();
             d.define_array::<f32>("v", vec!["t".into()], vec![24], None, None).await.unwrap();
             d.write_array("v", vec![0], ArrayD::from_shape_vec(IxDyn(&[24]), values(i)).unwrap().view()).await.unwrap();
             if i == N / 2 {
                 a.flush().await.unwrap();
             }
         }
-        let d = a.open_dataset("d0000").await.unwrap();
+        let mut d = a.open_dataset("d0000").await.unwrap();
         d.define_array::<f32>("w", vec!["t".into()], vec![3], None, None).await.unwrap();
         d.write_array("w", vec![0], ArrayD::from_shape_vec(IxDyn(&[3]), vec![7f32, 8., 9.]).unwrap().view()).await.unwrap();
         a.flush().await.unwrap();
@@ -322,8 +322,8 @@ fn a_cache_dir_serves_the_next_mount_from_disk() {
     let n = 6 << 20;
     let big: Vec<f32> = (0..n as u64).map(|i| f32::from_bits(0x3f80_0000 | ((i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 41) as u32))).collect();
     rt.block_on(async {
-        let a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
-        let d = a.create_dataset("big").await.unwrap();
+        let mut a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
+        let mut d = a.create_dataset("big").await.unwrap();
         d.define_array::<f32>("x", vec!["i".into()], vec![n], Some(vec![1 << 18]), None).await.unwrap();
         d.write_array("x", vec![0], ArrayD::from_shape_vec(IxDyn(&[n]), big.clone()).unwrap().view()).await.unwrap();
         a.flush().await.unwrap();
@@ -393,8 +393,8 @@ fn adjacent_blocks_of_one_read_are_fetched_together() {
     let n = 12 << 20;
     let data: Vec<f32> = (0..n as u64).map(|i| ((i / 16).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as f32).collect();
     rt.block_on(async {
-        let a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
-        let d = a.create_dataset("d").await.unwrap();
+        let mut a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
+        let mut d = a.create_dataset("d").await.unwrap();
         d.define_array::<f32>("x", vec!["i".into()], vec![n], Some(vec![1 << 18]), None).await.unwrap();
         d.write_array("x", vec![0], ArrayD::from_shape_vec(IxDyn(&[n]), data.clone()).unwrap().view()).await.unwrap();
         a.flush().await.unwrap();
@@ -430,8 +430,8 @@ fn a_small_array_cold_is_at_most_two_round_trips() {
     let prefix = Path::from("store");
     let vals: Vec<f64> = (0..300).map(|i| i as f64 * 0.5).collect();
     rt.block_on(async {
-        let a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
-        let d = a.create_dataset("d").await.unwrap();
+        let mut a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
+        let mut d = a.create_dataset("d").await.unwrap();
         d.define_array::<f64>("x", vec!["i".into(), "j".into()], vec![100, 3], Some(vec![40, 3]), None).await.unwrap();
         d.write_array("x", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[100, 3]), vals.clone()).unwrap().view()).await.unwrap();
         a.flush().await.unwrap();
@@ -458,9 +458,9 @@ fn a_small_array_cold_is_at_most_two_round_trips() {
     // An array file shared by 1,000 datasets: its footer (~230 kB) outgrows the
     // 64 KiB tail; the small blocks before it come with the rest of the footer.
     rt.block_on(async {
-        let a = Atlas::open(store.clone(), prefix.clone()).await.unwrap();
+        let mut a = Atlas::open(store.clone(), prefix.clone()).await.unwrap();
         for i in 0..1000 {
-            let e = a.create_dataset(&format!("e{i:04}")).await.unwrap();
+            let mut e = a.create_dataset(&format!("e{i:04}")).await.unwrap();
             e.define_array::<f64>("x", vec!["i".into(), "j".into()], vec![1, 3], None, None).await.unwrap();
             e.write_array("x", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[1, 3]), vec![i as f64; 3]).unwrap().view()).await.unwrap();
         }
@@ -513,7 +513,7 @@ fn concurrent_parts_read_exact_values_for_every_dtype_and_chunking() {
     ];
     let mut expected = vec![];
     rt.block_on(async {
-        let a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
+        let mut a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
         let d = a.create_dataset("d").await.unwrap();
         for (seed, (name, dtype, el, shape, chunks)) in cases.iter().enumerate() {
             let cells = Cells::Fixed { elsize: *el, bytes: random_bytes(shape.iter().product::<usize>() * el, seed as u64 + 1) };

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use atlasfs::store::{Attr, Codec, DType, FillValue, MetaFormat, StatValue, TimestampNs};
-use atlasfs::{Atlas, Error, StoreConfig};
+use atlasfs::{Atlas, Error, ErrorDetail, StoreConfig};
 use ndarray::{ArrayD, IxDyn, arr1};
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
@@ -39,8 +39,8 @@ fn atlas_and_views_are_send_and_sync() {
 #[tokio::test]
 async fn path_api_round_trip() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Atlas::create_path(dir.path(), StoreConfig::default()).await.unwrap();
-    let d = a.create_dataset("ds").await.unwrap();
+    let mut a = Atlas::create_path(dir.path(), StoreConfig::default()).await.unwrap();
+    let mut d = a.create_dataset("ds").await.unwrap();
     d.define_array::<f32>("temp", dims(&["x"]), vec![4], None, None).await.unwrap();
     d.write_array("temp", vec![0], a1(&[1.0f32, 2.0, 3.0, 4.0]).view()).await.unwrap();
     a.flush().await.unwrap();
@@ -54,7 +54,7 @@ async fn path_api_round_trip() {
 
 #[tokio::test]
 async fn new_store_is_empty_and_datasets_behave() {
-    let (_, a) = new_store().await;
+    let (_, mut a) = new_store().await;
     assert!(a.list_datasets().is_empty());
     assert!(a.list_arrays().is_empty());
     assert!(!a.dataset_exists("x"));
@@ -76,9 +76,9 @@ async fn new_store_is_empty_and_datasets_behave() {
 
 #[tokio::test]
 async fn list_arrays_is_distinct_and_sorted_after_reopen() {
-    let (s, a) = new_store().await;
-    let da = a.create_dataset("a").await.unwrap();
-    let db = a.create_dataset("b").await.unwrap();
+    let (s, mut a) = new_store().await;
+    let mut da = a.create_dataset("a").await.unwrap();
+    let mut db = a.create_dataset("b").await.unwrap();
     da.define_array::<f32>("shared", dims(&["x"]), vec![2], None, None).await.unwrap();
     da.define_array::<f32>("only_a", dims(&["x"]), vec![2], None, None).await.unwrap();
     db.define_array::<f32>("shared", dims(&["x"]), vec![2], None, None).await.unwrap();
@@ -92,8 +92,8 @@ async fn list_arrays_is_distinct_and_sorted_after_reopen() {
 async fn codecs_round_trip_through_reopen() {
     for (codec, is_f32) in [(Codec::Lz4, true), (Codec::Uncompressed, false), (Codec::Zstd, true)] {
         let s = mem();
-        let a = Atlas::create(s.clone(), Path::default(), StoreConfig { codec, ..Default::default() }).await.unwrap();
-        let d = a.create_dataset("d").await.unwrap();
+        let mut a = Atlas::create(s.clone(), Path::default(), StoreConfig { codec, ..Default::default() }).await.unwrap();
+        let mut d = a.create_dataset("d").await.unwrap();
         if is_f32 {
             d.define_array::<f32>("v", dims(&["i"]), vec![4], None, None).await.unwrap();
             d.write_array("v", vec![0], a1(&[1.0f32, 2.0, 3.0, 4.0]).view()).await.unwrap();
@@ -124,8 +124,8 @@ async fn names_in(s: &Arc<dyn ObjectStore>) -> Vec<String> {
 async fn msgpack_variants_write_only_their_file() {
     for (comp, name) in [(Codec::Uncompressed, "atlas.msgpack"), (Codec::Zstd, "atlas.msgpack.zst"), (Codec::Lz4, "atlas.msgpack.lz4")] {
         let s = mem();
-        let a = Atlas::create(s.clone(), Path::default(), StoreConfig { codec: Codec::Zstd, meta_format: MetaFormat::MsgPack, meta_compression: comp }).await.unwrap();
-        let d = a.create_dataset("d").await.unwrap();
+        let mut a = Atlas::create(s.clone(), Path::default(), StoreConfig { codec: Codec::Zstd, meta_format: MetaFormat::MsgPack, meta_compression: comp }).await.unwrap();
+        let mut d = a.create_dataset("d").await.unwrap();
         d.define_array::<u16>("u", dims(&["i"]), vec![3], None, None).await.unwrap();
         d.write_array("u", vec![0], a1(&[1u16, 2, 3]).view()).await.unwrap();
         d.try_set_attribute("k", Attr::Int64(7)).unwrap();
@@ -154,9 +154,9 @@ async fn create_path_makes_nested_dirs_and_writes_meta_at_once() {
 
 #[tokio::test]
 async fn array_files_open_lazily_and_once() {
-    let (s, a) = new_store().await;
+    let (s, mut a) = new_store().await;
     for ds in ["d1", "d2"] {
-        let d = a.create_dataset(ds).await.unwrap();
+        let mut d = a.create_dataset(ds).await.unwrap();
         for arr in ["x", "y", "z"] {
             d.define_array::<f32>(arr, dims(&["i"]), vec![2], None, None).await.unwrap();
         }
@@ -176,7 +176,7 @@ async fn array_files_open_lazily_and_once() {
 
 #[tokio::test]
 async fn attributes_and_names() {
-    let (_, a) = new_store().await;
+    let (_, mut a) = new_store().await;
     let d = a.create_dataset("ds").await.unwrap();
     assert_eq!(d.name(), "ds");
     assert_eq!(d.get_attribute("nope"), None);
@@ -190,8 +190,8 @@ async fn attributes_and_names() {
 
 #[tokio::test]
 async fn define_list_delete_and_errors() {
-    let (_, a) = new_store().await;
-    let d = a.create_dataset("ds").await.unwrap();
+    let (_, mut a) = new_store().await;
+    let mut d = a.create_dataset("ds").await.unwrap();
     assert!(d.list_arrays().is_empty());
     assert!(d.read_array::<f32>("nope", vec![], vec![]).await.unwrap().is_none());
     assert!(d.array_meta("nope").is_none());
@@ -213,8 +213,8 @@ async fn define_list_delete_and_errors() {
 
 #[tokio::test]
 async fn unflushed_writes_are_readable_and_partial_reads_work() {
-    let (_, a) = new_store().await;
-    let d = a.create_dataset("ds").await.unwrap();
+    let (_, mut a) = new_store().await;
+    let mut d = a.create_dataset("ds").await.unwrap();
     d.define_array::<f32>("t", dims(&["x", "y"]), vec![4, 6], Some(vec![2, 4]), None).await.unwrap();
     let full = ArrayD::from_shape_vec(IxDyn(&[4, 6]), (0..24).map(|x| x as f32).collect()).unwrap();
     d.write_array("t", vec![0, 0], full.view()).await.unwrap();
@@ -228,13 +228,13 @@ async fn unflushed_writes_are_readable_and_partial_reads_work() {
     let mut want = full.clone();
     want.slice_mut(ndarray::s![1..3, 3..5]).fill(-1.0);
     assert_eq!(got, want);
-    assert!(matches!(d.read_array::<f64>("t", vec![], vec![]).await, Err(Error::DTypeMismatch { .. })));
+    assert!(matches!(d.read_array::<f64>("t", vec![], vec![]).await.as_ref().err().and_then(|e| e.detail()), Some(ErrorDetail::DTypeMismatch { .. })));
 }
 
 #[tokio::test]
 async fn stats_follow_010_rules() {
-    let (_, a) = new_store().await;
-    let d = a.create_dataset("ds").await.unwrap();
+    let (_, mut a) = new_store().await;
+    let mut d = a.create_dataset("ds").await.unwrap();
     assert!(d.try_array_stats("nope").await.unwrap().is_none());
     d.define_array::<f32>("f", dims(&["i"]), vec![4], None, None).await.unwrap();
     d.write_array("f", vec![0], a1(&[1.0f32, 3.0, 2.0, 4.0]).view()).await.unwrap();
@@ -265,12 +265,12 @@ async fn stats_follow_010_rules() {
 #[tokio::test]
 async fn local_store_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Atlas::create_path(dir.path(), StoreConfig::default()).await.unwrap();
-    let jan = a.create_dataset("jan").await.unwrap();
+    let mut a = Atlas::create_path(dir.path(), StoreConfig::default()).await.unwrap();
+    let mut jan = a.create_dataset("jan").await.unwrap();
     let feb = a.create_dataset("feb").await.unwrap();
     for (d, v) in [(&jan, 42.0f32), (&feb, 7.0)] {
-        d.define_array::<f32>("temp", dims(&["x", "y"]), vec![4, 4], Some(vec![2, 4]), None).await.unwrap();
-        d.write_array("temp", vec![0, 0], ArrayD::from_elem(IxDyn(&[4, 4]), v).view()).await.unwrap();
+        d.define_array_shared::<f32>("temp", dims(&["x", "y"]), vec![4, 4], Some(vec![2, 4]), None).await.unwrap();
+        d.write_array_shared("temp", vec![0, 0], ArrayD::from_elem(IxDyn(&[4, 4]), v).view()).await.unwrap();
     }
     jan.try_set_attribute("month", Attr::Int64(1)).unwrap();
     jan.try_set_attribute("name", Attr::String("January".into())).unwrap();
@@ -284,9 +284,9 @@ async fn local_store_lifecycle() {
     assert!(Atlas::open_path(dir.path()).await.unwrap().list_datasets().is_empty(), "nothing is flushed implicitly");
     a.flush().await.unwrap();
 
-    let b = Atlas::open_path(dir.path()).await.unwrap();
+    let mut b = Atlas::open_path(dir.path()).await.unwrap();
     assert_eq!(b.list_datasets(), vec!["jan", "feb"]);
-    let jan = b.open_dataset("jan").await.unwrap();
+    let mut jan = b.open_dataset("jan").await.unwrap();
     assert_eq!(jan.read_array::<f32>("temp", vec![], vec![]).await.unwrap().unwrap(), ArrayD::from_elem(IxDyn(&[4, 4]), 42.0f32));
     assert_eq!(b.open_dataset("feb").await.unwrap().read_array::<f32>("temp", vec![], vec![]).await.unwrap().unwrap(), ArrayD::from_elem(IxDyn(&[4, 4]), 7.0f32));
     assert_eq!(jan.get_attribute("month"), Some(Attr::Int64(1)));
@@ -323,8 +323,8 @@ async fn local_store_lifecycle() {
 
 #[tokio::test]
 async fn invalid_names_are_rejected_everywhere() {
-    let (_, a) = new_store().await;
-    let d = a.create_dataset("ok").await.unwrap();
+    let (_, mut a) = new_store().await;
+    let mut d = a.create_dataset("ok").await.unwrap();
     for bad in ["", "_hidden", "a/b", "/abs", "..", "."] {
         assert!(matches!(a.create_dataset(bad).await, Err(Error::InvalidName(_))));
         assert!(matches!(d.define_array::<f32>(bad, dims(&["x"]), vec![1], None, None).await, Err(Error::InvalidName(_))));
@@ -333,10 +333,10 @@ async fn invalid_names_are_rejected_everywhere() {
 
 #[tokio::test]
 async fn bulk_reads() {
-    let (_, a) = new_store().await;
+    let (_, mut a) = new_store().await;
     let names: Vec<String> = (0..5).map(|i| format!("d{i}")).collect();
     for (i, n) in names.iter().enumerate() {
-        let d = a.create_dataset(n).await.unwrap();
+        let mut d = a.create_dataset(n).await.unwrap();
         d.define_array::<f32>("v", dims(&["i"]), vec![4], Some(vec![2]), None).await.unwrap();
         d.write_array("v", vec![0], a1(&[i as f32, 1.0, 2.0, 3.0]).view()).await.unwrap();
     }
@@ -359,8 +359,8 @@ async fn bulk_reads() {
 
 #[tokio::test]
 async fn strings_and_bools() {
-    let (s, a) = new_store().await;
-    let d = a.create_dataset("d").await.unwrap();
+    let (s, mut a) = new_store().await;
+    let mut d = a.create_dataset("d").await.unwrap();
     d.define_array::<String>("s", dims(&["i"]), vec![5], Some(vec![2]), None).await.unwrap();
     let v: Vec<String> = ["cat", "", "elephant", "é", "x"].iter().map(|s| s.to_string()).collect();
     d.write_array("s", vec![0], a1(&v).view()).await.unwrap();

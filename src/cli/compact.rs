@@ -14,7 +14,7 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<()> {
     let atlas = open_store(&args.store).await?;
     let bar = Bar::new();
-    progress::scope(bar.sink(), atlas.compact()).await?;
+    progress::scope(bar.sink(), atlas.compact_shared()).await?;
     bar.complete();
     bar.finish("compacted", bar.phase_total());
     Ok(())

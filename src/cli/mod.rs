@@ -108,7 +108,8 @@ pub enum Command {
 /// Everything a command can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error(transparent)]
+    /// Shown as the detail's own words when it carries one (`Error::message`).
+    #[error("{}", .0.message())]
     Store(#[from] atlasfs::Error),
     /// The store to open is not there (the library's `StoreNotFound` names no path).
     #[error("no atlas store at {0}")]

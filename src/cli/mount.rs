@@ -241,7 +241,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         if a.create {
             match location.create(StoreConfig::default(), options.clone()).await {
                 Ok(atlas) => return Ok::<_, CliError>(atlas),
-                Err(atlasfs::Error::StoreAlreadyExists(_)) => {}
+                Err(e) if matches!(e.detail(), Some(atlasfs::ErrorDetail::StoreAlreadyExists(_))) => {}
                 Err(e) => return Err(e.into()),
             }
         }

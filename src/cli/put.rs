@@ -125,9 +125,9 @@ pub async fn run(args: Args) -> Result<()> {
 
     // Everything below changes only memory until the final flush.
     let atlas = open_store(&args.store).await?;
-    let view = if atlas.dataset_exists(&dataset) { atlas.open_dataset(&dataset).await? } else { atlas.create_dataset(&dataset).await? };
+    let view = if atlas.dataset_exists(&dataset) { atlas.open_dataset(&dataset).await? } else { atlas.create_dataset_shared(&dataset).await? };
     if view.array_meta(&array).is_some() {
-        view.delete_array(&array).await?;
+        view.delete_array_shared(&array).await?;
     }
     view.define_array_dtype(&array, data.dtype.clone(), dims, data.shape.clone(), Some(chunks), None).await?;
     let start = vec![0; data.shape.len()];
@@ -139,7 +139,7 @@ pub async fn run(args: Args) -> Result<()> {
         // Encoding (chunks reported by the store), then writing ("writing", by the flush).
         bar.phase("encoding", bytes);
         view.write_cells(&array, &start, &data.shape, &data.cells).await?;
-        atlas.flush().await
+        atlas.flush_shared().await
     })
     .await?;
     bar.complete();

@@ -19,10 +19,10 @@ pub async fn run(args: Args) -> Result<()> {
             if view.array_meta(a).is_none() {
                 return Err(atlasfs::Error::ArrayNotFound(format!("{a} (in dataset {dataset})")).into());
             }
-            view.delete_array(a).await?
+            view.delete_array_shared(a).await?
         }
-        None => atlas.delete_dataset(&dataset).await?,
+        None => atlas.delete_dataset_shared(&dataset).await?,
     }
-    atlas.flush().await?;
+    atlas.flush_shared().await?;
     Ok(())
 }

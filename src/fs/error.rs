@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::store::Error as StoreError;
+use crate::store::{Error as StoreError, ErrorDetail};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsError {
@@ -45,17 +45,23 @@ impl std::error::Error for FsError {}
 
 impl From<StoreError> for FsError {
     fn from(e: StoreError) -> Self {
-        let errno = match &e {
-            StoreError::DatasetNotFound(_) | StoreError::ArrayNotFound(_) | StoreError::StoreNotFound => libc::ENOENT,
-            StoreError::DatasetAlreadyExists(_) | StoreError::ArrayAlreadyExists(_) | StoreError::StoreAlreadyExists(_) => libc::EEXIST,
-            StoreError::InvalidName(_) | StoreError::Invalid(_) | StoreError::DTypeMismatch { .. } | StoreError::NonFiniteAttribute(_) => libc::EINVAL,
-            StoreError::Unsupported(_) => libc::EINVAL,
-            StoreError::Conflict(_) => libc::EBUSY,
-            StoreError::Stale(_) => libc::ESTALE,
-            StoreError::Corrupt { .. } | StoreError::MetaFile { .. } | StoreError::Io(_) | StoreError::ObjectStore(_) | StoreError::DiskCache(_) => libc::EIO,
-            StoreError::ArrayFormat(_) | StoreError::Meta(_) | StoreError::MetaEncode(_) | StoreError::MetaDecode(_) | StoreError::MetaLz4Decompress(_) => libc::EIO,
+        // atlasfs's own failure kinds travel inside `Io` (store::error_detail).
+        let errno = match e.detail() {
+            Some(ErrorDetail::StoreAlreadyExists(_)) => libc::EEXIST,
+            Some(ErrorDetail::Invalid(_) | ErrorDetail::DTypeMismatch { .. } | ErrorDetail::NonFiniteAttribute(_)) => libc::EINVAL,
+            Some(ErrorDetail::Unsupported(_)) => libc::EINVAL,
+            Some(ErrorDetail::Conflict(_)) => libc::EBUSY,
+            Some(ErrorDetail::Stale(_)) => libc::ESTALE,
+            Some(ErrorDetail::Corrupt { .. } | ErrorDetail::MetaFile { .. } | ErrorDetail::DiskCache(_)) => libc::EIO,
+            None => match &e {
+                StoreError::DatasetNotFound(_) | StoreError::ArrayNotFound(_) | StoreError::StoreNotFound => libc::ENOENT,
+                StoreError::DatasetAlreadyExists(_) | StoreError::ArrayAlreadyExists(_) => libc::EEXIST,
+                StoreError::InvalidName(_) => libc::EINVAL,
+                StoreError::Io(_) | StoreError::ObjectStore(_) => libc::EIO,
+                StoreError::ArrayFormat(_) | StoreError::Meta(_) | StoreError::MetaEncode(_) | StoreError::MetaDecode(_) | StoreError::MetaLz4Decompress(_) => libc::EIO,
+            },
         };
-        FsError::new(errno, e.to_string())
+        FsError::new(errno, e.message())
     }
 }
 

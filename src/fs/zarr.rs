@@ -610,7 +610,9 @@ impl ZarrView {
                         }
                         let mut bytes = vec![0u8; ext.iter().product::<usize>() * el];
                         let res = file.read().await.read_regions_into(&parts, &mut bytes, atlas.read_concurrency()).await;
-                        if let Err(crate::store::Error::Stale(_)) = res {
+                        if let Err(e) = &res
+                            && matches!(e.detail(), Some(crate::store::ErrorDetail::Stale(_)))
+                        {
                             // Another writer replaced a layer: reload it, then read again.
                             file.write().await.refresh().await?;
                             file.read().await.read_regions_into(&parts, &mut bytes, atlas.read_concurrency()).await?;

@@ -36,7 +36,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 
 use super::cache::{BlockCache, next_layer_id};
 use super::layer::{Layer, Tail};
-use super::{Error, Result};
+use super::{Error, ErrorDetail, Result};
 use crate::format::cells::Cells;
 use crate::format::footer::{ArrayLayout, Attributes, ChunkEntry, StorageLayout, decode_stats, encode_footer, encode_stats};
 use crate::format::grid::{Grid, copy_box_bytes, copy_box_cells};
@@ -289,7 +289,7 @@ fn blocks_by_layer<'a>(locs: impl IntoIterator<Item = &'a ChunkLoc>) -> HashMap<
 /// A file that was listed (or read) a moment ago is gone or replaced: another
 /// process compacted the array file. Listing again and retrying is the answer.
 pub(crate) fn vanished(e: &Error) -> bool {
-    matches!(e, Error::Stale(_) | Error::ObjectStore(object_store::Error::NotFound { .. }))
+    matches!(e.detail(), Some(ErrorDetail::Stale(_))) || matches!(e, Error::ObjectStore(object_store::Error::NotFound { .. }))
 }
 
 fn sidecar_number(file_name: &str) -> Option<u32> {
@@ -351,7 +351,7 @@ impl ArrayFile {
             && let Some((_, first)) = numbered.first()
         {
             let msg = format!("the base layer is missing while sidecar {first} exists; restore data.af from a backup");
-            return Err(Error::Corrupt { path: dir.clone().join(BASE_NAME).to_string(), source: crate::format::FormatError::Invalid(msg) });
+            return Err(ErrorDetail::Corrupt { path: dir.clone().join(BASE_NAME).to_string(), source: crate::format::FormatError::Invalid(msg) }.into());
         }
         let base_exists = base.is_some();
         let to_load: Vec<(u32, Path)> = base.map(|p| (0, p)).into_iter().chain(numbered).collect();
@@ -557,7 +557,7 @@ impl ArrayFile {
         let loc = self.locate(r, name, coord);
         match self.chunk_bytes(&loc).await? {
             None => Ok(Cells::filled(&r.spec.dtype, r.spec.fill.as_ref(), n)),
-            Some(raw) => Cells::decode(&r.spec.dtype, &raw, n).map_err(|source| Error::Corrupt { path: self.loc_name(&loc), source }),
+            Some(raw) => Cells::decode(&r.spec.dtype, &raw, n).map_err(|source| ErrorDetail::Corrupt { path: self.loc_name(&loc), source }.into()),
         }
     }
 
@@ -616,7 +616,7 @@ impl ArrayFile {
     fn box_locs(&self, r: &Resolved, name: &str, start: &[usize], extent: &[usize]) -> Result<(Vec<(Vec<u32>, ChunkLoc)>, bool)> {
         let grid = r.spec.grid();
         if start.len() != grid.rank() || extent.len() != grid.rank() || (0..grid.rank()).any(|i| start[i].saturating_add(extent[i]) > r.spec.shape[i]) {
-            return Err(Error::Invalid(format!("read region {start:?}+{extent:?} outside {name:?}/{} of shape {:?}", self.array, r.spec.shape)));
+            return Err(ErrorDetail::Invalid(format!("read region {start:?}+{extent:?} outside {name:?}/{} of shape {:?}", self.array, r.spec.shape)).into());
         }
         let coords = grid.overlapping(start, extent);
         let n = coords.len();
@@ -662,7 +662,7 @@ impl ArrayFile {
             return Ok(());
         }
         let msg = format!("chunk {coord:?} of {name:?} has {} bytes, expected {want}", raw.len());
-        Err(Error::Corrupt { path: self.loc_name(loc), source: crate::format::FormatError::CorruptChunk(msg) })
+        Err(ErrorDetail::Corrupt { path: self.loc_name(loc), source: crate::format::FormatError::CorruptChunk(msg) }.into())
     }
 
     async fn read_resolved(&self, r: &Resolved, name: &str, start: &[usize], extent: &[usize]) -> Result<Cells> {
@@ -692,7 +692,7 @@ impl ArrayFile {
                     copy_box_bytes(&raw, &cext, &src_start, bytes, extent, &dst_start, &ext, *elsize);
                 }
                 Cells::Var(items) => {
-                    let corrupt = |source| Error::Corrupt { path: self.loc_name(loc), source };
+                    let corrupt = |source| Error::from(ErrorDetail::Corrupt { path: self.loc_name(loc), source });
                     let Cells::Var(src) = Cells::decode(&r.spec.dtype, &raw, cext.iter().product()).map_err(corrupt)? else { unreachable!() };
                     copy_box_cells(&src, &cext, &src_start, items, extent, &dst_start, &ext);
                 }
@@ -722,7 +722,7 @@ impl ArrayFile {
         let want = cext.iter().product::<usize>() * elsize;
         if a.size as usize != want {
             let msg = format!("chunk {coord:?} of {name:?} has {} bytes, expected {want}", a.size);
-            return Err(Error::Corrupt { path: self.loc_name(loc), source: crate::format::FormatError::CorruptChunk(msg) });
+            return Err(ErrorDetail::Corrupt { path: self.loc_name(loc), source: crate::format::FormatError::CorruptChunk(msg) }.into());
         }
         if ext.contains(&0) {
             return Ok(());
@@ -752,7 +752,7 @@ impl ArrayFile {
         let mut plan = Vec::with_capacity(parts.len());
         for &(name, start, extent) in parts {
             let r = self.resolve(name).ok_or_else(|| self.not_found(name))?;
-            let Some(elsize) = r.spec.dtype.element_size() else { return Err(Error::Invalid(format!("{name:?}/{} is not fixed-width", self.array))) };
+            let Some(elsize) = r.spec.dtype.element_size() else { return Err(ErrorDetail::Invalid(format!("{name:?}/{} is not fixed-width", self.array)).into()) };
             let (locs, any_fill) = self.box_locs(&r, name, start, extent)?;
             plan.push((name, start, extent, r, elsize, locs, any_fill));
         }
@@ -785,7 +785,7 @@ impl ArrayFile {
             }
         }
         if !dst.is_empty() {
-            return Err(Error::Invalid(format!("{} bytes of the buffer left over after the regions", dst.len())));
+            return Err(ErrorDetail::Invalid(format!("{} bytes of the buffer left over after the regions", dst.len())).into());
         }
         Ok(())
     }
@@ -948,15 +948,17 @@ impl ArrayFile {
         let spec = r.spec.clone();
         let grid = spec.grid();
         if start.len() != grid.rank() || extent.len() != grid.rank() {
-            return Err(Error::Invalid(format!("write of rank {} into {name:?}/{} of rank {}", extent.len(), self.array, grid.rank())));
+            return Err(ErrorDetail::Invalid(format!("write of rank {} into {name:?}/{} of rank {}", extent.len(), self.array, grid.rank())).into());
         }
         for i in 0..grid.rank() {
             if start[i].checked_add(extent[i]).is_none_or(|end| end > spec.shape[i]) {
-                return Err(Error::Invalid(format!("write region [{}, {}) exceeds array size {} on axis {i}", start[i], start[i].saturating_add(extent[i]), spec.shape[i])));
+                return Err(
+                    ErrorDetail::Invalid(format!("write region [{}, {}) exceeds array size {} on axis {i}", start[i], start[i].saturating_add(extent[i]), spec.shape[i])).into()
+                );
             }
         }
         if data.len() != extent.iter().product::<usize>() {
-            return Err(Error::Invalid(format!("{} elements given for a region of {}", data.len(), extent.iter().product::<usize>())));
+            return Err(ErrorDetail::Invalid(format!("{} elements given for a region of {}", data.len(), extent.iter().product::<usize>())).into());
         }
         for coord in grid.overlapping(start, extent) {
             let (cstart, cext) = grid.chunk_box(&coord);
@@ -974,7 +976,7 @@ impl ArrayFile {
             match (&mut chunk, data) {
                 (Cells::Fixed { elsize, bytes }, Cells::Fixed { bytes: src, .. }) => copy_box_bytes(src, extent, &src_start, bytes, &cext, &dst_start, &ext, *elsize),
                 (Cells::Var(dst), Cells::Var(src)) => copy_box_cells(src, extent, &src_start, dst, &cext, &dst_start, &ext),
-                _ => return Err(Error::Invalid(format!("cells of the wrong kind for {:?}", spec.dtype))),
+                _ => return Err(ErrorDetail::Invalid(format!("cells of the wrong kind for {:?}", spec.dtype)).into()),
             }
             let summary = summarize(&spec.dtype, spec.fill.as_ref(), &chunk);
             let raw = chunk.encode();
@@ -986,7 +988,7 @@ impl ArrayFile {
 
     fn put_chunk(&mut self, name: &str, spec: &EntrySpec, coord: Vec<u32>, raw: &[u8], summary: ChunkSummary) -> Result<()> {
         if raw.len() > u32::MAX as usize {
-            return Err(Error::Invalid(format!("chunk {coord:?} of {name:?} is {} bytes; a chunk is limited to 4 GiB", raw.len())));
+            return Err(ErrorDetail::Invalid(format!("chunk {coord:?} of {name:?} is {} bytes; a chunk is limited to 4 GiB", raw.len())).into());
         }
         let addr = self.pending.append(raw)?;
         let e = self.pending.entries.entry(name.to_string()).or_insert_with(|| PendingEntry::new(spec.clone(), false, false));
@@ -1114,11 +1116,12 @@ impl ArrayFile {
         self.refresh().await?;
         let clash = self.clashing();
         if !clash.is_empty() {
-            return Err(Error::Conflict(format!(
+            return Err(ErrorDetail::Conflict(format!(
                 "array {:?} of dataset(s) {} was written by another writer since this store read it; the changes here stay unflushed",
                 self.array,
                 clash.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-            )));
+            ))
+            .into());
         }
         // Re-defined entries get explicit fill chunks so no older version shows through.
         let shadowing: Vec<String> = self.pending.entries.iter().filter(|(_, e)| e.shadows && !e.deleted).map(|(n, _)| n.clone()).collect();
@@ -1320,7 +1323,7 @@ impl ArrayFile {
     /// Stats of a live entry as of the last flush; an error if `data.stats` is corrupt.
     pub fn entry_stats(&self, name: &str) -> Result<Option<EntryStats>> {
         if let Some(e) = &self.stats_error {
-            return Err(Error::MetaFile { path: self.dir.clone().join(STATS_NAME).to_string(), msg: e.clone() });
+            return Err(ErrorDetail::MetaFile { path: self.dir.clone().join(STATS_NAME).to_string(), msg: e.clone() }.into());
         }
         Ok(self.resolve(name).and(self.stats.get(name).cloned()))
     }
@@ -1329,7 +1332,7 @@ impl ArrayFile {
     /// the sidecars. Requires an empty pending layer (the caller flushes first).
     pub async fn compact(&mut self) -> Result<()> {
         if !self.pending.entries.is_empty() {
-            return Err(Error::Invalid(format!("{}: compaction with unflushed writes", self.dir)));
+            return Err(ErrorDetail::Invalid(format!("{}: compaction with unflushed writes", self.dir)).into());
         }
         // Progress: the file's bytes, spread over the chunks copied.
         let mut share = super::progress::Share::new(self.info().bytes);
@@ -1360,7 +1363,7 @@ impl ArrayFile {
                 share.step();
                 let loc = self.locate(&r, name, &coord);
                 let Some(raw) = self.chunk_bytes(&loc).await? else { continue };
-                let cells = Cells::decode(&r.spec.dtype, &raw, r.spec.grid().chunk_len(&coord)).map_err(|source| Error::Corrupt { path: self.loc_name(&loc), source })?;
+                let cells = Cells::decode(&r.spec.dtype, &raw, r.spec.grid().chunk_len(&coord)).map_err(|source| ErrorDetail::Corrupt { path: self.loc_name(&loc), source })?;
                 total.merge(&summarize(&r.spec.dtype, r.spec.fill.as_ref(), &cells));
                 let (address, closed) = packer.append(&raw);
                 if let Some(z) = closed {
@@ -1401,7 +1404,7 @@ impl ArrayFile {
             let got = self.store.head(&tmp).await?.size;
             if got != want {
                 let source = crate::format::FormatError::Invalid(format!("the store kept {got} of the {want} bytes written"));
-                return Err(Error::Corrupt { path: tmp.to_string(), source });
+                return Err(ErrorDetail::Corrupt { path: tmp.to_string(), source }.into());
             }
             self.store.rename(&tmp, &base).await?;
             self.store.head(&base).await?.e_tag

@@ -4,14 +4,10 @@
 //! `flush` writes every array file with pending changes (concurrently), then the
 //! metadata file. Array files are opened lazily, on first use, at most once.
 //!
-//! Unlike atlas 0.10's Rust API, every method takes `&self` (state sits behind
-//! locks), so one `Atlas` can be shared across threads, e.g. by the FUSE daemon.
-//! 0.10 has `&mut self` on `create_dataset`, `delete_dataset`, `flush` and
-//! `compact`; everything a 0.10 caller can write still compiles (`s.flush()` on a
-//! `let mut s`, `Atlas::flush(&mut s)` by coercion, holding `&mut Atlas` while views
-//! are alive, since views borrow nothing), and the only difference such a program
-//! sees is an `unused_mut` warning. Taking `&mut self` instead would forbid the
-//! shared use the filesystem core is built on, for no caller's gain.
+//! State sits behind locks, so the work is done by `&self` methods and one `Atlas`
+//! can be shared across threads (the FUSE daemon does). The public `create_dataset`,
+//! `delete_dataset`, `flush` and `compact` take `&mut self` as in atlas 0.10; they
+//! are thin wrappers (module `api_mut`) over the `*_shared` methods here.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path as FsPath;
@@ -32,7 +28,7 @@ use super::cache::BlockCache;
 use super::dataset::DatasetView;
 use super::element::ArrayElement;
 use super::meta::{ArraySchema, DatasetMeta, MetaFile, MetaFormat, StoreMeta, changed_datasets, merge, merge_keep_ours, same_dataset};
-use super::{Error, Result, validate_name};
+use super::{Error, ErrorDetail, Result, validate_name};
 use crate::format::{Codec, DType};
 
 /// How a new store is written (only `create` reads this; `open` detects everything).
@@ -161,7 +157,7 @@ async fn replace_checked(store: &dyn ObjectStore, path: &Path, bytes: Vec<u8>) -
     store.put(&tmp, PutPayload::from(bytes)).await?;
     let got = store.head(&tmp).await?.size;
     if got != want {
-        return Err(Error::MetaFile { path: tmp.to_string(), msg: format!("the store kept {got} of the {want} bytes written") });
+        return Err(ErrorDetail::MetaFile { path: tmp.to_string(), msg: format!("the store kept {got} of the {want} bytes written") }.into());
     }
     store.rename(&tmp, path).await?;
     Ok(store.head(path).await?)
@@ -218,7 +214,7 @@ impl MetaLock {
                         }
                     }
                     if started.elapsed() > STALE_LOCK + std::time::Duration::from_secs(5) {
-                        return Err(Error::Conflict(format!("{LOCK_NAME} is held by another writer and was not released")));
+                        return Err(ErrorDetail::Conflict(format!("{LOCK_NAME} is held by another writer and was not released")).into());
                     }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(std::time::Duration::from_millis(100));
@@ -255,10 +251,11 @@ impl Drop for MetaLock {
 type StagedFile = tokio::sync::OwnedRwLockWriteGuard<ArrayFile>;
 
 fn conflict(names: Vec<String>) -> Error {
-    Error::Conflict(format!(
+    ErrorDetail::Conflict(format!(
         "dataset(s) {} changed here and by another writer while this flush ran; the sidecars it wrote were withdrawn and its changes stay pending",
         names.join(", ")
     ))
+    .into()
 }
 
 fn prefixed(store: Arc<dyn ObjectStore>, prefix: Path) -> Arc<dyn ObjectStore> {
@@ -338,13 +335,13 @@ impl Atlas {
         let store = prefixed(store, prefix);
         let (file, _) = find_meta_file(&*store).await?;
         if let Some(f) = file {
-            return Err(Error::StoreAlreadyExists(format!("{shown} ({} present)", f.file_name())));
+            return Err(ErrorDetail::StoreAlreadyExists(format!("{shown} ({} present)", f.file_name())).into());
         }
         let listing = store.list_with_delimiter(None).await?;
         for dir in listing.common_prefixes {
             let inner = store.list_with_delimiter(Some(&dir)).await?;
             if inner.objects.iter().any(|o| o.location.filename().is_some_and(|n| n.ends_with(".af"))) {
-                return Err(Error::StoreAlreadyExists(format!("{shown} (array files under {dir}/)")));
+                return Err(ErrorDetail::StoreAlreadyExists(format!("{shown} (array files under {dir}/)")).into());
             }
         }
         let meta_file = MetaFile::new(config.meta_format, config.meta_compression);
@@ -352,7 +349,7 @@ impl Atlas {
         let bytes = meta_file.encode(&meta)?;
         let version = match store.put_opts(&Path::from(meta_file.file_name()), PutPayload::from(bytes), PutOptions::from(PutMode::Create)).await {
             Ok(r) => UpdateVersion { e_tag: r.e_tag, version: r.version },
-            Err(object_store::Error::AlreadyExists { .. }) => return Err(Error::StoreAlreadyExists(shown.to_string())),
+            Err(object_store::Error::AlreadyExists { .. }) => return Err(ErrorDetail::StoreAlreadyExists(shown.to_string()).into()),
             Err(e) => return Err(e.into()),
         };
         Self::from_parts(store, location, meta, meta_file, true, Some(version), options)
@@ -482,7 +479,9 @@ impl Atlas {
         &self.inner.cache
     }
 
-    pub async fn create_dataset(&self, name: &str) -> Result<DatasetView> {
+    /// `&self` form for handles shared across threads (the fs core, the CLI): see `api_mut`.
+    #[doc(hidden)]
+    pub async fn create_dataset_shared(&self, name: &str) -> Result<DatasetView> {
         validate_name(name)?;
         {
             let mut m = self.inner.meta.lock();
@@ -504,7 +503,9 @@ impl Atlas {
 
     /// Deletes a dataset: tombstones its entries in every array file it used, then
     /// drops it from the metadata. Persists at the next flush.
-    pub async fn delete_dataset(&self, name: &str) -> Result<()> {
+    /// `&self` form for handles shared across threads (the fs core, the CLI): see `api_mut`.
+    #[doc(hidden)]
+    pub async fn delete_dataset_shared(&self, name: &str) -> Result<()> {
         let _gate = self.inner.commit_gate.read().await;
         let arrays: Vec<String> = {
             let m = self.inner.meta.lock();
@@ -610,12 +611,13 @@ impl Atlas {
         for (n, p) in names.iter().zip(parts) {
             let p = p.expect("checked above");
             if p.shape() != first_shape.as_slice() {
-                return Err(Error::Invalid(format!(
+                return Err(ErrorDetail::Invalid(format!(
                     "dataset {n} gives {array} the shape {:?}, but {} gives {:?}; stacked reads need equal shapes",
                     p.shape(),
                     names[0],
                     first_shape
-                )));
+                ))
+                .into());
             }
             data.extend(p.iter().cloned());
         }
@@ -626,7 +628,9 @@ impl Atlas {
 
     /// The durability boundary: writes every array file with pending changes
     /// (concurrently), then the metadata file. On error nothing pending is dropped.
-    pub async fn flush(&self) -> Result<()> {
+    /// `&self` form for handles shared across threads (the fs core, the CLI): see `api_mut`.
+    #[doc(hidden)]
+    pub async fn flush_shared(&self) -> Result<()> {
         let _g = self.inner.flush_lock.lock().await;
         let mut forks = vec![];
         // Another writer's flush can land between our check for conflicts and our
@@ -635,7 +639,9 @@ impl Atlas {
         for round in 0.. {
             forks.extend(self.fork_conflicts().await?);
             match self.flush_locked().await {
-                Err(Error::Conflict(msg)) if round < 4 => tracing::info!(round, %msg, "another writer flushed concurrently; flushing again"),
+                Err(e) if round < 4 && matches!(e.detail(), Some(ErrorDetail::Conflict(_))) => {
+                    tracing::info!(round, msg = %e.message(), "another writer flushed concurrently; flushing again")
+                }
                 r => {
                     r?;
                     break;
@@ -649,9 +655,9 @@ impl Atlas {
         tracing::warn!(datasets = %list, "conflicting changes: kept the other writer's version, saved ours as a copy");
         self.inner.noticed.lock().extend(forks.into_iter().flat_map(|(d, c)| [d, c]));
         self.touch();
-        Err(Error::Conflict(format!(
+        Err(ErrorDetail::Conflict(format!(
             "dataset(s) changed here and by another writer since this store read them: {list}; each keeps the other writer's version and the copies hold the changes made here (flushed)"
-        )))
+        )).into())
     }
 
     /// Datasets that flushes since the last call found changed by another writer,
@@ -758,7 +764,7 @@ impl Atlas {
             // what other handles watch to notice changes (see `refresh`).
             None => Ok(false),
         };
-        if matches!(outcome, Err(Error::Conflict(_))) {
+        if outcome.as_ref().is_err_and(|e| matches!(e.detail(), Some(ErrorDetail::Conflict(_)))) {
             for g in files.iter_mut() {
                 g.abort_staged().await;
             }
@@ -829,7 +835,7 @@ impl Atlas {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::Conflict(format!("{}: the metadata file kept changing under 16 attempts to update it", self.inner.location)))
+        Err(ErrorDetail::Conflict(format!("{}: the metadata file kept changing under 16 attempts to update it", self.inner.location)).into())
     }
 
     /// After merging another writer's metadata: their datasets' entries live in
@@ -970,7 +976,7 @@ impl Atlas {
 
     /// Python's `close`: a flush.
     pub async fn close(&self) -> Result<()> {
-        self.flush().await
+        self.flush_shared().await
     }
 
     /// Whether anything awaits a flush.
@@ -1000,8 +1006,10 @@ impl Atlas {
 
     /// Flushes, then rewrites every array file as a single base layer without
     /// deleted entries or dead bytes.
-    pub async fn compact(&self) -> Result<()> {
-        self.flush().await?;
+    /// `&self` form for handles shared across threads (the fs core, the CLI): see `api_mut`.
+    #[doc(hidden)]
+    pub async fn compact_shared(&self) -> Result<()> {
+        self.flush_shared().await?;
         let _g = self.inner.flush_lock.lock().await;
         // Sidecars that contradict the stored metadata file (not only ours, which may
         // lag another writer's flush) are uncommitted: compaction drops them.

@@ -93,7 +93,7 @@ impl Atlas {
                 return Ok(l);
             }
             if started.elapsed() > LEASE_TTL + Duration::from_secs(5) {
-                return Err(Error::Conflict(format!("{path} is held by another compactor and was not released")));
+                return Err(super::ErrorDetail::Conflict(format!("{path} is held by another compactor and was not released")).into());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -18,7 +18,7 @@ use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 
-use super::{Atlas, Error, Result, StoreConfig, StoreOptions};
+use super::{Atlas, ErrorDetail, Result, StoreConfig, StoreOptions};
 
 /// Where a store lives.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,12 +58,12 @@ impl Location {
         if !s.contains("://") {
             return Ok(Location::Local(PathBuf::from(s)));
         }
-        let url = url::Url::parse(s).map_err(|e| Error::Invalid(format!("store URL {s:?}: {e}")))?;
+        let url = url::Url::parse(s).map_err(|e| ErrorDetail::Invalid(format!("store URL {s:?}: {e}")))?;
         match url.scheme() {
-            "file" => url.to_file_path().map(Location::Local).map_err(|_| Error::Invalid(format!("store URL {s:?}: not an absolute file path"))),
+            "file" => url.to_file_path().map(Location::Local).map_err(|_| ErrorDetail::Invalid(format!("store URL {s:?}: not an absolute file path")).into()),
             "memory" => Ok(Location::Memory),
             "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" | "azure" => Ok(Location::Remote(url, RemoteOptions::default())),
-            other => Err(Error::Invalid(format!("store URL {s:?}: unknown scheme {other:?} (use a path, file://, memory://, s3://, gs:// or az://)"))),
+            other => Err(ErrorDetail::Invalid(format!("store URL {s:?}: unknown scheme {other:?} (use a path, file://, memory://, s3://, gs:// or az://)")).into()),
         }
     }
 
@@ -136,9 +136,9 @@ fn remote(url: &url::Url, o: &RemoteOptions) -> Result<(Arc<dyn ObjectStore>, Pa
     use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as Gcs};
     use object_store::{BackoffConfig, ClientConfigKey as C, RetryConfig};
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(Error::Invalid(format!("store URL {}: credentials in the URL are not accepted; use the environment (AWS_*, GOOGLE_*, AZURE_*)", redact_url(url))));
+        return Err(ErrorDetail::Invalid(format!("store URL {}: credentials in the URL are not accepted; use the environment (AWS_*, GOOGLE_*, AZURE_*)", redact_url(url))).into());
     }
-    let prefix = Path::from_url_path(url.path()).map_err(|e| Error::Invalid(format!("store URL path: {e}")))?;
+    let prefix = Path::from_url_path(url.path()).map_err(|e| ErrorDetail::Invalid(format!("store URL path: {e}")))?;
     let bucket_url = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
     let retry = RetryConfig {
         backoff: BackoffConfig { init_backoff: Duration::from_millis(50), max_backoff: Duration::from_secs(5), base: 2.0 },
@@ -306,7 +306,7 @@ impl ObjectStore for RetryLostPuts {
 
 #[cfg(not(feature = "cloud"))]
 fn remote(url: &url::Url, _: &RemoteOptions) -> Result<(Arc<dyn ObjectStore>, Path)> {
-    Err(Error::Unsupported(format!("{}: this build has no cloud backends (build with --features cloud)", redact_url(url))))
+    Err(ErrorDetail::Unsupported(format!("{}: this build has no cloud backends (build with --features cloud)", redact_url(url))).into())
 }
 
 #[cfg(test)]

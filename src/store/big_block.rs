@@ -33,7 +33,7 @@ use futures::StreamExt;
 use object_store::ObjectStore;
 
 use super::layer::Layer;
-use super::{Error, Result};
+use super::{Error, ErrorDetail, Result};
 use crate::format::BlockMeta;
 use crate::format::footer::CodecId;
 
@@ -41,7 +41,7 @@ use crate::format::footer::CodecId;
 const DECODE_SLICE: usize = 4 << 20;
 
 fn corrupt(layer: &Layer, msg: String) -> Error {
-    Error::Corrupt { path: layer.path.to_string(), source: crate::format::FormatError::Codec(msg) }
+    ErrorDetail::Corrupt { path: layer.path.to_string(), source: crate::format::FormatError::Codec(msg) }.into()
 }
 
 /// Bytes `range` of the decompressed block `b` of `layer`, without decoding or
@@ -66,7 +66,7 @@ pub(crate) async fn read_range(cursors: &Cursors, store: &dyn ObjectStore, layer
             let out = tokio::task::spawn_blocking(move || crate::format::codec::decompress_block_into(&codec, &z, n, &mut out).map(|_| out))
                 .await
                 .map_err(|e| Error::Io(std::io::Error::other(e)))?
-                .map_err(|source| Error::Corrupt { path: layer.path.to_string(), source })?;
+                .map_err(|source| ErrorDetail::Corrupt { path: layer.path.to_string(), source })?;
             Ok(out[range.start as usize..range.end as usize].to_vec())
         }
     }

@@ -30,7 +30,7 @@ use object_store::ObjectStore;
 
 use super::disk_cache::DiskCache;
 use super::layer::Layer;
-use super::{Error, Result};
+use super::{Error, ErrorDetail, Result};
 use crate::format::codec::decompress_block_into;
 use crate::format::{BlockMeta, CodecId};
 
@@ -224,7 +224,7 @@ impl BlockCache {
                 Ok(Block { bytes: Bytes::from_owner(Pooled { buf, pool }), held })
             };
             let out = if uncompressed >= BLOCKING_DECODE_BYTES { tokio::task::spawn_blocking(decode).await.map_err(|e| Error::Io(std::io::Error::other(e)))? } else { decode() };
-            let out = out.map_err(|source| Error::Corrupt { path: what.to_string(), source })?;
+            let out = out.map_err(|source| ErrorDetail::Corrupt { path: what.to_string(), source })?;
             self.counters.bytes_decoded.fetch_add(uncompressed, Ordering::Relaxed);
             Ok::<_, Error>(out)
         };
@@ -258,7 +258,11 @@ impl BlockCache {
             let (start, end) = (run[0].file_offset, run[run.len() - 1].file_offset + run[run.len() - 1].compressed_size);
             let bytes = layer.fetch_range(store, start..end).await?;
             if bytes.len() as u64 != end - start {
-                return Err(Error::Corrupt { path: layer.path.to_string(), source: crate::format::FormatError::InvalidFooter(format!("short read of bytes {start}..{end}")) });
+                return Err(ErrorDetail::Corrupt {
+                    path: layer.path.to_string(),
+                    source: crate::format::FormatError::InvalidFooter(format!("short read of bytes {start}..{end}")),
+                }
+                .into());
             }
             // The run's blocks decode concurrently (big ones on the blocking pool), not
             // one after another on one core.
@@ -299,10 +303,10 @@ impl BlockCache {
 }
 
 fn unwrap_arc(e: Arc<Error>) -> Error {
-    Arc::try_unwrap(e).unwrap_or_else(|e| match &*e {
-        Error::Corrupt { path, source } => Error::Corrupt { path: path.clone(), source: crate::format::FormatError::Codec(source.to_string()) },
-        Error::ObjectStore(o) => Error::Io(std::io::Error::other(o.to_string())),
-        other => Error::Io(std::io::Error::other(other.to_string())),
+    Arc::try_unwrap(e).unwrap_or_else(|e| match (&*e, e.detail()) {
+        (_, Some(ErrorDetail::Corrupt { path, source })) => ErrorDetail::Corrupt { path: path.clone(), source: crate::format::FormatError::Codec(source.to_string()) }.into(),
+        (Error::ObjectStore(o), _) => Error::Io(std::io::Error::other(o.to_string())),
+        (other, _) => Error::Io(std::io::Error::other(other.message())),
     })
 }
 

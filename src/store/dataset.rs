@@ -12,7 +12,7 @@ use super::atlas::Atlas;
 use super::attr::Attr;
 use super::element::ArrayElement;
 use super::meta::{ArraySchema, DatasetMeta, MetaFormat};
-use super::{Error, Result, validate_name};
+use super::{Error, ErrorDetail, Result, validate_name};
 use crate::format::cells::Cells;
 use crate::format::{DType, EntryStats as ArrayStats, FillValue};
 
@@ -52,12 +52,13 @@ pub fn clamp_region(full: &[usize], start: &[usize], shape: &[usize]) -> (Vec<us
 
 /// Checks a new array's geometry (0.10 accepted anything: D10).
 fn validate_geometry(array: &str, dtype: &DType, dims: &[String], shape: &[usize], chunk: &[usize]) -> Result<()> {
-    let bad = |m: String| Err(Error::Invalid(format!("array {array:?}: {m}")));
+    let bad = |m: String| Err(ErrorDetail::Invalid(format!("array {array:?}: {m}")).into());
     if !dtype.is_supported() {
-        return Err(Error::Unsupported(format!(
+        return Err(ErrorDetail::Unsupported(format!(
             "dtype {} cannot be stored (supported: bool, int8..int64, uint8..uint64, float32, float64, timestamp_nanoseconds, string, binary)",
             dtype.name()
-        )));
+        ))
+        .into());
     }
     if dims.len() != shape.len() {
         return bad(format!("{} dimension names for rank {}", dims.len(), shape.len()));
@@ -125,13 +126,11 @@ impl DatasetView {
     /// dropped with a warning in the log (0.10 stored it and broke the store, D7, or
     /// re-created a deleted dataset, D8).
     ///
-    /// `&self` where 0.10 has `&mut self` (as for every mutating method here and on
-    /// [`Atlas`]): each 0.10 call still compiles, a view can be shared between
-    /// tasks, and the filesystem core calls it through shared handles; the only
-    /// difference a 0.10 program sees is an `unused_mut` warning on its `let mut`.
-    pub fn set_attribute(&self, key: &str, value: Attr) {
+    /// The `&self` form for handles shared across threads (the fs core, the CLI): see `api_mut`.
+    #[doc(hidden)]
+    pub fn set_attribute_shared(&self, key: &str, value: Attr) {
         if let Err(e) = self.try_set_attribute(key, value) {
-            tracing::warn!(dataset = %self.name, key, "attribute not set: {e}");
+            tracing::warn!(dataset = %self.name, key, "attribute not set: {}", e.message());
         }
     }
 
@@ -143,7 +142,7 @@ impl DatasetView {
             && !x.is_finite()
             && self.atlas.meta_file().format == MetaFormat::Json
         {
-            return Err(Error::NonFiniteAttribute(key.to_string()));
+            return Err(ErrorDetail::NonFiniteAttribute(key.to_string()).into());
         }
         self.with_meta_mut(|m| {
             m.attributes.insert(key.to_string(), value);
@@ -164,7 +163,16 @@ impl DatasetView {
     }
 
     /// Defines an array of element type `T`. `chunk_shape` defaults to `shape`.
-    pub async fn define_array<T: ArrayElement>(&self, array: &str, dims: Vec<String>, shape: Vec<usize>, chunk_shape: Option<Vec<usize>>, fill: Option<FillValue>) -> Result<()> {
+    /// `&self` form for handles shared across threads (the fs core, the CLI): see `api_mut`.
+    #[doc(hidden)]
+    pub async fn define_array_shared<T: ArrayElement>(
+        &self,
+        array: &str,
+        dims: Vec<String>,
+        shape: Vec<usize>,
+        chunk_shape: Option<Vec<usize>>,
+        fill: Option<FillValue>,
+    ) -> Result<()> {
         self.define_array_dtype(array, T::DTYPE, dims, shape, chunk_shape, fill).await
     }
 
@@ -260,18 +268,20 @@ impl DatasetView {
 
     fn check_dtype(schema: &ArraySchema, want: &DType) -> Result<()> {
         if &schema.dtype != want {
-            return Err(Error::DTypeMismatch { expected: format!("{:?}", schema.dtype), actual: format!("{want:?}") });
+            return Err(ErrorDetail::DTypeMismatch { expected: format!("{:?}", schema.dtype), actual: format!("{want:?}") }.into());
         }
         Ok(())
     }
 
     /// Writes `data` at `start`. The region must lie inside the array (an error
     /// otherwise; 0.10's docs promised truncation but it errored too).
-    pub async fn write_array<T: ArrayElement>(&self, array: &str, start: Vec<usize>, data: ArrayView<'_, T, IxDyn>) -> Result<()> {
+    /// `&self` form for handles shared across threads (the fs core, the CLI): see `api_mut`.
+    #[doc(hidden)]
+    pub async fn write_array_shared<T: ArrayElement>(&self, array: &str, start: Vec<usize>, data: ArrayView<'_, T, IxDyn>) -> Result<()> {
         let schema = self.declared(array)?;
         Self::check_dtype(&schema, &T::DTYPE)?;
         if data.ndim() != schema.shape.len() {
-            return Err(Error::Invalid(format!("data of rank {} for {array:?} of rank {}", data.ndim(), schema.shape.len())));
+            return Err(ErrorDetail::Invalid(format!("data of rank {} for {array:?} of rank {}", data.ndim(), schema.shape.len())).into());
         }
         if data.is_empty() {
             return Ok(());
@@ -289,7 +299,7 @@ impl DatasetView {
         let file = self.atlas.file(array).await?;
         let mut f = file.write().await;
         match f.write_region(&self.name, start, extent, cells).await {
-            Err(Error::Stale(_)) => {
+            Err(e) if matches!(e.detail(), Some(ErrorDetail::Stale(_))) => {
                 f.refresh().await?;
                 f.write_region(&self.name, start, extent, cells).await?
             }
@@ -319,7 +329,7 @@ impl DatasetView {
             match file.read().await.read_region(&self.name, &lo, &extent).await {
                 // Another writer compacted the file since we read its footers (and may
                 // still be deleting sidecars): reload and read again.
-                Err(Error::Stale(_)) if tries < STALE_RETRIES => tries += 1,
+                Err(e) if matches!(e.detail(), Some(ErrorDetail::Stale(_))) && tries < STALE_RETRIES => tries += 1,
                 r => break r?,
             }
             file.write().await.refresh().await?;
@@ -354,13 +364,13 @@ impl DatasetView {
     pub async fn read_region_exact(&self, array: &str, start: &[usize], extent: &[usize]) -> Result<Cells> {
         let schema = self.declared(array)?;
         if start.len() != schema.shape.len() || extent.len() != schema.shape.len() || (0..start.len()).any(|i| start[i] + extent[i] > schema.shape[i]) {
-            return Err(Error::Invalid(format!("region {start:?}+{extent:?} outside {array:?} of shape {:?}", schema.shape)));
+            return Err(ErrorDetail::Invalid(format!("region {start:?}+{extent:?} outside {array:?} of shape {:?}", schema.shape)).into());
         }
         let file = self.atlas.file(array).await?;
         let mut tries = 0;
         let cells = loop {
             match file.read().await.read_region(&self.name, start, extent).await {
-                Err(Error::Stale(_)) if tries < STALE_RETRIES => tries += 1,
+                Err(e) if matches!(e.detail(), Some(ErrorDetail::Stale(_))) && tries < STALE_RETRIES => tries += 1,
                 r => break r?,
             }
             file.write().await.refresh().await?;
@@ -384,7 +394,7 @@ impl DatasetView {
         loop {
             let res = file.read().await.stored_chunk(&self.name, coord).await;
             match res {
-                Err(Error::Stale(_)) if tries < STALE_RETRIES => tries += 1,
+                Err(e) if matches!(e.detail(), Some(ErrorDetail::Stale(_))) && tries < STALE_RETRIES => tries += 1,
                 r => return r,
             }
             file.write().await.refresh().await?;
@@ -407,7 +417,7 @@ impl DatasetView {
     /// [`try_array_stats`](Self::try_array_stats) returns them).
     pub async fn array_stats(&self, array: &str) -> Option<ArrayStats> {
         self.try_array_stats(array).await.unwrap_or_else(|e| {
-            tracing::warn!(dataset = %self.name, array, "statistics unreadable: {e}");
+            tracing::warn!(dataset = %self.name, array, "statistics unreadable: {}", e.message());
             None
         })
     }
@@ -424,7 +434,9 @@ impl DatasetView {
     }
 
     /// Deletes an array from this dataset (a tombstone until the next compaction).
-    pub async fn delete_array(&self, array: &str) -> Result<()> {
+    /// `&self` form for handles shared across threads (the fs core, the CLI): see `api_mut`.
+    #[doc(hidden)]
+    pub async fn delete_array_shared(&self, array: &str) -> Result<()> {
         self.declared(array)?;
         let file = self.atlas.file(array).await?;
         let _gate = self.atlas.inner.commit_gate.read().await;

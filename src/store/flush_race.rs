@@ -45,9 +45,9 @@ fn a_fresh_handle_always_reads_what_the_metadata_declares() {
         let path = dir.path().join("store");
         let atlas = Atlas::create_path(&path, StoreConfig::default()).await.unwrap();
         for d in 0..3 {
-            atlas.create_dataset(&format!("d{d}")).await.unwrap();
+            atlas.create_dataset_shared(&format!("d{d}")).await.unwrap();
         }
-        atlas.flush().await.unwrap();
+        atlas.flush_shared().await.unwrap();
         let done = Arc::new(AtomicBool::new(false));
         let writer = {
             let atlas = atlas.clone();
@@ -66,7 +66,7 @@ fn a_fresh_handle_always_reads_what_the_metadata_declares() {
                     let name = format!("a{a}");
                     if rnd(10) < 2 {
                         if view.list_arrays().contains(&name) {
-                            view.delete_array(&name).await.unwrap();
+                            view.delete_array_shared(&name).await.unwrap();
                         }
                     } else {
                         let v = versions.entry((d, a)).or_insert(0u64);
@@ -84,7 +84,7 @@ fn a_fresh_handle_always_reads_what_the_metadata_declares() {
             let (atlas, done) = (atlas.clone(), done.clone());
             tokio::spawn(async move {
                 while !done.load(Ordering::Acquire) {
-                    atlas.flush().await.unwrap();
+                    atlas.flush_shared().await.unwrap();
                     // What a flush leaves stays on disk until the next one: long
                     // enough for the checker to see it (as a crash would keep it).
                     tokio::task::yield_now().await;
@@ -102,7 +102,7 @@ fn a_fresh_handle_always_reads_what_the_metadata_declares() {
         done.store(true, Ordering::Release);
         writer.await.unwrap();
         flusher.await.unwrap();
-        atlas.flush().await.unwrap();
+        atlas.flush_shared().await.unwrap();
         assert!(check(&path).await.unwrap() > 0, "nothing was left to check");
         assert!(checks > 5, "only {checks} checks ran while writing");
     });

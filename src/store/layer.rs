@@ -10,7 +10,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore};
 
-use super::{Error, Result};
+use super::{Error, ErrorDetail, Result};
 use crate::format::footer::{LAYER_MAGIC, TRAILER_LEN, decode_footer, trailer_archive_len};
 use crate::format::{BlockMeta, ChunkAddress, EntryMeta, Footer, FormatError};
 
@@ -56,13 +56,13 @@ const INCOMPLETE: &str = "no ARRF trailer: an incomplete write";
 /// (or one completed multipart upload), trailer last, so such a file is what a store
 /// that tore a write left behind, never a layer some writer committed.
 pub fn is_incomplete(e: &Error) -> bool {
-    matches!(e, Error::Corrupt { source: FormatError::InvalidFooter(m), .. } if m.starts_with(INCOMPLETE))
+    matches!(e.detail(), Some(ErrorDetail::Corrupt { source: FormatError::InvalidFooter(m), .. }) if m.starts_with(INCOMPLETE))
 }
 
 impl Layer {
     /// Indexes a footer and checks that every address it holds points inside the file.
     pub fn from_footer(id: u64, path: Path, overlay: u32, size: u64, e_tag: Option<String>, footer: Footer) -> Result<Layer> {
-        let corrupt = |msg: String| Error::Corrupt { path: path.to_string(), source: FormatError::InvalidFooter(msg) };
+        let corrupt = |msg: String| Error::from(ErrorDetail::Corrupt { path: path.to_string(), source: FormatError::InvalidFooter(msg) });
         let mut blocks = HashMap::with_capacity(footer.blocks.len());
         for (i, b) in footer.blocks.iter().enumerate() {
             if b.file_offset.checked_add(b.compressed_size).is_none_or(|end| end > size) {
@@ -120,7 +120,7 @@ impl Layer {
     /// than the tail). The data bytes before the footer in the tail are kept: blocks
     /// there are read without a request.
     pub async fn from_tail(store: &dyn ObjectStore, path: Path, overlay: u32, tail: Tail) -> Result<Layer> {
-        let corrupt = |source: FormatError| Error::Corrupt { path: path.to_string(), source };
+        let corrupt = |source: FormatError| Error::from(ErrorDetail::Corrupt { path: path.to_string(), source });
         let Tail { size, e_tag, bytes: mut tail } = tail;
         if !tail.ends_with(LAYER_MAGIC) {
             return Err(corrupt(FormatError::InvalidFooter(format!("{INCOMPLETE} ({size} bytes)"))));
@@ -130,7 +130,7 @@ impl Layer {
             .checked_add(TRAILER_LEN as u64)
             .filter(|&n| n <= size)
             .ok_or_else(|| corrupt(FormatError::InvalidFooter(format!("footer length {len} exceeds the {size}-byte file"))))?;
-        let mut data = Bytes::new();
+        let data;
         if need > tail.len() as u64 {
             // The footer outgrew the tail (an array file shared by ~300 datasets or
             // more). When the data before it is no larger than the footer itself
@@ -202,9 +202,9 @@ impl Layer {
 /// A failed precondition means the file was replaced since we read its footer.
 fn stale_or(e: object_store::Error, path: &Path) -> Error {
     match e {
-        object_store::Error::Precondition { .. } => Error::Stale(path.to_string()),
+        object_store::Error::Precondition { .. } => ErrorDetail::Stale(path.to_string()).into(),
         // The file is gone (a compaction elsewhere deleted this sidecar): stale too.
-        object_store::Error::NotFound { .. } => Error::Stale(path.to_string()),
+        object_store::Error::NotFound { .. } => ErrorDetail::Stale(path.to_string()).into(),
         e => e.into(),
     }
 }
@@ -238,7 +238,7 @@ mod tests {
         let ok = |f| Layer::from_footer(1, Path::from("a/data.af"), 0, 100, None, f);
         ok(footer(vec![4], vec![2], vec![1])).unwrap();
         for (shape, chunk, coord) in [(vec![4], vec![0], vec![0]), (vec![4, 2], vec![2], vec![0]), (vec![4], vec![2], vec![2]), (vec![4], vec![2], vec![0, 0])] {
-            let e = ok(footer(shape.clone(), chunk.clone(), coord.clone())).unwrap_err().to_string();
+            let e = ok(footer(shape.clone(), chunk.clone(), coord.clone())).unwrap_err().message();
             assert!(e.starts_with("a/data.af: invalid footer: entry \"a\""), "{shape:?} {chunk:?} {coord:?}: {e}");
         }
     }

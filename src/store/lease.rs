@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use object_store::path::Path;
 use object_store::{GetResult, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
-use super::{Error, Result};
+use super::Result;
 
 /// A lease held by this process; see the module notes.
 pub struct Lease {
@@ -137,10 +137,10 @@ impl Lease {
     /// and the object is still this holder's version. An error when not.
     pub async fn check(&self, margin: Duration) -> Result<()> {
         if self.taken.elapsed() + margin >= self.ttl {
-            return Err(Error::Conflict(format!("{}: the compaction lease ran out before the step could start", self.path)));
+            return Err(super::ErrorDetail::Conflict(format!("{}: the compaction lease ran out before the step could start", self.path)).into());
         }
         if !self.ours().await? {
-            return Err(Error::Conflict(format!("{}: the compaction lease was taken over by another process", self.path)));
+            return Err(super::ErrorDetail::Conflict(format!("{}: the compaction lease was taken over by another process", self.path)).into());
         }
         Ok(())
     }

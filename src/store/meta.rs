@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use super::attr::Attr;
-use super::{Error, Result};
+use super::{Error, ErrorDetail, Result};
 use crate::format::{Codec, DType};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,14 +76,14 @@ impl MetaFile {
 
     pub fn encode(&self, meta: &StoreMeta) -> Result<Vec<u8>> {
         let raw = match self.format {
-            MetaFormat::Json => serde_json::to_vec_pretty(meta).map_err(|e| Error::MetaFile { path: self.file_name().into(), msg: e.to_string() })?,
-            MetaFormat::MsgPack => rmp_serde::to_vec_named(meta).map_err(|e| Error::MetaFile { path: self.file_name().into(), msg: e.to_string() })?,
+            MetaFormat::Json => serde_json::to_vec_pretty(meta).map_err(|e| ErrorDetail::MetaFile { path: self.file_name().into(), msg: e.to_string() })?,
+            MetaFormat::MsgPack => rmp_serde::to_vec_named(meta).map_err(|e| ErrorDetail::MetaFile { path: self.file_name().into(), msg: e.to_string() })?,
         };
         Ok(self.compression.compress_meta(&raw))
     }
 
     pub fn decode(&self, bytes: &[u8]) -> Result<StoreMeta> {
-        let err = |msg: String| Error::MetaFile { path: self.file_name().into(), msg };
+        let err = |msg: String| Error::from(ErrorDetail::MetaFile { path: self.file_name().into(), msg });
         let raw = self.compression.decompress_meta(bytes).map_err(|e| err(e.to_string()))?;
         match self.format {
             MetaFormat::Json => serde_json::from_slice(&raw).map_err(|e| err(e.to_string())),

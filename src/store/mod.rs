@@ -7,6 +7,7 @@
 //! the shared block cache ([`cache`]), and backend selection ([`backend`]).
 //! May call: [`crate::format`] only.
 
+mod api_mut;
 pub mod array_file;
 mod atlas;
 pub mod attr;
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod dataset;
 pub mod disk_cache;
 mod element;
+pub mod error_detail;
 #[cfg(test)]
 mod flush_race;
 pub mod layer;
@@ -31,6 +33,7 @@ pub use atlas::{ArrayFileInfo, Atlas, StoreConfig, StoreInfo, StoreOptions};
 pub use attr::Attr;
 pub use dataset::{ArrayDef, DatasetView, clamp_region};
 pub use element::{ArrayElement, TimestampNs};
+pub use error_detail::ErrorDetail;
 pub use merged::{DeltaCache, MergedArrayMeta};
 pub use meta::{ArraySchema, DatasetMeta, MetaFormat};
 
@@ -39,14 +42,16 @@ pub use crate::format::{Codec, DType, EntryStats as ArrayStats, FillValue, StatV
 
 use crate::format::FormatError;
 
+/// atlas 0.10's `Result<T>`; the second parameter, defaulted, serves internal code.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything the store API can fail with.
+/// Everything the store API can fail with: atlas-rust 0.10's `Error`, variant for
+/// variant (names, payloads, order, messages; not `#[non_exhaustive]`), so a 0.10
+/// caller's exhaustive `match` and `?` conversions compile unchanged.
 ///
-/// The first thirteen variants are atlas-rust 0.10's `Error`, in its order and with
-/// its payloads, so 0.10 callers' matches and `?` conversions compile unchanged;
-/// the variants after `ObjectStore` are atlasfs's additions (a 0.10 `match` that
-/// lists every variant without a `_` arm needs one more arm: docs/migrating.md).
+/// atlasfs's further failure kinds (a store that already exists, bad arguments,
+/// corrupt files, remote conflicts, stale files, …) arrive as `Io` holding an
+/// [`ErrorDetail`]: ask [`Error::detail`] (module `error_detail`, docs/migrating.md).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("dataset not found: {0}")]
@@ -61,18 +66,18 @@ pub enum Error {
     /// `ObjectStore` instead). The path is in the log line.
     #[error("store not found at path")]
     StoreNotFound,
-    #[error("a store already exists at {0} (open it instead, or choose an empty location)")]
-    StoreAlreadyExists(String),
-    #[error("invalid name '{0}': must be non-empty, no '/', not '.' or '..', no leading '_'")]
+    /// 0.10's message; `.` is refused too, as in 0.10.
+    #[error("invalid name '{0}': must be non-empty, no '/', no '..', no leading '_'")]
     InvalidName(String),
     /// A file in the store failed to decode without a path to name (0.10 wrapped
-    /// its `array-format` errors here). atlasfs reports files with `Corrupt`.
+    /// its `array-format` errors here). atlasfs reports files with `ErrorDetail::Corrupt`.
     #[error("array format error: {0}")]
     ArrayFormat(#[from] FormatError),
+    /// A local I/O failure, or one of atlasfs's own failure kinds ([`Error::detail`]).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     /// JSON metadata could not be encoded or decoded (atlasfs names the file with
-    /// `MetaFile` instead; this one comes from `?` on a `serde_json` result).
+    /// `ErrorDetail::MetaFile` instead; this one comes from `?` on a `serde_json` result).
     #[error("metadata error: {0}")]
     Meta(#[from] serde_json::Error),
     #[error("metadata encode error: {0}")]
@@ -84,29 +89,6 @@ pub enum Error {
     /// Shown on one line, the server's XML error body shortened (`remote_error`).
     #[error("object store error: {}", remote_error::one_line(&.0.to_string()))]
     ObjectStore(#[from] object_store::Error),
-    // ---- atlasfs's additions ----
-    /// Bad arguments: rank, bounds, chunk shape, limits.
-    #[error("invalid argument: {0}")]
-    Invalid(String),
-    #[error("dtype mismatch: expected {expected}, got {actual}")]
-    DTypeMismatch { expected: String, actual: String },
-    #[error("unsupported: {0}")]
-    Unsupported(String),
-    #[error("attribute '{0}': non-finite floats cannot be stored in JSON metadata (use msgpack metadata)")]
-    NonFiniteAttribute(String),
-    /// A file in the store could not be decoded; names the file.
-    #[error("{path}: {source}")]
-    Corrupt { path: String, source: FormatError },
-    #[error("{path}: metadata error: {msg}")]
-    MetaFile { path: String, msg: String },
-    /// A file changed under us (another writer compacted); refresh and retry.
-    #[error("{0}: changed by another writer since it was opened")]
-    Stale(String),
-    /// Another writer changed the same dataset; our changes stay pending in memory.
-    #[error("conflict: {0}")]
-    Conflict(String),
-    #[error(transparent)]
-    DiskCache(#[from] disk_cache::DiskCacheError),
 }
 
 /// Dataset and array names: non-empty, no `/`, not `.` or `..`, no leading `_`.

@@ -6,7 +6,7 @@ impl AtlasFs {
     /// Runs a compaction now (flushing first).
     pub async fn compact(&self) -> FsResult<()> {
         self.writable()?;
-        self.atlas.compact().await?;
+        self.atlas.compact_shared().await?;
         // Compaction rewrites every array file; spool files are rebuilt from the new ones.
         if let Some(s) = &self.spool {
             s.clear();

@@ -220,7 +220,7 @@ impl AtlasFs {
         crate::fs::names::check_new_name(name)?;
         match self.child_key(parent, name)? {
             NodeKey::Dataset(ds) => {
-                self.atlas.create_dataset(&ds).await?;
+                self.atlas.create_dataset_shared(&ds).await?;
                 let ino = self.inodes.lock().ino(NodeKey::Dataset(ds));
                 Ok(self.attr(ino, Kind::Dir, 0, SystemTime::now()))
             }
@@ -239,7 +239,7 @@ impl AtlasFs {
                 if !meta.arrays.is_empty() || staged {
                     return Err(FsError::new(libc::ENOTEMPTY, format!("{ds}: dataset holds {} arrays; remove them first", meta.arrays.len())));
                 }
-                self.atlas.delete_dataset(&ds).await?;
+                self.atlas.delete_dataset_shared(&ds).await?;
                 self.mtimes.lock().remove(&(ds.clone(), DIR_MTIME.to_string()));
                 self.inodes.lock().remove(&NodeKey::Dataset(ds));
                 Ok(())
@@ -267,7 +267,7 @@ impl AtlasFs {
                 // filesystem; new opens of the old inode get ESTALE, then ENOENT.
                 self.inodes.lock().remove(&NodeKey::File(ds.clone(), name.clone()));
                 self.freeze_readers(&ds, arr).await;
-                self.atlas.open_dataset(&ds).await?.delete_array(arr).await?;
+                self.atlas.open_dataset(&ds).await?.delete_array_shared(arr).await?;
                 self.bump_generation(&ds, arr);
                 Ok(())
             }
@@ -363,7 +363,7 @@ impl AtlasFs {
                 self.freeze_readers(&nds, &dst).await;
                 self.freeze_readers(&ds, &src).await;
                 self.copy_array(&ds, &src, &nds, &dst).await?;
-                self.atlas.open_dataset(&ds).await?.delete_array(&src).await?;
+                self.atlas.open_dataset(&ds).await?.delete_array_shared(&src).await?;
                 self.bump_generation(&ds, &src);
                 self.inodes.lock().rename(&NodeKey::File(ds, name), NodeKey::File(nds, nname));
                 Ok(())
@@ -377,16 +377,16 @@ impl AtlasFs {
                     if !target.arrays.is_empty() {
                         return Err(FsError::new(libc::ENOTEMPTY, format!("{nds} is not empty")));
                     }
-                    self.atlas.delete_dataset(&nds).await?;
+                    self.atlas.delete_dataset_shared(&nds).await?;
                 }
-                let view = self.atlas.create_dataset(&nds).await?;
+                let view = self.atlas.create_dataset_shared(&nds).await?;
                 for (k, v) in &meta.attributes {
                     view.try_set_attribute(k, v.clone())?;
                 }
                 for arr in meta.arrays.keys() {
                     self.copy_array(&ds, arr, &nds, arr).await?;
                 }
-                self.atlas.delete_dataset(&ds).await?;
+                self.atlas.delete_dataset_shared(&ds).await?;
                 // The old names are gone: what was cached under them must not outlive them.
                 for arr in meta.arrays.keys() {
                     self.bump_generation(&ds, arr);

@@ -169,7 +169,7 @@ impl AtlasFs {
         if let Err(e) = self.refresh().await {
             tracing::debug!(error = %e, "refresh before flush failed; the flush retries it");
         }
-        let flushed = self.atlas.flush().await;
+        let flushed = self.atlas.flush_shared().await;
         // A flush also picks up other writers' changes (and may fork conflicted copies).
         self.forget_datasets(&self.atlas.take_noticed());
         flushed?;

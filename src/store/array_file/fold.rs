@@ -165,7 +165,7 @@ impl FoldPlan {
         let got = self.store.head(&tmp).await?.size;
         if got != want {
             let source = crate::format::FormatError::Invalid(format!("the store kept {got} of the {want} bytes written"));
-            return Err(Error::Corrupt { path: tmp.to_string(), source });
+            return Err(ErrorDetail::Corrupt { path: tmp.to_string(), source }.into());
         }
         Ok(want)
     }

@@ -532,8 +532,10 @@ fn attr_json_forms() {
     assert_eq!(serde_json::from_str::<Attr>("\"not-a-date\"").unwrap(), Attr::String("not-a-date".into()));
 }
 
-/// Every 0.10 variant of `Error`, matched as a 0.10 caller matches them (with a
-/// final arm: atlasfs adds variants, docs/migrating.md), and the `?` conversions.
+/// Every 0.10 variant of `Error`, matched exhaustively as a 0.10 caller may match
+/// them (no `_` arm: atlasfs's `Error` has exactly 0.10's variants), and the `?`
+/// conversions. Failures 0.10 has no variant for arrive as `Error::Io` with an
+/// `io::ErrorKind` (docs/migrating.md).
 #[tokio::test]
 async fn errors() {
     fn kind(e: &Error) -> &'static str {
@@ -551,7 +553,6 @@ async fn errors() {
             Error::MetaDecode(_) => "meta decode",
             Error::MetaLz4Decompress(_) => "lz4",
             Error::ObjectStore(_) => "object store",
-            _ => "other",
         }
     }
     fn parse(s: &str) -> Result<u32> {
@@ -581,8 +582,17 @@ async fn errors() {
     let mut d = a.create_dataset("d").await.unwrap();
     d.define_array::<f32>("x", dims(&["i"]), vec![2], None, None).await.unwrap();
     assert!(matches!(d.write_array("nope", vec![0], Array1::from(vec![1.0f32]).into_dyn().view()).await, Err(Error::ArrayNotFound(_))));
-    assert!(d.write_array("x", vec![1], Array1::from(vec![1.0f32, 2.0]).into_dyn().view()).await.is_err(), "out of bounds writes error, as in 0.10");
-    assert!(d.read_array::<f64>("x", vec![], vec![]).await.is_err(), "dtype mismatch");
+    let oob = d.write_array("x", vec![1], Array1::from(vec![1.0f32, 2.0]).into_dyn().view()).await.err().expect("out of bounds writes error, as in 0.10");
+    assert!(matches!(&oob, Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidInput), "{oob:?}");
+    assert!(oob.to_string().starts_with("I/O error: invalid argument: "), "{oob}");
+    let mismatch = d.read_array::<f64>("x", vec![], vec![]).await.err().expect("dtype mismatch");
+    assert_eq!(kind(&mismatch), "io");
+    assert!(matches!(&mismatch, Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidInput), "{mismatch:?}");
+    // Creating over an existing store (0.10 reset it, D6).
+    let dir = tempfile::tempdir().unwrap();
+    Atlas::create_path(dir.path(), StoreConfig::default()).await.unwrap();
+    let again = Atlas::create_path(dir.path(), StoreConfig::default()).await.err().expect("create over a store");
+    assert!(matches!(&again, Error::Io(e) if e.kind() == std::io::ErrorKind::AlreadyExists), "{again:?}");
 }
 
 /// A 0.10 program holding `&mut Atlas` while views are alive, and views used from
