@@ -484,6 +484,12 @@ async fn zarr_stacked_chunks_span_datasets() {
         d.write_array("v", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[rows, 6]), vals).unwrap().view()).await.unwrap();
     }
     a.flush().await.unwrap();
+    // --zarr-stack-chunk 0: one dataset's chunk per zarr chunk.
+    let one = AtlasFs::new(a.clone(), FsConfig { zarr_stack_chunk_bytes: 0, ..FsConfig::default() });
+    let meta: serde_json::Value = serde_json::from_slice(&zarr_file(&one, "_stacked/v/zarr.json").await.unwrap()).unwrap();
+    assert_eq!(meta["chunk_grid"]["configuration"]["chunk_shape"], serde_json::json!([1, 2, 4]), "--zarr-stack-chunk 0: one dataset per chunk");
+    let c = zarr_file(&one, "_stacked/v/c/3/0/0").await.expect("d3 holds its first chunk");
+    assert_eq!(&c[..4], &300f32.to_le_bytes(), "d3's first value");
     let fs = AtlasFs::new(a, FsConfig::default());
     let meta: serde_json::Value = serde_json::from_slice(&zarr_file(&fs, "_stacked/v/zarr.json").await.unwrap()).unwrap();
     assert_eq!(meta["chunk_grid"]["configuration"]["chunk_shape"], serde_json::json!([4, 2, 4]), "one chunk holds all four datasets");

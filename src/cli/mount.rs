@@ -108,6 +108,11 @@ pub struct Args {
     /// automatically.
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub max_layers: usize,
+    /// Size a chunk of the zarr view's `_stacked` group aims at: as many datasets'
+    /// chunks as fit, so dask and zarr-python pay their per-chunk cost once per
+    /// SIZE, not once per dataset. 0: one dataset's chunk per zarr chunk.
+    #[arg(long, default_value = "4M", value_parser = parse_size, value_name = "SIZE")]
+    pub zarr_stack_chunk: u64,
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
@@ -258,6 +263,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         passthrough_min_bytes: a.passthrough_min,
         writeback_delay: Duration::from_secs_f64(a.writeback_delay),
         max_layers: a.max_layers,
+        zarr_stack_chunk_bytes: a.zarr_stack_chunk as usize,
         ..FsConfig::default()
     };
     if let Some(u) = a.uid {

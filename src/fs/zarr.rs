@@ -112,9 +112,22 @@ struct Group {
 }
 
 /// The zarr view's state: group models cached per store version.
-#[derive(Default)]
 pub struct ZarrView {
     groups: Mutex<HashMap<String, (u64, Arc<Group>)>>,
+    /// `STACK_CHUNK_BYTES` unless configured; 0 = one dataset per `_stacked` chunk.
+    stack_chunk_bytes: usize,
+}
+
+impl Default for ZarrView {
+    fn default() -> Self {
+        ZarrView::new(STACK_CHUNK_BYTES)
+    }
+}
+
+impl ZarrView {
+    pub fn new(stack_chunk_bytes: usize) -> Self {
+        ZarrView { groups: Default::default(), stack_chunk_bytes }
+    }
 }
 
 fn nonfinite(x: f64) -> Value {
@@ -395,14 +408,15 @@ pub const STACK_CHUNK_BYTES: usize = 4 << 20;
 /// Bytes assumed per string element when sizing a `_stacked` chunk of strings.
 const STRING_ESTIMATE: usize = 16;
 
-/// How many datasets one `_stacked` chunk spans along the `dataset` axis.
-fn stack_depth(dtype: &DType, chunk: &[usize], n: usize) -> usize {
+/// How many datasets one `_stacked` chunk spans along the `dataset` axis
+/// (`target` bytes' worth; 0 = one).
+fn stack_depth(dtype: &DType, chunk: &[usize], n: usize, target: usize) -> usize {
     let one = chunk.iter().map(|&c| c.max(1)).product::<usize>() * dtype.element_size().unwrap_or(STRING_ESTIMATE);
-    (STACK_CHUNK_BYTES / one.max(1)).clamp(1, n.max(1))
+    (target / one.max(1)).clamp(1, n.max(1))
 }
 
 /// The whole store as one group (see the module note).
-async fn stacked_group(atlas: &Atlas) -> FsResult<Group> {
+async fn stacked_group(atlas: &Atlas, target: usize) -> FsResult<Group> {
     let names = atlas.list_datasets();
     let mut arrays = IndexMap::new();
     let Some(first) = names.first().and_then(|n| atlas.dataset_meta(n).map(|m| (n.clone(), m))) else {
@@ -429,7 +443,7 @@ async fn stacked_group(atlas: &Atlas) -> FsResult<Group> {
             ZArray { dtype: s.dtype.clone(), shape: s.shape.clone(), chunk: s.chunk_shape.clone(), fill, source: Source::Plain(template.clone()), json: Arc::new(Value::Null) }
         } else {
             let shape = std::iter::once(included.len()).chain(s.shape.iter().copied()).collect();
-            let chunk = std::iter::once(stack_depth(&s.dtype, &s.chunk_shape, included.len())).chain(s.chunk_shape.iter().copied()).collect();
+            let chunk = std::iter::once(stack_depth(&s.dtype, &s.chunk_shape, included.len(), target)).chain(s.chunk_shape.iter().copied()).collect();
             ZArray { dtype: s.dtype.clone(), shape, chunk, fill, source: Source::Stacked(included.clone()), json: Arc::new(Value::Null) }
         };
         let dims: Vec<String> = match a.source {
@@ -521,7 +535,7 @@ impl ZarrView {
             return Ok(Some(g.clone()));
         }
         let g = if name == STACKED_GROUP {
-            stacked_group(atlas).await?
+            stacked_group(atlas, self.stack_chunk_bytes).await?
         } else {
             match dataset_group(atlas, name).await? {
                 Some(g) => g,

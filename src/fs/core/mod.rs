@@ -93,6 +93,9 @@ pub struct FsConfig {
     /// Sidecars an array file may have before it is compacted in the background
     /// (see `autocompact`); 0 never compacts automatically.
     pub max_layers: usize,
+    /// Bytes a `.atlasfs/zarr/_stacked` chunk aims at (as many datasets' chunks as
+    /// fit); 0: one dataset's chunk per zarr chunk (see `zarr`).
+    pub zarr_stack_chunk_bytes: usize,
 }
 
 impl Default for FsConfig {
@@ -108,6 +111,7 @@ impl Default for FsConfig {
             passthrough_min_bytes: 1 << 20,
             writeback_delay: Duration::from_secs(2),
             max_layers: 16,
+            zarr_stack_chunk_bytes: crate::fs::zarr::STACK_CHUNK_BYTES,
         }
     }
 }
@@ -401,6 +405,7 @@ fn unix_now() -> u64 {
 
 impl AtlasFs {
     pub fn new(atlas: Atlas, cfg: FsConfig) -> Self {
+        let zarr_stack_chunk_bytes = cfg.zarr_stack_chunk_bytes;
         let spool = cfg.spool.as_ref().and_then(|c| match Spool::new(c) {
             Ok(s) => {
                 tracing::debug!(dir = %s.path().display(), budget = c.budget, "spool for passthrough reads");
@@ -435,7 +440,7 @@ impl AtlasFs {
             io: Mutex::new(IoModes::default()),
             fills: Arc::new(tokio::sync::Semaphore::new(1)),
             me: std::sync::OnceLock::new(),
-            zarr: Default::default(),
+            zarr: crate::fs::zarr::ZarrView::new(zarr_stack_chunk_bytes),
             lookups: Default::default(),
             writeback: Default::default(),
             autocompact: Default::default(),
