@@ -315,6 +315,29 @@ pub(crate) async fn array_dirs(store: &dyn ObjectStore) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The walk that resolves an entry: from the newest layer down, the layers holding
+/// its current version, stopping at a tombstone or at an older definition with
+/// another grid; `spec` is the pending definition, if any. Returns the version's
+/// definition and those layers, newest first.
+pub(super) fn live_layers<'a>(newest_first: impl Iterator<Item = &'a Arc<Layer>>, name: &str, mut spec: Option<EntrySpec>) -> (Option<EntrySpec>, Vec<&'a Arc<Layer>>) {
+    let mut held = vec![];
+    for l in newest_first {
+        let Some(e) = l.entry(name) else { continue };
+        if e.deleted {
+            break;
+        }
+        let s = EntrySpec::from_meta(e);
+        match &spec {
+            None => spec = Some(s),
+            // A version with another grid is an older, unrelated definition.
+            Some(cur) if !cur.same_grid(&s) => break,
+            Some(_) => {}
+        }
+        held.push(l);
+    }
+    (spec, held)
+}
+
 impl ArrayFile {
     /// Opens the array file under `<array>/`: one LIST, and alongside it (not after
     /// it) the tail of `data.af` and the stats file, which nearly every array file
@@ -481,22 +504,8 @@ impl ArrayFile {
                 return Some(Resolved { spec: p.spec.clone(), in_pending, layers: vec![] });
             }
         }
-        let mut layers = vec![];
-        for l in self.layers.iter().rev().filter(|l| !skip.contains(&l.overlay)) {
-            let Some(e) = l.entry(name) else { continue };
-            if e.deleted {
-                break;
-            }
-            let s = EntrySpec::from_meta(e);
-            match &spec {
-                None => spec = Some(s),
-                // A version with another grid is an older, unrelated definition.
-                Some(cur) if !cur.same_grid(&s) => break,
-                Some(_) => {}
-            }
-            layers.push(l.clone());
-        }
-        spec.map(|spec| Resolved { spec, in_pending, layers })
+        let (spec, held) = live_layers(self.layers.iter().rev().filter(|l| !skip.contains(&l.overlay)), name, spec);
+        spec.map(|spec| Resolved { spec, in_pending, layers: held.into_iter().cloned().collect() })
     }
 
     /// The current definition of an entry, if it is live.

@@ -78,21 +78,7 @@ impl FoldPlan {
         let mut entries = vec![];
         for name in order.keys() {
             // The walk of `resolve`, over the planned layers only (no pending layer).
-            let mut spec: Option<EntrySpec> = None;
-            let mut held: Vec<&Arc<Layer>> = vec![];
-            for l in layers.iter().rev() {
-                let Some(e) = l.entry(name) else { continue };
-                if e.deleted {
-                    break;
-                }
-                let s = EntrySpec::from_meta(e);
-                match &spec {
-                    None => spec = Some(s),
-                    Some(cur) if !cur.same_grid(&s) => break,
-                    Some(_) => {}
-                }
-                held.push(l);
-            }
+            let (spec, held) = live_layers(layers.iter().rev(), name, None);
             let Some(spec) = spec else { continue };
             let grid = spec.grid();
             let mut seen = HashSet::new();
