@@ -898,8 +898,7 @@ impl Atlas {
                 Ok(h) => known.is_some_and(|v| v.e_tag.is_some() && v.e_tag == h.e_tag),
                 Err(_) => false,
             };
-            if unchanged {
-            } else if let Ok((theirs, v)) = read_meta(&*self.inner.store, self.inner.meta_file).await {
+            if !unchanged && let Ok((theirs, v)) = read_meta(&*self.inner.store, self.inner.meta_file).await {
                 let base = self.inner.base.lock().clone();
                 if !changed_datasets(&base, &theirs).is_empty() || base.codec != theirs.codec {
                     ours = self.merge_theirs(&ours, theirs, v, files).await?;
