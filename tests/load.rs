@@ -17,7 +17,7 @@
 //! and the daemon's peak RSS (VmHWM). Timings are reported, not asserted.
 //!
 //! Run: `cargo test --release --test load -- --nocapture` (`ATLASFS_LOAD_SECS=15` for
-//! a quick run).
+//! a quick run; `ATLASFS_LOAD_MOUNT_ARGS="--passthrough-min 0"` adds mount options).
 
 mod common;
 
@@ -39,6 +39,11 @@ fn s(p: &Path) -> &str {
 
 fn load_secs() -> u64 {
     std::env::var("ATLASFS_LOAD_SECS").ok().map(|v| v.parse().unwrap_or_else(|_| panic!("ATLASFS_LOAD_SECS={v:?} is not a number of seconds"))).unwrap_or(60)
+}
+
+/// Extra `atlasfs mount` options from `ATLASFS_LOAD_MOUNT_ARGS` (split on blanks).
+fn mount_args() -> Vec<String> {
+    std::env::var("ATLASFS_LOAD_MOUNT_ARGS").unwrap_or_default().split_whitespace().map(String::from).collect()
 }
 
 fn target_dir() -> PathBuf {
@@ -145,7 +150,9 @@ fn readers_and_writers_on_one_mount() {
     assert!(st.success(), "atlasfs create {}", store.display());
     // warn, not debug: a debug line per request would make the log the bottleneck
     let quiet = [("RUST_LOG", "atlasfs=warn")];
-    let m = Mounted::start_with(store.as_os_str(), &mp, &[], &quiet);
+    let extra = mount_args();
+    let extra: Vec<&str> = extra.iter().map(|a| a.as_str()).collect();
+    let m = Mounted::start_with(store.as_os_str(), &mp, &extra, &quiet);
     let mnt = m.mp().to_path_buf();
     run_py(&py, &["init", s(&mnt)]);
     let rss_before = m.status_kb("VmRSS").unwrap_or(0);
@@ -180,7 +187,7 @@ fn readers_and_writers_on_one_mount() {
     m.unmount();
 
     // ---- phase 2: both writers rewrite the same files in place at once
-    let m = Mounted::start_with(store.as_os_str(), &mp, &[], &quiet);
+    let m = Mounted::start_with(store.as_os_str(), &mp, &extra, &quiet);
     let mnt = m.mp().to_path_buf();
     let inplace: Vec<Worker> = (0..WRITERS)
         .map(|k| {

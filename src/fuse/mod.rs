@@ -18,6 +18,8 @@ use fuser::{
 };
 use tracing::Instrument;
 
+mod backing;
+
 use crate::fs::{AtlasFs, FsError, Invalidate, Kind, NodeAttr, Opened};
 
 /// How the kernel should mount the filesystem.
@@ -40,16 +42,8 @@ pub struct FuseFs {
     rt: tokio::runtime::Handle,
     ttl: Duration,
     xattrs: bool,
-    /// Backing files registered for passthrough, per inode: the kernel wants one
-    /// backing id reused for every passthrough open of an inode while any is open.
-    backings: std::sync::Mutex<std::collections::HashMap<u64, Backing>>,
-}
-
-/// A registered backing file: which spool file, its id, and the opens using it.
-struct Backing {
-    spool_id: u64,
-    id: Arc<fuser::BackingId>,
-    opens: usize,
+    /// Backing files registered for passthrough opens (backing.rs).
+    backings: backing::Backings<fuser::BackingId>,
 }
 
 fn to_attr(a: &NodeAttr) -> FileAttr {
@@ -125,35 +119,6 @@ impl FuseFs {
             let w = core.changed(before).await;
             r.and_then(|v| w.map(|()| v))
         })
-    }
-}
-
-impl FuseFs {
-    /// The backing id for a passthrough open of `ino` to `file`: the inode's
-    /// registered one, or a new registration.
-    fn backing_for(&self, ino: u64, file: &crate::fs::spool::SpoolFile, reply: &ReplyOpen) -> io::Result<Arc<fuser::BackingId>> {
-        let mut b = self.backings.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(have) = b.get_mut(&ino)
-            && have.spool_id == file.id
-        {
-            have.opens += 1;
-            return Ok(have.id.clone());
-        }
-        let id = Arc::new(reply.open_backing(&*file.file)?);
-        // The core grants passthrough only when no open of the inode uses another
-        // file, so a registration still here is unused.
-        b.insert(ino, Backing { spool_id: file.id, id: id.clone(), opens: 1 });
-        Ok(id)
-    }
-
-    fn drop_backing(&self, ino: u64) {
-        let mut b = self.backings.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(have) = b.get_mut(&ino) {
-            have.opens -= 1;
-            if have.opens == 0 {
-                b.remove(&ino);
-            }
-        }
     }
 }
 
@@ -276,7 +241,7 @@ impl Filesystem for FuseFs {
             Ok(o) => match &o.backing {
                 Some(file) => {
                     let _s = span.entered();
-                    match self.backing_for(ino.0, file, &reply) {
+                    match self.backings.acquire(ino.0, file.id, || reply.open_backing(&*file.file)) {
                         Ok(id) => reply.opened_passthrough(FileHandle(o.fh), fopen(&o), &id),
                         Err(e) => {
                             let o = self.core.passthrough_refused(&o, &e);
@@ -312,8 +277,8 @@ impl Filesystem for FuseFs {
     }
 
     fn release(&self, req: &Request, ino: INodeNo, fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
-        if self.core.is_passthrough(fh.0) {
-            self.drop_backing(ino.0);
+        if let Some(spool_id) = self.core.passthrough_file(fh.0) {
+            self.backings.release(ino.0, spool_id);
         }
         match self.run_change(op_span!(req, "release", ino = ino.0), self.core.release(fh.0)) {
             Ok(()) => reply.ok(),

@@ -33,8 +33,11 @@ impl AtlasFs {
                             self.move_to_new_inode(ino)
                         })
                     }
-                    // Tombstones (no name any more) and control files keep no mode.
-                    _ => Ok(o),
+                    // Tombstones and control files keep no mode, and neither does an
+                    // inode renamed over since `open_once` found its name: its
+                    // descriptors are not counted, so it must not pass through (the
+                    // kernel may hold it page-cached: a passthrough open is EIO then).
+                    _ => Ok(Opened { backing: None, ..o }),
                 };
             }
             // A rename moved a name meanwhile: this descriptor may pair the inode with

@@ -287,6 +287,14 @@ impl AtlasFs {
         self.io.lock().by_ino.get(&ino).filter(|st| st.passthrough.is_some()).map(|st| st.passthrough_len)
     }
 
+    /// The spool file descriptor `fh` passes through to, if it does.
+    pub fn passthrough_file(&self, fh: u64) -> Option<u64> {
+        match self.io.lock().by_fh.get(&fh) {
+            Some((_, IoMode::Passthrough(id))) => Some(*id),
+            _ => None,
+        }
+    }
+
     /// Whether descriptor `fh` passes through to a spool file (its reads never
     /// come here, and it needs no frozen copy when the array changes).
     pub fn is_passthrough(&self, fh: u64) -> bool {
