@@ -166,11 +166,7 @@ enum Reply {
 
 impl Fs {
     fn attr(&self, ino: u64) -> Option<Vec<u8>> {
-        let (mode, nlink, size) = if ino == 1 {
-            (libc::S_IFDIR | 0o755, 2, 0u64)
-        } else {
-            (libc::S_IFREG | 0o644, 1, self.files.get(ino.checked_sub(2)? as usize)?.len() as u64)
-        };
+        let (mode, nlink, size) = if ino == 1 { (libc::S_IFDIR | 0o755, 2, 0u64) } else { (libc::S_IFREG | 0o644, 1, self.files.get(ino.checked_sub(2)? as usize)?.len() as u64) };
         let mut a = Vec::with_capacity(88);
         for v in [ino, size, size.div_ceil(512), 0, 0, 0] {
             a.extend_from_slice(&v.to_le_bytes());
@@ -280,13 +276,7 @@ static UNDO: Mutex<Undo> = Mutex::new(Undo { mountpoint: None, enable_uring_was:
 pub fn cleanup() {
     let mut u = UNDO.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(m) = u.mountpoint.take() {
-        let ok = std::process::Command::new("fusermount3")
-            .arg("-u")
-            .arg("-z")
-            .arg(&m)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        let ok = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(&m).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success());
         if !ok {
             let c = CString::new(m.as_os_str().as_encoded_bytes()).unwrap();
             // SAFETY: a valid C string; MNT_DETACH needs no other state.
@@ -323,19 +313,14 @@ impl Drop for Probe {
 fn possible_cpus() -> usize {
     // "0-1", "0-3,5": the kernel makes one queue per possible CPU
     let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_else(|_| "0".into());
-    text.trim()
-        .split(',')
-        .filter_map(|r| r.rsplit('-').next()?.parse::<usize>().ok())
-        .max()
-        .map_or(1, |m| m + 1)
+    text.trim().split(',').filter_map(|r| r.rsplit('-').next()?.parse::<usize>().ok()).max().map_or(1, |m| m + 1)
 }
 
 impl Probe {
     pub fn start(mountpoint: &Path, opt: Options) -> Result<Probe, String> {
         if opt.mode.uring() {
-            let was = std::fs::read_to_string(ENABLE_URING).map_err(|e| {
-                format!("{ENABLE_URING}: {e}: this kernel has no FUSE over io_uring (CONFIG_FUSE_IO_URING, Linux 6.14+)")
-            })?;
+            let was =
+                std::fs::read_to_string(ENABLE_URING).map_err(|e| format!("{ENABLE_URING}: {e}: this kernel has no FUSE over io_uring (CONFIG_FUSE_IO_URING, Linux 6.14+)"))?;
             let was = was.trim().to_string();
             if was != "Y" {
                 std::fs::write(ENABLE_URING, "Y").map_err(|e| format!("echo Y > {ENABLE_URING}: {e} (needs root)"))?;
@@ -359,15 +344,7 @@ impl Probe {
         let c = |s: &str| CString::new(s).unwrap();
         let target = CString::new(mountpoint.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: valid C strings for the duration of the call.
-        let rc = unsafe {
-            libc::mount(
-                c("atlasfs-probe").as_ptr(),
-                target.as_ptr(),
-                c("fuse.atlasfs-probe").as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                c(&data).as_ptr().cast(),
-            )
-        };
+        let rc = unsafe { libc::mount(c("atlasfs-probe").as_ptr(), target.as_ptr(), c("fuse.atlasfs-probe").as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, c(&data).as_ptr().cast()) };
         if rc != 0 {
             let e = std::io::Error::last_os_error();
             // SAFETY: our descriptor
@@ -439,16 +416,7 @@ fn init_reply(op: &[u8], mode: Mode) -> Reply {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn classic_loop(
-    fd: RawFd,
-    fs: &Arc<Fs>,
-    mode: Mode,
-    poll: Duration,
-    depth: usize,
-    counters: &Arc<Counters>,
-    ready: &mpsc::Sender<Result<(), String>>,
-    inited: &AtomicBool,
-) {
+fn classic_loop(fd: RawFd, fs: &Arc<Fs>, mode: Mode, poll: Duration, depth: usize, counters: &Arc<Counters>, ready: &mpsc::Sender<Result<(), String>>, inited: &AtomicBool) {
     let mut buf = vec![0u8; MAX_WRITE + 64 * 1024];
     let mut spin_until = Instant::now();
     loop {
@@ -533,15 +501,7 @@ fn fuse_cmd(fd: RawFd, cmd: u32, qid: u16, commit_id: u64, iov: Option<*const li
 }
 
 #[allow(clippy::too_many_arguments)]
-fn start_queues(
-    fd: RawFd,
-    fs: &Arc<Fs>,
-    mode: Mode,
-    poll: Duration,
-    depth: usize,
-    counters: &Arc<Counters>,
-    ready: &mpsc::Sender<Result<(), String>>,
-) {
+fn start_queues(fd: RawFd, fs: &Arc<Fs>, mode: Mode, poll: Duration, depth: usize, counters: &Arc<Counters>, ready: &mpsc::Sender<Result<(), String>>) {
     let n = possible_cpus();
     let (tx, rx) = mpsc::channel::<Result<(), String>>();
     for qid in 0..n {
@@ -561,16 +521,7 @@ fn start_queues(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn queue_loop(
-    fd: RawFd,
-    qid: u16,
-    fs: &Fs,
-    mode: Mode,
-    poll: Duration,
-    depth: usize,
-    counters: &Counters,
-    ready: &mpsc::Sender<Result<(), String>>,
-) {
+fn queue_loop(fd: RawFd, qid: u16, fs: &Fs, mode: Mode, poll: Duration, depth: usize, counters: &Counters, ready: &mpsc::Sender<Result<(), String>>) {
     // The kernel hands a request to the queue of the CPU its caller runs on: serve it there.
     // SAFETY: a zeroed cpu_set_t, one CPU set, applied to this thread (pid 0).
     unsafe {
@@ -605,9 +556,7 @@ fn queue_loop(
     let mut pending: Vec<cqueue::Entry> = ring.completion().collect();
     if let Some(bad) = pending.iter().find(|c| c.result() < 0) {
         let e = std::io::Error::from_raw_os_error(-bad.result());
-        let _ = ready.send(Err(format!(
-            "FUSE_IO_URING_CMD_REGISTER failed: {e} (is {ENABLE_URING} Y and the kernel built with CONFIG_FUSE_IO_URING?)"
-        )));
+        let _ = ready.send(Err(format!("FUSE_IO_URING_CMD_REGISTER failed: {e} (is {ENABLE_URING} Y and the kernel built with CONFIG_FUSE_IO_URING?)")));
         return;
     }
     let _ = ready.send(Ok(()));
@@ -676,9 +625,7 @@ fn queue_loop(
 // ---------------------------------------------------------------- main
 
 fn usage() -> ! {
-    eprintln!(
-        "usage: fuse_uring_probe MOUNTPOINT [--mode classic|classic-poll|uring|uring-poll] [--files N] [--poll-us U] [--threads T] [--depth D]"
-    );
+    eprintln!("usage: fuse_uring_probe MOUNTPOINT [--mode classic|classic-poll|uring|uring-poll] [--files N] [--poll-us U] [--threads T] [--depth D]");
     std::process::exit(2)
 }
 
