@@ -255,3 +255,8 @@ def render(p, w, fmt_s):
               f"{statistics.median(o) / lo:.2f}× | {statistics.median(l):.1f} µs | {min(l):.1f} – {max(l):.1f} | "
               f"{statistics.median(l) / ll:.2f}× |")
         p("")
+    # The decision and the runs behind it: hand-written, kept next to this script so a
+    # re-run does not drop it.
+    note = Path(__file__).with_name("uring.md")
+    if note.exists():
+        p(note.read_text().rstrip() + "\n")
