@@ -13,7 +13,9 @@ all calls of all runs (a fresh mount per run).
   READ         4 KiB pread at offset 0 after posix_fadvise(DONTNEED): the page is not cached
   RELEASE      close: read-only opens are answered FOPEN_NOFLUSH, so no FLUSH; RELEASE is queued
                in the background, close does not wait for it
-  READDIRPLUS  os.listdir of a dataset directory (OPENDIR, READDIRPLUS, RELEASEDIR)
+  READDIRPLUS  os.listdir of a dataset directory (OPENDIR, READDIRPLUS, then a plain READDIR that
+               finds the end, RELEASEDIR)
+Which requests each call sends was checked with perf's fuse:fuse_request_send tracepoint.
   np.load      the whole warm per-file load, for scale
 
 Then the FUSE-over-io_uring probe (examples/fuse_uring_probe.rs, built by run.sh):
@@ -43,7 +45,7 @@ PROBE_FILES = 200
 OPS = ("LOOKUP", "GETATTR", "OPEN", "IOCTL", "READ", "RELEASE", "READDIRPLUS", "np.load")
 SYSCALL = {"LOOKUP": "stat, name not cached", "GETATTR": "fstat, attributes expired (`--ttl 0`)", "OPEN": "open",
            "IOCTL": "isatty (ioctl TCGETS)", "READ": "pread 4 KiB, page not cached", "RELEASE": "close (no FLUSH: `FOPEN_NOFLUSH`)",
-           "READDIRPLUS": "listdir of a dataset", "np.load": "np.load of one (24,) f32, warm"}
+           "READDIRPLUS": "listdir of a dataset (+ OPENDIR, READDIR, RELEASEDIR)", "np.load": "np.load of one (24,) f32, warm"}
 
 
 def us(t0, t1):
@@ -227,7 +229,8 @@ def render(p, w, fmt_s):
     p(f"Measured {w['date']} (`bench/run.sh --only latency`) on {m.get('nproc', '?')} cores, {m.get('cpu', '?')}, "
       f"Linux {m.get('kernel', '?')}; load average {w.get('loadavg', '?')}. " + ". ".join(w["notes"]) + ". "
       "Each request is timed as the one system call that sends it, call by call, in the reading process; "
-      "median and p90 over every call. *ext4* is the same call on the same files as plain `.npy` on local disk.\n")
+      "median and p90 over every call (which requests each call sends was checked with perf's `fuse:fuse_request_send` "
+      "tracepoint). *ext4* is the same call on the same files as plain `.npy` on local disk.\n")
     p("| request | system call | atlasfs median | atlasfs p90 | ext4 median | ext4 p90 | median ÷ ext4 |")
     p("|---|---|---:|---:|---:|---:|---:|")
     for r in w.get("latency", []):
