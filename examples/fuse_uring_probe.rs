@@ -19,8 +19,11 @@
 //! - `uring-poll`: the same, the queue thread spinning on its completion queue for
 //!   `--poll-us` after each commit before it blocks in `io_uring_enter`.
 //!
-//! Usage: `fuse_uring_probe MOUNTPOINT [--mode M] [--files N] [--poll-us U] [--threads T]`
-//! (root). It mounts with mount(2), prints `ready` once requests can be served, serves
+//! Usage: `fuse_uring_probe MOUNTPOINT [--mode M] [--files N] [--poll-us U] [--threads T]
+//! [--fallback] [--leave-enable-uring]` (root). `--fallback`: in an io_uring mode, when a
+//! queue's `REGISTER` fails (enable_uring N, a kernel without it), log one line and serve
+//! everything from `/dev/fuse` — the fallback atlasfs would need — instead of exiting;
+//! `--leave-enable-uring`: do not touch the parameter. It mounts with mount(2), prints `ready` once requests can be served, serves
 //! until its stdin closes (or SIGINT/SIGTERM), then unmounts (`fusermount3 -u -z`, from
 //! a guard that also runs on error and from a panic hook) and prints what it served to
 //! stderr. The io_uring modes set `/sys/module/fuse/parameters/enable_uring` to Y if it
@@ -69,11 +72,16 @@ pub struct Options {
     pub threads: usize,
     /// ring entries per queue
     pub depth: usize,
+    /// io_uring modes: when registration fails, log one line and serve from /dev/fuse
+    /// (what atlasfs's fallback would do) instead of failing
+    pub fallback: bool,
+    /// io_uring modes: set enable_uring to Y for the run (and restore it); false leaves it
+    pub set_enable_uring: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { mode: Mode::Classic, files: 200, poll: Duration::from_micros(50), threads: 2, depth: 4 }
+        Options { mode: Mode::Classic, files: 200, poll: Duration::from_micros(50), threads: 2, depth: 4, fallback: false, set_enable_uring: true }
     }
 }
 
@@ -294,6 +302,8 @@ pub fn cleanup() {
 pub struct Counters {
     pub classic: AtomicU64,
     pub uring: AtomicU64,
+    /// an io_uring mode that fell back to /dev/fuse (Options::fallback)
+    pub fell_back: AtomicBool,
 }
 
 /// A mounted probe; dropping it unmounts (and restores `enable_uring`).
@@ -318,7 +328,10 @@ fn possible_cpus() -> usize {
 
 impl Probe {
     pub fn start(mountpoint: &Path, opt: Options) -> Result<Probe, String> {
-        if opt.mode.uring() {
+        if UNDO.lock().unwrap().mountpoint.is_some() {
+            return Err("one probe per process: the unmount guard and enable_uring are process-wide".into());
+        }
+        if opt.mode.uring() && opt.set_enable_uring {
             let was =
                 std::fs::read_to_string(ENABLE_URING).map_err(|e| format!("{ENABLE_URING}: {e}: this kernel has no FUSE over io_uring (CONFIG_FUSE_IO_URING, Linux 6.14+)"))?;
             let was = was.trim().to_string();
@@ -363,10 +376,11 @@ impl Probe {
         let mode = opt.mode;
         let poll = opt.poll;
         let depth = opt.depth;
+        let fallback = opt.fallback;
         let inited = Arc::new(AtomicBool::new(false));
         for _ in 0..threads {
             let (fs, counters, tx, inited) = (fs.clone(), probe.counters.clone(), ready_tx.clone(), inited.clone());
-            thread::spawn(move || classic_loop(fd, &fs, mode, poll, depth, &counters, &tx, &inited));
+            thread::spawn(move || classic_loop(fd, &fs, mode, poll, depth, fallback, &counters, &tx, &inited));
         }
         drop(ready_tx);
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
@@ -416,7 +430,17 @@ fn init_reply(op: &[u8], mode: Mode) -> Reply {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn classic_loop(fd: RawFd, fs: &Arc<Fs>, mode: Mode, poll: Duration, depth: usize, counters: &Arc<Counters>, ready: &mpsc::Sender<Result<(), String>>, inited: &AtomicBool) {
+fn classic_loop(
+    fd: RawFd,
+    fs: &Arc<Fs>,
+    mode: Mode,
+    poll: Duration,
+    depth: usize,
+    fallback: bool,
+    counters: &Arc<Counters>,
+    ready: &mpsc::Sender<Result<(), String>>,
+    inited: &AtomicBool,
+) {
     let mut buf = vec![0u8; MAX_WRITE + 64 * 1024];
     let mut spin_until = Instant::now();
     loop {
@@ -447,7 +471,15 @@ fn classic_loop(fd: RawFd, fs: &Arc<Fs>, mode: Mode, poll: Duration, depth: usiz
             }
             if !inited.swap(true, Ordering::SeqCst) {
                 if mode.uring() {
-                    start_queues(fd, fs, mode, poll, depth, counters, ready);
+                    let r = match start_queues(fd, fs, mode, poll, depth, counters) {
+                        Err(e) if fallback => {
+                            eprintln!("fuse_uring_probe: io_uring transport unavailable: {e}; serving from /dev/fuse");
+                            counters.fell_back.store(true, Ordering::SeqCst);
+                            Ok(())
+                        }
+                        r => r,
+                    };
+                    let _ = ready.send(r);
                 } else {
                     let _ = ready.send(Ok(()));
                 }
@@ -501,7 +533,7 @@ fn fuse_cmd(fd: RawFd, cmd: u32, qid: u16, commit_id: u64, iov: Option<*const li
 }
 
 #[allow(clippy::too_many_arguments)]
-fn start_queues(fd: RawFd, fs: &Arc<Fs>, mode: Mode, poll: Duration, depth: usize, counters: &Arc<Counters>, ready: &mpsc::Sender<Result<(), String>>) {
+fn start_queues(fd: RawFd, fs: &Arc<Fs>, mode: Mode, poll: Duration, depth: usize, counters: &Arc<Counters>) -> Result<(), String> {
     let n = possible_cpus();
     let (tx, rx) = mpsc::channel::<Result<(), String>>();
     for qid in 0..n {
@@ -517,7 +549,7 @@ fn start_queues(fd: RawFd, fs: &Arc<Fs>, mode: Mode, poll: Duration, depth: usiz
             Err(_) => res = Err("an io_uring queue thread died".into()),
         }
     }
-    let _ = ready.send(res);
+    res
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -625,7 +657,9 @@ fn queue_loop(fd: RawFd, qid: u16, fs: &Fs, mode: Mode, poll: Duration, depth: u
 // ---------------------------------------------------------------- main
 
 fn usage() -> ! {
-    eprintln!("usage: fuse_uring_probe MOUNTPOINT [--mode classic|classic-poll|uring|uring-poll] [--files N] [--poll-us U] [--threads T] [--depth D]");
+    eprintln!(
+        "usage: fuse_uring_probe MOUNTPOINT [--mode classic|classic-poll|uring|uring-poll] [--files N] [--poll-us U] [--threads T] [--depth D] [--fallback] [--leave-enable-uring]"
+    );
     std::process::exit(2)
 }
 
@@ -642,6 +676,8 @@ fn main() {
             "--poll-us" => opt.poll = Duration::from_micros(val().parse().unwrap_or_else(|_| usage())),
             "--threads" => opt.threads = val().parse().unwrap_or_else(|_| usage()),
             "--depth" => opt.depth = val().parse().unwrap_or_else(|_| usage()),
+            "--fallback" => opt.fallback = true,
+            "--leave-enable-uring" => opt.set_enable_uring = false,
             _ if a.starts_with('-') => usage(),
             _ => mnt = Some(PathBuf::from(a)),
         }

@@ -17,6 +17,9 @@ use probe::{Mode, Options, Probe};
 
 const FILES: usize = 12;
 
+/// One probe per process (its unmount guard and `enable_uring` are process-wide).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn check_files(mnt: &std::path::Path, mode: Mode) {
     let mut names: Vec<String> = std::fs::read_dir(mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
@@ -44,6 +47,7 @@ fn check_files(mnt: &std::path::Path, mode: Mode) {
 
 #[test]
 fn probe_serves_the_same_bytes_classic_and_over_io_uring() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     common::mount::require_fuse();
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
@@ -63,5 +67,32 @@ fn probe_serves_the_same_bytes_classic_and_over_io_uring() {
         } else {
             assert!(classic > 3 * FILES as u64 && uring == 0, "{mode:?}: {classic} from /dev/fuse, {uring} over io_uring");
         }
+    }
+}
+
+/// The fallback an adopting atlasfs would need: with `enable_uring` N, an io_uring mode
+/// that may fall back serves every request from /dev/fuse, right bytes, none on the ring.
+#[test]
+fn io_uring_mode_falls_back_to_dev_fuse_when_enable_uring_is_n() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::mount::require_fuse();
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let enable = "/sys/module/fuse/parameters/enable_uring";
+    let before = std::fs::read_to_string(enable)
+        .unwrap_or_else(|e| panic!("{enable}: {e}: this kernel lacks FUSE over io_uring (CONFIG_FUSE_IO_URING, Linux 6.14+), which the CI machine has"));
+    std::fs::write(enable, "N").unwrap_or_else(|e| panic!("echo N > {enable}: {e} (the tests run as root)"));
+    let started = Probe::start(&mnt, Options { mode: Mode::Uring, files: FILES, fallback: true, set_enable_uring: false, ..Options::default() });
+    let result = std::panic::catch_unwind(|| {
+        let p = started.unwrap_or_else(|e| panic!("the probe did not start: {e}"));
+        check_files(&mnt, Mode::Uring);
+        let (classic, uring) = (p.counters.classic.load(Ordering::Relaxed), p.counters.uring.load(Ordering::Relaxed));
+        assert!(p.counters.fell_back.load(Ordering::SeqCst), "registration succeeded with enable_uring N");
+        assert!(classic > 3 * FILES as u64 && uring == 0, "{classic} from /dev/fuse, {uring} over io_uring");
+    });
+    std::fs::write(enable, before.trim()).unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
     }
 }
