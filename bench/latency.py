@@ -112,6 +112,7 @@ def run(quick, runs, res, B):
     names = C.dataset_names(n)
     fs = {op: [] for op in OPS}
     loc = {op: [] for op in OPS}
+    os.sync()  # DONTNEED drops clean pages only: a tree gen.py has just written is still dirty
     for _ in range(runs):
         with B.Mount(d / "atlas"):
             per_call(B.MNT, names, fs)
