@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import common as C
+import latency
 import remote
 
 MNT = C.SCRATCH / "mnt"
@@ -1208,10 +1209,13 @@ def render(results, out_path):
           "issue 13; RSS 716 MiB after 100 saves). Datasets are now shared (`Arc`) between the live metadata, the snapshot and "
           "the merge base, and a local store reads the file back only when its ETag changed.\n")
 
+    if "latency" in results:
+        latency.render(p, results["latency"], fmt_s)
+
     p("## Reproducing\n")
     p("```sh\nbench/run.sh                 # everything (installs deps, builds, generates data once under bench/data/, measures, writes this file)\n"
       "bench/run.sh --quick         # small sizes, 1 run: a smoke test (writes bench/results/quick.md, not this file)\n"
-      "bench/run.sh --only large    # one workload (sensors, profile, gridded, large, listing, writes, zarrview, bigstore, remote); others keep their last results\n```\n")
+      "bench/run.sh --only large    # one workload (sensors, profile, gridded, large, listing, writes, zarrview, bigstore, remote, latency); others keep their last results\n```\n")
     p("Raw numbers (every run) are in `bench/results/latest.json`.")
     out_path.write_text("\n".join(L) + "\n")
 
@@ -1284,6 +1288,9 @@ def main():
             elif w == "remote":
                 remote.run(args.quick, runs, res, sys.modules[__name__])
                 storage = {k: C.dir_bytes(C.workload_dir(args.quick, w) / k) for k in ("atlas-large", "atlas-scan", "npy")}
+            elif w == "latency":
+                latency.run(args.quick, runs, res, sys.modules[__name__])
+                storage = {}
             elif w == "zarrview":
                 bench_zarrview(args.quick, runs, res)
                 storage = {"atlas zstd": C.dir_bytes(C.workload_dir(args.quick, w) / "atlas")}
@@ -1292,6 +1299,8 @@ def main():
                 storage = {}
             results[w] = dict(records=res.records, notes=res.notes, storage=storage, fuse=res.fuse, profile=res.profile,
                               date=datetime.datetime.now().isoformat(timespec="minutes"), runs=runs)
+            if w == "latency":
+                results[w].update(latency=res.latency, probe=res.probe, machine=res.machine, loadavg=res.loadavg)
             if w == "remote":
                 results[w] = remote.merge(old_remote, results[w])
             if w == "large":

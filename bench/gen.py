@@ -176,6 +176,8 @@ def generate(quick, name):
         gen_zarrview(size, out)
     elif name == "bigstore":
         gen_bigstore(size, out)
+    elif name == "latency":
+        gen_listing(size, out)  # the same shape: n datasets of one small array, and the tree
     elif name == "remote":
         import remote
         remote.gen(quick, out)

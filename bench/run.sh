@@ -5,7 +5,7 @@
 #
 #   bench/run.sh                      everything (~15 min on 2 cores, first run included)
 #   bench/run.sh --quick              small sizes, 1 run: a smoke test -> bench/results/quick.md
-#   bench/run.sh --only large         one workload (sensors profile gridded large listing writes zarrview bigstore remote,
+#   bench/run.sh --only large         one workload (sensors profile gridded large listing writes zarrview bigstore remote latency,
 #                                     comma-separated for several); the others keep their last results
 #   bench/run.sh --runs 5             runs per measurement (default 5; 3 for gridded, large; --quick 1)
 #   bench/run.sh --gridded-codecs zstd
@@ -30,6 +30,8 @@ if ! command -v rclone >/dev/null || ! command -v s3fs >/dev/null; then
 fi
 if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
   cargo build --release --locked 2>&1 | tail -n 3   # waits if another build holds the lock
+  # the latency workload's FUSE-over-io_uring probe (a dev-only example, no product code)
+  cargo build --release --locked --example fuse_uring_probe 2>&1 | tail -n 1
 fi
 
 cd bench
