@@ -44,6 +44,12 @@ use crate::format::stats::{ChunkSummary, summarize};
 use crate::format::{Codec, DType, FillValue};
 use crate::store::array_file::{EncodedBlock, EncodedBlocks};
 
+/// What `.atlasfs/stats` shows of the encoders (process-wide).
+static BLOCKS_ENCODED: AtomicU64 = AtomicU64::new(0);
+static BLOCKS_SUPERSEDED: AtomicU64 = AtomicU64::new(0);
+static COMMITS_PIPELINED: AtomicU64 = AtomicU64::new(0);
+static COMMITS_SERIAL: AtomicU64 = AtomicU64::new(0);
+
 /// Encode jobs running at once, process-wide: one per core.
 fn permits() -> &'static tokio::sync::Semaphore {
     static P: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
@@ -358,6 +364,7 @@ impl Encoder {
             return Ok(());
         }
         // Only blocks in the file that is still this encoder's count.
+        BLOCKS_ENCODED.fetch_add(1, Ordering::Relaxed);
         if st.out.as_ref().is_some_and(|o| Arc::ptr_eq(o, &out)) {
             st.done.push((job.clone(), EncodedBlock { file_offset: at, compressed_size: z.len() as u64, raw_size: raw.len() as u64, chunks }));
         }
@@ -445,7 +452,20 @@ impl AtlasFs {
         let mut st = enc.st.lock();
         let res = Self::collect(&mut st, h, def);
         Encoder::reset_output(&mut st);
+        match &res {
+            Some(_) => COMMITS_PIPELINED.fetch_add(1, Ordering::Relaxed),
+            None => COMMITS_SERIAL.fetch_add(1, Ordering::Relaxed),
+        };
         res
+    }
+
+    /// The encoders' part of `.atlasfs/stats`.
+    pub(super) fn encoder_stats(&self) -> serde_json::Value {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "blocks_encoded": l(&BLOCKS_ENCODED), "blocks_superseded": l(&BLOCKS_SUPERSEDED),
+            "commits_pipelined": l(&COMMITS_PIPELINED), "commits_encoded_at_close": l(&COMMITS_SERIAL),
+        })
     }
 
     fn collect(st: &mut State, h: &npy::NpyHeader, def: &ArrayDef) -> Option<EncodedBlocks> {
@@ -467,6 +487,7 @@ impl AtlasFs {
         let mut blocks = Vec::with_capacity(done.len());
         for (job, mut b) in done {
             if job.superseded.load(Ordering::Relaxed) {
+                BLOCKS_SUPERSEDED.fetch_add(1, Ordering::Relaxed);
                 b.chunks.clear();
             }
             covered += b.chunks.len();
