@@ -7,8 +7,9 @@
 //! - Once the prefix holds the `.npy` header, the geometry is fixed by the rule the
 //!   commit uses (dtype, shape, the old array's chunk shape if dtype and shape are
 //!   unchanged, else ~`chunk_target_bytes` chunks; the old fill value). C-order
-//!   fixed-width data only: Fortran order, strings and empty arrays leave the encoder
-//!   idle, and the commit encodes them as it always did.
+//!   fixed-width data only: Fortran order, strings, empty arrays and arrays under
+//!   one block (nothing to spread over cores) leave the encoder idle, and the commit
+//!   encodes them as it always did.
 //! - Chunks taken in C order of their coordinates complete in the order a sequential
 //!   writer writes them. As soon as the prefix covers the chunks for one block (8 MiB
 //!   raw, atlas's block size, whole chunks, as the packer closes blocks), they become
@@ -415,6 +416,11 @@ impl AtlasFs {
     /// The geometry the commit will give the file (see `commit_staged`).
     async fn encoder_geometry(&self, ds: &str, name: &str, h: &npy::NpyHeader) -> Option<Geo> {
         let arr = array_of(name)?;
+        // Less than a block: one job either way, and the close's serial path has no
+        // temp file of blocks to copy (a `cp -r` of many small files).
+        if h.data_len().ok()? < BLOCK_TARGET {
+            return None;
+        }
         let et = h.element_type().ok()?;
         let shape = h.shape.clone();
         let old = self.schema(ds, arr);
@@ -450,11 +456,13 @@ impl AtlasFs {
             let _ = hd.await;
         }
         let mut st = enc.st.lock();
+        let ready = st.phase == Phase::Ready;
         let res = Self::collect(&mut st, h, def);
         Encoder::reset_output(&mut st);
         match &res {
             Some(_) => COMMITS_PIPELINED.fetch_add(1, Ordering::Relaxed),
-            None => COMMITS_SERIAL.fetch_add(1, Ordering::Relaxed),
+            None if ready => COMMITS_SERIAL.fetch_add(1, Ordering::Relaxed),
+            None => 0,
         };
         res
     }
