@@ -1322,8 +1322,8 @@ def render(results, out_path):
     if "bigwrite" in results:
         w = results["bigwrite"]
         nbytes = int(np.prod(w["shape"])) * 4
-        p("## 8. One large array written through the mount\\n")
-        p(". ".join(w["notes"]) + f". Measured {w['date']}.\\n")
+        p("## 8. One large array written through the mount\n")
+        p(". ".join(w["notes"]) + f". Measured {w['date']}.\n")
         z = find(results, "bigwrite", reader="zstd -3 -T2 of the .npy, file to file")
         p("| writer | time (median) | spread | ÷ zstd -T2 | GB/s | daemon peak RSS |")
         p("|---|---:|---|---:|---:|---:|")
@@ -1335,9 +1335,9 @@ def render(results, out_path):
         zr = next((r.get("ratio") for r in w["records"] if r.get("ratio")), None)
         if fs:
             cpu = ", ".join(f"`{k}` {v:.1f} s" for k, v in sorted(fs["thread_cpu_s"].items(), key=lambda kv: -kv[1]))
-            p(f"\\nThe atlasfs time splits into {fmt_s(fs['write_s'])} until `np.save` returned (the `WRITE`s) and "
+            p(f"\nThe atlasfs time splits into {fmt_s(fs['write_s'])} until `np.save` returned (the `WRITE`s) and "
               f"{fmt_s(fs['fsync_s'])} in `fsync` (the rest of the encoding, the commit, the flush that writes the sidecar); "
-              f"daemon CPU time by thread (median round): {cpu}." + (f" The data compresses {zr:.3f}:1 with zstd -3." if zr else "") + "\\n")
+              f"daemon CPU time by thread (median round): {cpu}." + (f" The data compresses {zr:.3f}:1 with zstd -3." if zr else "") + "\n")
 
     p("## Reproducing\n")
     p("```sh\nbench/run.sh                 # everything (installs deps, builds, generates data once under bench/data/, measures, writes this file)\n"
