@@ -800,6 +800,113 @@ def bench_bigstore(quick, runs, res):
                      f"{rss_mounted / 2**20:.0f} MiB, after the {runs} saves {rss_after / 2**20:.0f} MiB")
 
 
+# ---------------------------------------------------------------- 7. one large write
+
+def thread_cpu_ns(pid):
+    """{thread name: CPU ns so far} of every thread of `pid` (schedstat), names with
+    their trailing digits folded together (tokio-runtime-w, fuse-worker-3 → fuse-worker-)."""
+    out = {}
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (t / "comm").read_text().strip().rstrip("0123456789")
+            out[name] = out.get(name, 0) + int((t / "schedstat").read_text().split()[0])
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def bench_bigwrite(quick, runs, res):
+    """`np.save` of one large random float32 array + `fsync` into an empty zstd store
+    through the mount, against the same save on ext4, `zstd -3 -T2` of the same bytes
+    file to file (the encoder's limit on this machine), and atlas-python's
+    define + write + flush; measured in interleaved rounds."""
+    import atlas
+    if shutil.which("zstd") is None:
+        raise SystemExit("bench: the bigwrite workload needs the zstd CLI: apt-get install zstd (bench/run.sh does)")
+    d = C.workload_dir(quick, "bigwrite")
+    src = d / "data.npy"
+    prewarm(d)
+    arr = np.load(src)
+    shape, nbytes = arr.shape, arr.nbytes
+    chunks = C.large_chunks(shape)  # what the mount picks for a written array: whole rows, ~4 MiB
+    C.SCRATCH.mkdir(parents=True, exist_ok=True)
+    t = {k: [] for k in ("ext4", "zstd", "api", "fs", "fs_write", "fs_fsync")}
+    rss, cpu, zsize = [], [], None
+    for r in range(runs):
+        out = C.SCRATCH / "bw-ext4.npy"
+
+        def ext4():
+            with open(out, "wb") as f:
+                np.save(f, arr)
+                f.flush()
+                os.fsync(f.fileno())
+        subprocess.run(["sync"], check=True)
+        t["ext4"].append(timed(ext4)[0])
+        out.unlink()
+
+        z = C.SCRATCH / "bw.npy.zst"
+        subprocess.run(["sync"], check=True)
+        t["zstd"].append(timed(lambda: subprocess.run(["zstd", "-3", "-T2", "-q", "-f", str(src), "-o", str(z)], check=True))[0])
+        zsize = z.stat().st_size
+        z.unlink()
+
+        target = C.SCRATCH / "bw-atlas"
+        shutil.rmtree(target, ignore_errors=True)
+        subprocess.run(["sync"], check=True)
+
+        def api():
+            a = atlas.Atlas.create(str(target), codec="zstd")
+            ds = a.create_dataset("big")
+            ds.define_array("data", "float32", ["dim_0", "dim_1"], list(shape), chunk_shape=list(chunks))
+            ds.write_array("data", [0, 0], arr)
+            a.flush()
+        t["api"].append(timed(api)[0])
+        shutil.rmtree(target)
+
+        store = C.SCRATCH / "bw-store"
+        shutil.rmtree(store, ignore_errors=True)
+        store.mkdir(parents=True)
+        subprocess.run(["sync"], check=True)
+        with Mount(store, "--create") as m:
+            os.mkdir(MNT / "big")
+            m.reset_peak()
+            cpu0 = thread_cpu_ns(m.pid)
+            marks = {}
+
+            def save():
+                with open(MNT / "big" / "data.npy", "wb") as f:
+                    np.save(f, arr)
+                    f.flush()
+                    marks["written"] = time.perf_counter()
+                    os.fsync(f.fileno())
+            t0 = time.perf_counter()
+            dt, _ = timed(save)
+            t["fs"].append(dt)
+            t["fs_write"].append(marks["written"] - t0)
+            t["fs_fsync"].append(dt - (marks["written"] - t0))
+            cpu1 = thread_cpu_ns(m.pid)
+            cpu.append({k: (v - cpu0.get(k, 0)) / 1e9 for k, v in cpu1.items() if v - cpu0.get(k, 0) > 1e7})
+            rss.append(m.peak())
+        if r == 0:  # what was saved through the mount is what atlas-python reads back
+            a = atlas.Atlas.open(str(store))
+            n0 = shape[0]
+            for lo in sorted({0, n0 // 2, max(0, n0 - 2 * chunks[0])}):
+                hi = min(n0, lo + 2 * chunks[0])
+                same(f"bigwrite rows {lo}..{hi}", a.open_dataset("big").read_array("data", [lo, 0], [hi - lo, shape[1]]), arr[lo:hi])
+            del a
+        shutil.rmtree(store)
+    res.add("ext4: np.save + fsync", t["ext4"], None, "bigwrite", None, "write")
+    res.add("zstd -3 -T2 of the .npy, file to file", t["zstd"], None, "bigwrite", "zstd", "write", ratio=round(nbytes / zsize, 3))
+    res.add("atlas-python define+write+flush", t["api"], None, "bigwrite", "zstd", "write")
+    res.add("atlasfs: np.save + fsync", t["fs"], None, "bigwrite", "zstd", "write", max(rss),
+            write_s=statistics.median(t["fs_write"]), fsync_s=statistics.median(t["fs_fsync"]), thread_cpu_s=cpu[len(cpu) // 2])
+    res.notes.append(f"one float32 array {shape} = {nbytes / 2**30:g} GiB of uniform random values (default_rng(0).random), "
+                     f"saved with `np.save` into an open file + `fsync`; atlas-python and the mount use chunks {chunks} (~4 MiB, "
+                     f"whole rows: the mount's choice for a written array), codec zstd; `zstd -3 -T2 -f data.npy -o x.zst` reads "
+                     f"the same file from the page cache (no fsync of its output); each writer once per round, {runs} rounds, "
+                     f"outputs removed and `sync` run between writers")
+
+
 # ---------------------------------------------------------------- targets and the document
 
 def find(results, w, **kw):
@@ -854,6 +961,10 @@ def targets(results):
         find(results, "zarrview", reader="atlas-python open_as_many_xarray_dataset + mean"), 1.0)
     add("50k-dataset store: one save ≤ 1.0× atlas-python's flush of it", "bigstore", find(results, "bigstore", reader="atlasfs: mkdir + np.save + fsync"),
         find(results, "bigstore", reader="atlas-python create+define+write+flush"), 1.0)
+    bw = results.get("bigwrite", {}).get("shape")
+    if bw:
+        add("one large np.save + fsync ≤ 1.5× zstd -3 -T2 of the same bytes", f"{int(np.prod(bw)) * 4 / 2**30:g} GiB f32",
+            find(results, "bigwrite", reader="atlasfs: np.save + fsync"), find(results, "bigwrite", reader="zstd -3 -T2 of the .npy, file to file"), 1.5)
     remote.targets(results, add, find)
     budget = results.get("_meta", {}).get("cache_budget")
     for w in C.WORKLOADS:
@@ -1212,10 +1323,30 @@ def render(results, out_path):
     if "latency" in results:
         latency.render(p, results["latency"], fmt_s)
 
+    if "bigwrite" in results:
+        w = results["bigwrite"]
+        nbytes = int(np.prod(w["shape"])) * 4
+        p("## 9. One large array written through the mount\n")
+        p(". ".join(w["notes"]) + f". Measured {w['date']}.\n")
+        z = find(results, "bigwrite", reader="zstd -3 -T2 of the .npy, file to file")
+        p("| writer | time (median) | spread | ÷ zstd -T2 | GB/s | daemon peak RSS |")
+        p("|---|---:|---|---:|---:|---:|")
+        for r in w["records"]:
+            rss = f"{r['rss'] / MiB:.0f} MiB" if r.get("rss") else ""
+            p(f"| {r['reader']} | {fmt_s(r['median'])} | {fmt_s(min(r['times']))} – {fmt_s(max(r['times']))} | {r['median'] / z:.2f}× | "
+              f"{nbytes / r['median'] / 1e9:.2f} | {rss} |")
+        fs = next((r for r in w["records"] if r["reader"] == "atlasfs: np.save + fsync"), None)
+        zr = next((r.get("ratio") for r in w["records"] if r.get("ratio")), None)
+        if fs:
+            cpu = ", ".join(f"`{k}` {v:.1f} s" for k, v in sorted(fs["thread_cpu_s"].items(), key=lambda kv: -kv[1]))
+            p(f"\nThe atlasfs time splits into {fmt_s(fs['write_s'])} until `np.save` returned (the `WRITE`s) and "
+              f"{fmt_s(fs['fsync_s'])} in `fsync` (the rest of the encoding, the commit, the flush that writes the sidecar); "
+              f"daemon CPU time by thread (median round): {cpu}." + (f" The data compresses {zr:.3f}:1 with zstd -3." if zr else "") + "\n")
+
     p("## Reproducing\n")
     p("```sh\nbench/run.sh                 # everything (installs deps, builds, generates data once under bench/data/, measures, writes this file)\n"
       "bench/run.sh --quick         # small sizes, 1 run: a smoke test (writes bench/results/quick.md, not this file)\n"
-      "bench/run.sh --only large    # one workload (sensors, profile, gridded, large, listing, writes, zarrview, bigstore, remote, latency); others keep their last results\n```\n")
+      "bench/run.sh --only large    # one workload (sensors, profile, gridded, large, listing, writes, zarrview, bigstore, bigwrite, remote, latency); others keep their last results\n```\n")
     p("Raw numbers (every run) are in `bench/results/latest.json`.")
     out_path.write_text("\n".join(L) + "\n")
 
@@ -1285,6 +1416,9 @@ def main():
             elif w == "bigstore":
                 bench_bigstore(args.quick, runs, res)
                 storage = {"atlas zstd": C.dir_bytes(C.workload_dir(args.quick, w) / "atlas")}
+            elif w == "bigwrite":
+                bench_bigwrite(args.quick, runs, res)
+                storage = {}
             elif w == "remote":
                 remote.run(args.quick, runs, res, sys.modules[__name__])
                 storage = {k: C.dir_bytes(C.workload_dir(args.quick, w) / k) for k in ("atlas-large", "atlas-scan", "npy")}
@@ -1303,8 +1437,8 @@ def main():
                 results[w].update(latency=res.latency, probe=res.probe, machine=res.machine, loadavg=res.loadavg)
             if w == "remote":
                 results[w] = remote.merge(old_remote, results[w])
-            if w == "large":
-                results[w]["shape"] = list(C.SIZES[C.profile_name(args.quick)]["large"])
+            if w in ("large", "bigwrite"):
+                results[w]["shape"] = list(C.SIZES[C.profile_name(args.quick)][w])
             json_path.write_text(json.dumps(results, indent=1) + "\n")  # keep what is done if a later workload fails
     finally:
         cleanup_mounts()

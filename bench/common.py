@@ -20,7 +20,7 @@ BIN = ROOT / "target" / "release" / "atlasfs"
 DATA_VERSION = "atlasfs-bench-data 2"
 
 CODECS = ("zstd", "lz4", "none")
-WORKLOADS = ("sensors", "profile", "gridded", "large", "listing", "writes", "zarrview", "bigstore", "remote", "latency")
+WORKLOADS = ("sensors", "profile", "gridded", "large", "listing", "writes", "zarrview", "bigstore", "bigwrite", "remote", "latency")
 READ_VAR = "temperature"  # the variable the cross-dataset reads fetch from every dataset
 
 _WEATHER = [("temperature", "float32", 15.0, 5.0), ("pressure", "float64", 1013.0, 8.0), ("humidity", "float32", 60.0, 15.0)]
@@ -35,15 +35,15 @@ CASES = {
 # time budget (the spec's N=1000 would be 7.7 GB per store).
 SIZES = {
     "full": dict(sensors=1000, profile=1000, gridded=100, large=(16384, 16384), listing=10000, writes=1000, zarrview=1000, bigstore=50000,
-                 remote="large (512, 256, 1024), scan 1000", latency=300),
+                 bigwrite=(65536, 16384), remote="large (512, 256, 1024), scan 1000", latency=300),
     "quick": dict(sensors=50, profile=50, gridded=6, large=(2048, 8192), listing=500, writes=100, zarrview=50, bigstore=2000,
-                  remote="large (64, 256, 1024), scan 50", latency=50),
+                  bigwrite=(8192, 16384), remote="large (64, 256, 1024), scan 50", latency=50),
 }
 # Runs per measurement (medians): more where a run is cheap and noise is large;
 # zarr's open_mfdataset takes ~15 s over 1000 stores, so it gets at most ZARR_RUNS.
 RUNS = {
-    "full": dict(sensors=5, profile=5, gridded=3, large=3, listing=5, writes=5, zarrview=5, bigstore=100, remote=3, latency=3),
-    "quick": dict(sensors=1, profile=1, gridded=1, large=1, listing=1, writes=1, zarrview=1, bigstore=10, remote=1, latency=1),
+    "full": dict(sensors=5, profile=5, gridded=3, large=3, listing=5, writes=5, zarrview=5, bigstore=100, bigwrite=3, remote=3, latency=3),
+    "quick": dict(sensors=1, profile=1, gridded=1, large=1, listing=1, writes=1, zarrview=1, bigstore=10, bigwrite=1, remote=1, latency=1),
 }
 ZARR_RUNS = 3
 

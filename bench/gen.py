@@ -155,6 +155,18 @@ def gen_bigstore(n, out):
     a.flush()
 
 
+def gen_bigwrite(shape, out):
+    """The array the large-write workload saves: uniform random float32 (4 GiB in the
+    full profile), as a plain .npy written slab by slab; the bench loads it whole."""
+    rng = np.random.default_rng(seed=0)
+    a = np.lib.format.open_memmap(out / "data.npy", mode="w+", dtype=np.float32, shape=shape)
+    slab = max(1, (64 << 20) // (shape[1] * 4))
+    for r0 in range(0, shape[0], slab):
+        a[r0:r0 + slab] = rng.random((min(slab, shape[0] - r0), shape[1]), dtype=np.float32)
+    a.flush()
+    del a
+
+
 def generate(quick, name):
     out = C.workload_dir(quick, name)
     if C.is_complete(quick, name):
@@ -176,6 +188,8 @@ def generate(quick, name):
         gen_zarrview(size, out)
     elif name == "bigstore":
         gen_bigstore(size, out)
+    elif name == "bigwrite":
+        gen_bigwrite(tuple(size), out)
     elif name == "latency":
         gen_listing(size, out)  # the same shape: n datasets of one small array, and the tree
     elif name == "remote":

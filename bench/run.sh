@@ -5,7 +5,7 @@
 #
 #   bench/run.sh                      everything (~15 min on 2 cores, first run included)
 #   bench/run.sh --quick              small sizes, 1 run: a smoke test -> bench/results/quick.md
-#   bench/run.sh --only large         one workload (sensors profile gridded large listing writes zarrview bigstore remote latency,
+#   bench/run.sh --only large         one workload (sensors profile gridded large listing writes zarrview bigstore bigwrite remote latency,
 #                                     comma-separated for several); the others keep their last results
 #   bench/run.sh --runs 5             runs per measurement (default 5; 3 for gridded, large; --quick 1)
 #   bench/run.sh --gridded-codecs zstd
@@ -24,9 +24,9 @@ bash scripts/setup-test-env.sh   # .venv with numpy, atlas-python 0.10.0, moto; 
 if ! .venv/bin/python -c 'import zarr, xarray, dask, zstandard, lz4; assert int(zarr.__version__.split(".")[0]) >= 3' 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check "zarr>=3" xarray dask zstandard lz4
 fi
-# the remote workload's peers: rclone mount and s3fs (Debian packages)
-if ! command -v rclone >/dev/null || ! command -v s3fs >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone s3fs >/dev/null
+# the remote workload's peers: rclone mount and s3fs; the bigwrite workload's: the zstd CLI (Debian packages)
+if ! command -v rclone >/dev/null || ! command -v s3fs >/dev/null || ! command -v zstd >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone s3fs zstd >/dev/null
 fi
 if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
   cargo build --release --locked 2>&1 | tail -n 3   # waits if another build holds the lock

@@ -55,6 +55,18 @@ impl BlockPacker {
         (addr, closed)
     }
 
+    /// Records a block compressed elsewhere (`compressed_size` bytes, `raw_size`
+    /// decompressed) as the next closed block, written by the caller at the current
+    /// `closed_len()`. The open block must be empty: chunks never span blocks, and
+    /// blocks stay in file order.
+    pub fn push_closed(&mut self, compressed_size: u64, raw_size: u64) -> BlockId {
+        assert!(self.open.is_empty(), "push_closed with an open block");
+        let id = BlockId(self.blocks.len() as u32);
+        self.blocks.push(BlockMeta { id, file_offset: self.closed_len, compressed_size, uncompressed_size: raw_size, codec: self.codec.id() });
+        self.closed_len += compressed_size;
+        id
+    }
+
     /// Closes the open block if it holds anything; returns its compressed bytes.
     pub fn close(&mut self) -> Option<Vec<u8>> {
         if self.open.is_empty() {

@@ -44,7 +44,9 @@ use crate::format::packer::BlockPacker;
 use crate::format::stats::{ChunkSummary, summarize};
 use crate::format::{ChunkAddress, Codec, DType, EntryMeta, EntryStats, FillValue, Footer, StatsFile};
 
+mod adopt;
 mod fold;
+pub use adopt::{EncodedBlock, EncodedBlocks};
 pub use fold::{FoldPlan, FoldedBase, Listed, listed};
 
 /// Sidecars up to this size are uploaded in one create-if-absent PUT.

@@ -7,7 +7,7 @@
 use indexmap::IndexMap;
 use ndarray::{ArcArray, ArrayD, ArrayView, IxDyn};
 
-use super::array_file::EntrySpec;
+use super::array_file::{EncodedBlocks, EntrySpec};
 use super::atlas::Atlas;
 use super::attr::Attr;
 use super::element::ArrayElement;
@@ -20,6 +20,14 @@ use crate::format::{DType, EntryStats as ArrayStats, FillValue};
 /// file, deleting its folded sidecars one by one) reload the layers and read again,
 /// up to this many times.
 const STALE_RETRIES: usize = 8;
+
+/// What a replaced array is filled with.
+enum NewContent<I> {
+    /// `(start, extent, cells)` slabs, encoded under the lock.
+    Slabs(I),
+    /// Every chunk, encoded already.
+    Encoded(EncodedBlocks),
+}
 
 /// Everything needed to define an array whose dtype is known at run time.
 #[derive(Debug, Clone, PartialEq)]
@@ -218,6 +226,19 @@ impl DatasetView {
     where
         I: IntoIterator<Item = Result<(Vec<usize>, Vec<usize>, Cells)>>,
     {
+        self.replace_with(array, def, NewContent::Slabs(slabs)).await
+    }
+
+    /// [`Self::replace_array`] with every chunk already encoded into blocks (see
+    /// `array_file/adopt.rs`): the new version is the blocks of `enc`.
+    pub async fn replace_array_encoded(&self, array: &str, def: ArrayDef, enc: EncodedBlocks) -> Result<()> {
+        self.replace_with(array, def, NewContent::<std::iter::Empty<_>>::Encoded(enc)).await
+    }
+
+    async fn replace_with<I>(&self, array: &str, def: ArrayDef, content: NewContent<I>) -> Result<()>
+    where
+        I: IntoIterator<Item = Result<(Vec<usize>, Vec<usize>, Cells)>>,
+    {
         validate_name(array)?;
         let ArrayDef { dtype, dimension_names: dims, shape, chunk_shape, fill } = def;
         let chunk = chunk_shape.unwrap_or_else(|| shape.clone());
@@ -238,11 +259,16 @@ impl DatasetView {
         }
         f.define(&self.name, spec);
         let fill_in = async {
-            for slab in slabs {
-                let (start, extent, cells) = slab?;
-                if extent.iter().product::<usize>() > 0 || extent.is_empty() {
-                    f.write_region(&self.name, &start, &extent, &cells).await?;
+            match content {
+                NewContent::Slabs(slabs) => {
+                    for slab in slabs {
+                        let (start, extent, cells) = slab?;
+                        if extent.iter().product::<usize>() > 0 || extent.is_empty() {
+                            f.write_region(&self.name, &start, &extent, &cells).await?;
+                        }
+                    }
                 }
+                NewContent::Encoded(enc) => f.adopt_encoded(&self.name, enc)?,
             }
             Ok::<_, Error>(())
         };

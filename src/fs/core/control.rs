@@ -50,6 +50,7 @@ impl AtlasFs {
             })),
             "writeback": writeback,
             "auto_compaction": self.autocompact_stats(),
+            "encoder": self.encoder_stats(),
         });
         let mut s = serde_json::to_string_pretty(&v).expect("json");
         s.push('\n');

@@ -22,11 +22,13 @@
 //! listings, mkdir/rmdir/unlink/rename/setattr), `open` (which handle a descriptor
 //! gets), `read` (byte ranges → chunks, read-ahead), `write` (staging, commits,
 //! flush), `versions` (what open readers keep when an array changes under them),
-//! `xattr`, `control` (`.atlasfs/` files), `writeback` (the flush timer). This file holds the shared state: the
+//! `xattr`, `control` (`.atlasfs/` files), `writeback` (the flush timer), `encoder`
+//! (chunks of a file being written, compressed while it arrives). This file holds the shared state: the
 //! inode table, handles and the small lookups every room uses.
 
 mod autocompact;
 mod control;
+mod encoder;
 mod forget;
 mod namespace;
 mod open;
@@ -55,6 +57,7 @@ use super::stacked::Stack;
 use crate::format::cells::Cells;
 use crate::store::{ArrayDef, ArraySchema, Atlas, Attr, validate_name};
 
+use encoder::Encoder;
 use passthrough::*;
 use read::*;
 use versions::*;

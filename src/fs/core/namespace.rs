@@ -431,6 +431,9 @@ impl AtlasFs {
                     s.len = size;
                     s.dirty = true;
                     s.rejected = None;
+                    if let Some(enc) = &s.encoder {
+                        enc.truncated(size);
+                    }
                 } else if size == 0 && array_of(name).is_some_and(|a| self.schema(ds, a).is_some()) {
                     // truncate(2) to zero starts a rewrite; the old array stays until the new bytes are committed.
                     self.stage(ds, name)?;

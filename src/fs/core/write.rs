@@ -20,6 +20,8 @@ pub(super) struct Staged {
     /// dup'd descriptor and ignores that close's error; the last close must not
     /// then report success for bytes the store refused.
     pub(super) rejected: Option<FsError>,
+    /// Encodes chunks while the bytes arrive (see `encoder`); array names only.
+    pub(super) encoder: Option<Arc<Encoder>>,
 }
 
 /// Writes to an existing array opened without truncation.
@@ -73,7 +75,9 @@ impl AtlasFs {
     }
 
     pub(super) fn stage(&self, ds: &str, name: &str) -> FsResult<Arc<Mutex<Staged>>> {
-        let s = Arc::new(Mutex::new(Staged { file: tempfile::tempfile()?, len: 0, mtime: SystemTime::now(), dirty: true, dropped: false, rejected: None }));
+        let file = tempfile::tempfile()?;
+        let encoder = self.new_encoder(name, &file);
+        let s = Arc::new(Mutex::new(Staged { file, len: 0, mtime: SystemTime::now(), dirty: true, dropped: false, rejected: None, encoder }));
         self.staged.lock().insert((ds.to_string(), name.to_string()), s.clone());
         Ok(s)
     }
@@ -132,6 +136,10 @@ impl AtlasFs {
                 s.dirty = true;
                 s.rejected = None;
                 s.mtime = SystemTime::now();
+                if let Some(enc) = s.encoder.clone() {
+                    drop(s);
+                    self.encoder_wrote(ds, name, &enc, offset, offset + data.len() as u64).await;
+                }
             }
             Handle::Update { ds, arr, overlay } => {
                 let schema = self.schema(ds, arr).ok_or_else(|| FsError::noent(format!("{ds}/{arr}.npy")))?;
@@ -253,10 +261,10 @@ impl AtlasFs {
 
     /// Parses a staged `.npy` and replaces the array with it.
     pub(super) async fn commit_staged(&self, ds: &str, arr: &str, staged: &Arc<Mutex<Staged>>) -> FsResult<()> {
-        let (file, len) = {
+        let (file, len, encoder) = {
             let mut s = staged.lock();
             s.dirty = false;
-            (s.file.try_clone()?, s.len)
+            (s.file.try_clone()?, s.len, s.encoder.clone())
         };
         let bad = |e: npy::NpyError| FsError::inval(format!("{ds}/{arr}.npy: {e}"));
         let mut reader = std::io::BufReader::new(ReadAt { file: &file, pos: 0 });
@@ -288,10 +296,17 @@ impl AtlasFs {
         let def = ArrayDef { dtype: et.dtype.clone(), dimension_names: dims, shape: shape.clone(), chunk_shape: Some(chunk), fill };
         let view = self.atlas.open_dataset(ds).await?;
         let hl = header.header_len as u64;
+        let name = format!("{arr}.npy");
+        let encoded = match &encoder {
+            Some(enc) => self.encoded_blocks(ds, &name, enc, &header, &def, len).await,
+            None => None,
+        };
         // C-order fixed-width data streams in slabs of whole leading rows (byte order
         // and bools fixed per slab); Fortran order and strings are decoded whole.
         let streamable = !header.fortran_order && et.is_fixed_width() && !shape.is_empty();
-        if streamable {
+        if let Some(enc) = encoded {
+            view.replace_array_encoded(arr, def, enc).await?;
+        } else if streamable {
             // Checked: with a zero first axis the header's data length (0) bounds nothing.
             let row = shape[1..].iter().try_fold(et.itemsize, |r, &d| r.checked_mul(d)).ok_or_else(|| bad(npy::NpyError::ShapeOverflow(shape.clone())))?;
             let rows_per = (SLAB_BYTES / row.max(1)).max(1);

@@ -1,0 +1,512 @@
+//! Pipelined encoding: the chunks of a `.npy` being written are compressed on every
+//! core while its `WRITE`s still arrive, instead of on one core after close.
+//!
+//! - A staged `<array>.npy` (see `write`) gets an [`Encoder`]. Each `WRITE` records
+//!   its byte range once the bytes are in the staged file; the contiguous prefix from
+//!   offset 0 is what a sequential writer (`np.save`, `cp`) has finished.
+//! - Once the prefix holds the `.npy` header, the geometry is fixed by the rule the
+//!   commit uses (dtype, shape, the old array's chunk shape if dtype and shape are
+//!   unchanged, else ~`chunk_target_bytes` chunks; the old fill value). C-order
+//!   fixed-width data only: Fortran order, strings, empty arrays and arrays under
+//!   one block (nothing to spread over cores) leave the encoder idle, and the commit
+//!   encodes them as it always did.
+//! - Chunks taken in C order of their coordinates complete in the order a sequential
+//!   writer writes them. As soon as the prefix covers the chunks for one block (8 MiB
+//!   raw, atlas's block size, whole chunks, as the packer closes blocks), they become
+//!   a job: read back from the staged file (page cache), byte order fixed,
+//!   summarised, packed, compressed on a blocking thread, and the compressed block
+//!   appended to the encoder's own temp file. At most one job per core runs at a
+//!   time (one process-wide semaphore); a waiting job holds no bytes, so memory is a
+//!   few blocks per core whatever the file's size, and a writer faster than the
+//!   encoder only lets the staged file (on disk) run ahead.
+//! - A write into bytes a job has taken (a rewrite, or out-of-order writes) marks
+//!   that job superseded: its chunks are encoded again at close, and its block, if
+//!   already written, stays in the file unreferenced (as the chunks a rollback leaves
+//!   in the pending layer do). A truncation, or a write into the header, starts the
+//!   encoder over.
+//! - Close (`commit_staged`): if the commit's geometry is the encoder's, the chunks
+//!   not encoded yet (all of them for a random-order writer, which so still gets
+//!   every core) are submitted at once, every job is awaited, and the store adopts
+//!   the blocks (`DatasetView::replace_array_encoded`, `store/array_file/adopt.rs`):
+//!   the same single step under the array file's write lock as before, now without
+//!   encoding inside it. Otherwise the serial path encodes the staged bytes.
+//! - Reads of the file while it is open still read the staged file, which the
+//!   encoder only reads; what is committed is exactly the staged bytes at close.
+
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use tokio::task::JoinHandle;
+
+use super::*;
+use crate::format::grid::{Grid, for_each_run};
+use crate::format::packer::BLOCK_TARGET;
+use crate::format::stats::{ChunkSummary, summarize};
+use crate::format::{Codec, DType, FillValue};
+use crate::store::array_file::{EncodedBlock, EncodedBlocks};
+
+/// What `.atlasfs/stats` shows of the encoders (process-wide).
+static BLOCKS_ENCODED: AtomicU64 = AtomicU64::new(0);
+static BLOCKS_SUPERSEDED: AtomicU64 = AtomicU64::new(0);
+static COMMITS_PIPELINED: AtomicU64 = AtomicU64::new(0);
+static COMMITS_SERIAL: AtomicU64 = AtomicU64::new(0);
+
+/// Encode jobs running at once, process-wide: one per core.
+fn permits() -> &'static tokio::sync::Semaphore {
+    static P: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    P.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)))
+}
+
+/// What the chunks of the file being written will be.
+struct Geo {
+    hl: u64,
+    et: npy::ElementType,
+    dtype: DType,
+    shape: Vec<usize>,
+    grid: Grid,
+    per_axis: Vec<usize>,
+    strides: Vec<usize>,
+    nchunks: usize,
+    fill: Option<FillValue>,
+    codec: Codec,
+}
+
+impl Geo {
+    fn coord(&self, mut k: usize) -> Vec<u32> {
+        let mut c = vec![0u32; self.per_axis.len()];
+        for i in (0..c.len()).rev() {
+            c[i] = (k % self.per_axis[i]) as u32;
+            k /= self.per_axis[i];
+        }
+        c
+    }
+
+    /// File bytes from the chunk's first element to just past its last.
+    fn span(&self, k: usize) -> (u64, u64) {
+        let (start, ext) = self.grid.chunk_box(&self.coord(k));
+        let first: usize = start.iter().zip(&self.strides).map(|(s, k)| s * k).sum();
+        let last: usize = start.iter().zip(&ext).zip(&self.strides).map(|((s, e), k)| (s + e - 1) * k).sum();
+        let isz = self.et.itemsize as u64;
+        (self.hl + first as u64 * isz, self.hl + (last as u64 + 1) * isz)
+    }
+
+    fn raw_len(&self, k: usize) -> usize {
+        self.grid.chunk_len(&self.coord(k)) * self.et.itemsize
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the header bytes.
+    Header,
+    /// Header read; the geometry is being looked up.
+    Resolving,
+    Ready,
+    /// Nothing to pipeline (not C-order fixed-width data, or a bad header).
+    Off,
+}
+
+struct Job {
+    chunks: Range<usize>,
+    /// File bytes the job reads (its chunks' spans).
+    lo: u64,
+    hi: u64,
+    superseded: std::sync::atomic::AtomicBool,
+}
+
+struct State {
+    /// Merged byte ranges written so far.
+    ranges: Vec<(u64, u64)>,
+    phase: Phase,
+    /// Bumped by every restart: a geometry looked up before one is not used.
+    epoch: u64,
+    /// Header bytes, once known (a write into them restarts the encoder).
+    hl: u64,
+    geo: Option<Arc<Geo>>,
+    /// First chunk not yet in a job.
+    next: usize,
+    jobs: Vec<Arc<Job>>,
+    /// Chunks of superseded jobs, encoded again at close.
+    redo: Vec<Range<usize>>,
+    handles: Vec<JoinHandle<()>>,
+    /// The compressed blocks, and how far they fill it.
+    out: Option<Arc<File>>,
+    out_len: u64,
+    done: Vec<(Arc<Job>, EncodedBlock)>,
+    failed: Option<String>,
+}
+
+/// The pipelined encoder of one staged file.
+pub(super) struct Encoder {
+    /// The staged file (a second descriptor of it).
+    file: Arc<File>,
+    st: Mutex<State>,
+}
+
+impl Encoder {
+    pub(super) fn new(file: &File) -> std::io::Result<Arc<Encoder>> {
+        let st = State {
+            ranges: vec![],
+            phase: Phase::Header,
+            epoch: 0,
+            hl: 0,
+            geo: None,
+            next: 0,
+            jobs: vec![],
+            redo: vec![],
+            handles: vec![],
+            out: None,
+            out_len: 0,
+            done: vec![],
+            failed: None,
+        };
+        Ok(Arc::new(Encoder { file: Arc::new(file.try_clone()?), st: Mutex::new(st) }))
+    }
+
+    /// The staged file was truncated to `len`: start over.
+    pub(super) fn truncated(&self, len: u64) {
+        let mut st = self.st.lock();
+        for r in st.ranges.iter_mut() {
+            r.1 = r.1.min(len);
+        }
+        st.ranges.retain(|r| r.0 < r.1);
+        Self::restart(&mut st);
+    }
+
+    fn restart(st: &mut State) {
+        for j in &st.jobs {
+            j.superseded.store(true, Ordering::Relaxed);
+        }
+        st.redo.clear();
+        st.next = 0;
+        st.geo = None;
+        st.phase = Phase::Header;
+        st.hl = 0;
+        st.epoch += 1;
+    }
+
+    fn prefix(st: &State) -> u64 {
+        st.ranges.first().filter(|r| r.0 == 0).map_or(0, |r| r.1)
+    }
+
+    /// Records a write of `lo..hi`; supersedes the jobs that read bytes in it.
+    fn note(&self, lo: u64, hi: u64) {
+        let mut st = self.st.lock();
+        if hi > lo {
+            st.ranges.push((lo, hi));
+            st.ranges.sort_unstable();
+            let mut merged: Vec<(u64, u64)> = Vec::with_capacity(st.ranges.len());
+            for &(a, b) in &st.ranges {
+                match merged.last_mut() {
+                    Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                    _ => merged.push((a, b)),
+                }
+            }
+            st.ranges = merged;
+        }
+        if st.phase == Phase::Off || hi <= lo {
+            return;
+        }
+        if lo < st.hl {
+            Self::restart(&mut st);
+            return;
+        }
+        let mut redo = vec![];
+        for j in &st.jobs {
+            if j.lo < hi && lo < j.hi && !j.superseded.swap(true, Ordering::Relaxed) {
+                redo.push(j.chunks.clone());
+            }
+        }
+        st.redo.extend(redo);
+    }
+
+    /// The header, once the prefix (or with `all`, the whole file) holds it.
+    fn header(&self, all: bool, len: u64) -> Option<Result<(npy::NpyHeader, u64), ()>> {
+        let mut st = self.st.lock();
+        if st.phase != Phase::Header {
+            return None;
+        }
+        let have = if all { len } else { Self::prefix(&st) };
+        if have < 10 {
+            return None;
+        }
+        let mut buf = vec![0u8; have.min(1 << 16) as usize];
+        if self.file.read_exact_at(&mut buf, 0).is_err() {
+            st.phase = Phase::Off;
+            return Some(Err(()));
+        }
+        match npy::read_header(&mut &buf[..]) {
+            Ok(h) => {
+                let fixed = h.element_type().is_ok_and(|et| et.is_fixed_width());
+                let empty = h.shape.is_empty() || h.shape.contains(&0);
+                if h.fortran_order || !fixed || empty || h.data_len().is_err() {
+                    st.phase = Phase::Off;
+                    return Some(Err(()));
+                }
+                st.phase = Phase::Resolving;
+                st.hl = h.header_len as u64;
+                Some(Ok((h, st.epoch)))
+            }
+            Err(npy::NpyError::Truncated(_)) if !all => None,
+            Err(_) => {
+                st.phase = Phase::Off;
+                Some(Err(()))
+            }
+        }
+    }
+
+    /// Forms and starts the jobs the prefix (or with `all`, the whole file) allows.
+    fn advance(self: &Arc<Self>, all: bool) {
+        let mut st = self.st.lock();
+        let Some(geo) = st.geo.clone() else { return };
+        let prefix = Self::prefix(&st);
+        let complete = |k: usize| all || geo.span(k).1 <= prefix;
+        let mut groups = vec![];
+        if all {
+            for r in std::mem::take(&mut st.redo) {
+                groups.extend(Self::blocks_of(&geo, r, &|_| true, true));
+            }
+        }
+        let fresh = Self::blocks_of(&geo, st.next..geo.nchunks, &complete, all);
+        if let Some(last) = fresh.last() {
+            st.next = last.end;
+        }
+        groups.extend(fresh);
+        for chunks in groups {
+            self.start(&mut st, &geo, chunks);
+        }
+    }
+
+    /// Splits `range` into blocks' worth of complete chunks; a short last group
+    /// only at the end of the array (or with `all`).
+    fn blocks_of(geo: &Geo, range: Range<usize>, complete: &dyn Fn(usize) -> bool, all: bool) -> Vec<Range<usize>> {
+        let mut out = vec![];
+        let mut k = range.start;
+        while k < range.end {
+            let (mut end, mut raw) = (k, 0);
+            while end < range.end && raw < BLOCK_TARGET && complete(end) {
+                raw += geo.raw_len(end);
+                end += 1;
+            }
+            if end == k || (raw < BLOCK_TARGET && end < geo.nchunks && !all) {
+                break;
+            }
+            out.push(k..end);
+            k = end;
+        }
+        out
+    }
+
+    fn start(self: &Arc<Self>, st: &mut State, geo: &Arc<Geo>, chunks: Range<usize>) {
+        let (lo, hi) = (geo.span(chunks.start).0, geo.span(chunks.end - 1).1);
+        let job = Arc::new(Job { chunks, lo, hi, superseded: Default::default() });
+        st.jobs.push(job.clone());
+        let (me, geo) = (self.clone(), geo.clone());
+        st.handles.push(tokio::spawn(async move {
+            let Ok(_permit) = permits().acquire().await else { return };
+            if job.superseded.load(Ordering::Relaxed) {
+                return;
+            }
+            let me2 = me.clone();
+            let j = job.clone();
+            let res = tokio::task::spawn_blocking(move || me2.encode(&geo, &j)).await;
+            let err = match res {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            me.st.lock().failed.get_or_insert(err);
+        }));
+    }
+
+    /// One job: its chunks read back, packed into one block, compressed, appended.
+    fn encode(&self, geo: &Geo, job: &Arc<Job>) -> std::io::Result<()> {
+        let isz = geo.et.itemsize;
+        let zeros = vec![0usize; geo.shape.len()];
+        let mut raw: Vec<u8> = vec![];
+        let mut chunks = vec![];
+        for k in job.chunks.clone() {
+            let coord = geo.coord(k);
+            let (cstart, cext) = geo.grid.chunk_box(&coord);
+            let mut buf = vec![0u8; cext.iter().product::<usize>() * isz];
+            let mut res = Ok(());
+            for_each_run(&geo.shape, &cstart, &cext, &zeros, &cext, |s, d, n| {
+                if res.is_ok() {
+                    res = self.file.read_exact_at(&mut buf[d * isz..(d + n) * isz], geo.hl + (s * isz) as u64);
+                }
+            });
+            res?;
+            geo.et.fix_in_place(&mut buf);
+            let cells = Cells::Fixed { elsize: isz, bytes: buf };
+            let summary: ChunkSummary = summarize(&geo.dtype, geo.fill.as_ref(), &cells);
+            let Cells::Fixed { bytes, .. } = cells else { unreachable!() };
+            let off = raw.len();
+            if raw.is_empty() {
+                raw = bytes;
+            } else {
+                raw.extend_from_slice(&bytes);
+            }
+            chunks.push((coord, off as u32, (raw.len() - off) as u32, summary));
+        }
+        let z = geo.codec.compress_block(&raw);
+        let (out, at) = {
+            let mut st = self.st.lock();
+            if st.out.is_none() {
+                st.out = Some(Arc::new(tempfile::tempfile()?));
+            }
+            let at = st.out_len;
+            st.out_len += z.len() as u64;
+            (st.out.clone().expect("made above"), at)
+        };
+        let written = out.write_all_at(&z, at);
+        let mut st = self.st.lock();
+        if let Err(e) = written {
+            st.failed.get_or_insert(e.to_string());
+            return Ok(());
+        }
+        // Only blocks in the file that is still this encoder's count.
+        BLOCKS_ENCODED.fetch_add(1, Ordering::Relaxed);
+        if st.out.as_ref().is_some_and(|o| Arc::ptr_eq(o, &out)) {
+            st.done.push((job.clone(), EncodedBlock { file_offset: at, compressed_size: z.len() as u64, raw_size: raw.len() as u64, chunks }));
+        }
+        Ok(())
+    }
+
+    /// Forgets everything encoded (the blocks were adopted, or will not be).
+    fn reset_output(st: &mut State) {
+        Self::restart(st);
+        st.jobs.clear();
+        st.out = None;
+        st.out_len = 0;
+        st.done.clear();
+        st.failed = None;
+    }
+}
+
+impl AtlasFs {
+    /// Makes an encoder for a newly staged file of an array name.
+    pub(super) fn new_encoder(&self, name: &str, file: &File) -> Option<Arc<Encoder>> {
+        array_of(name)?;
+        Encoder::new(file).map_err(|e| tracing::debug!(error = %e, "no pipelined encoder; the file is encoded at close")).ok()
+    }
+
+    /// After a write of `lo..hi` into the staged `ds/name`: starts the jobs it completes.
+    pub(super) async fn encoder_wrote(&self, ds: &str, name: &str, enc: &Arc<Encoder>, lo: u64, hi: u64) {
+        enc.note(lo, hi);
+        self.encoder_advance(ds, name, enc, false, 0).await;
+    }
+
+    async fn encoder_advance(&self, ds: &str, name: &str, enc: &Arc<Encoder>, all: bool, len: u64) {
+        if let Some(Ok((h, epoch))) = enc.header(all, len) {
+            let geo = self.encoder_geometry(ds, name, &h).await;
+            let mut st = enc.st.lock();
+            if st.phase == Phase::Resolving && st.epoch == epoch {
+                match geo {
+                    Some(g) => {
+                        st.geo = Some(Arc::new(g));
+                        st.phase = Phase::Ready;
+                    }
+                    None => st.phase = Phase::Off,
+                }
+            }
+        }
+        enc.advance(all);
+    }
+
+    /// The geometry the commit will give the file (see `commit_staged`).
+    async fn encoder_geometry(&self, ds: &str, name: &str, h: &npy::NpyHeader) -> Option<Geo> {
+        let arr = array_of(name)?;
+        // Less than a block: one job either way, and the close's serial path has no
+        // temp file of blocks to copy (a `cp -r` of many small files).
+        if h.data_len().ok()? < BLOCK_TARGET {
+            return None;
+        }
+        let et = h.element_type().ok()?;
+        let shape = h.shape.clone();
+        let old = self.schema(ds, arr);
+        let elsize = et.dtype.element_size().unwrap_or(16);
+        let chunk = match &old {
+            Some(s) if s.shape == shape && s.dtype == et.dtype => s.chunk_shape.clone(),
+            _ => auto_chunk_shape(&shape, elsize, self.cfg.chunk_target_bytes),
+        };
+        let fill = match &old {
+            Some(s) if s.dtype == et.dtype => self.atlas.open_dataset(ds).await.ok()?.array_fill_value(arr).await.ok()?,
+            _ => None,
+        };
+        let grid = Grid::new(shape.clone(), chunk.clone());
+        let per_axis = grid.chunks_per_axis();
+        let nchunks = per_axis.iter().product();
+        if chunk.iter().product::<usize>().checked_mul(et.itemsize).is_none_or(|n| n > u32::MAX as usize) {
+            return None;
+        }
+        let mut strides = vec![1usize; shape.len()];
+        for i in (0..shape.len().saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * shape[i + 1];
+        }
+        Some(Geo { hl: h.header_len as u64, dtype: et.dtype.clone(), et, shape, grid, per_axis, strides, nchunks, fill, codec: self.atlas.codec() })
+    }
+
+    /// At the commit of a staged file of `len` bytes whose header is `h` and whose
+    /// new definition is `def`: every chunk's block, encoded on every core, or None
+    /// if the encoder's geometry is not the commit's (the caller then encodes).
+    pub(super) async fn encoded_blocks(&self, ds: &str, name: &str, enc: &Arc<Encoder>, h: &npy::NpyHeader, def: &ArrayDef, len: u64) -> Option<EncodedBlocks> {
+        self.encoder_advance(ds, name, enc, true, len).await;
+        let handles = std::mem::take(&mut enc.st.lock().handles);
+        for hd in handles {
+            let _ = hd.await;
+        }
+        let mut st = enc.st.lock();
+        let ready = st.phase == Phase::Ready;
+        let res = Self::collect(&mut st, h, def);
+        Encoder::reset_output(&mut st);
+        match &res {
+            Some(_) => COMMITS_PIPELINED.fetch_add(1, Ordering::Relaxed),
+            None if ready => COMMITS_SERIAL.fetch_add(1, Ordering::Relaxed),
+            None => 0,
+        };
+        res
+    }
+
+    /// The encoders' part of `.atlasfs/stats`.
+    pub(super) fn encoder_stats(&self) -> serde_json::Value {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "blocks_encoded": l(&BLOCKS_ENCODED), "blocks_superseded": l(&BLOCKS_SUPERSEDED),
+            "commits_pipelined": l(&COMMITS_PIPELINED), "commits_encoded_at_close": l(&COMMITS_SERIAL),
+        })
+    }
+
+    fn collect(st: &mut State, h: &npy::NpyHeader, def: &ArrayDef) -> Option<EncodedBlocks> {
+        let geo = st.geo.clone()?;
+        let same = st.phase == Phase::Ready
+            && st.failed.is_none()
+            && geo.hl == h.header_len as u64
+            && h.element_type().ok().as_ref() == Some(&geo.et)
+            && geo.shape == def.shape
+            && def.chunk_shape.as_ref() == Some(&geo.grid.chunk)
+            && def.fill == geo.fill
+            && def.dtype == geo.dtype;
+        if !same {
+            return None;
+        }
+        let mut done = std::mem::take(&mut st.done);
+        done.sort_by_key(|(_, b)| b.file_offset);
+        let mut covered = 0;
+        let mut blocks = Vec::with_capacity(done.len());
+        for (job, mut b) in done {
+            if job.superseded.load(Ordering::Relaxed) {
+                BLOCKS_SUPERSEDED.fetch_add(1, Ordering::Relaxed);
+                b.chunks.clear();
+            }
+            covered += b.chunks.len();
+            blocks.push(b);
+        }
+        let end = blocks.last().map_or(0, |b| b.file_offset + b.compressed_size);
+        if covered != geo.nchunks || end != st.out_len {
+            tracing::debug!(covered, chunks = geo.nchunks, "pipelined blocks incomplete; encoding at close");
+            return None;
+        }
+        let file = st.out.as_ref()?.try_clone().ok()?;
+        Some(EncodedBlocks { codec: geo.codec, file, blocks })
+    }
+}
