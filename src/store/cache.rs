@@ -281,6 +281,19 @@ impl BlockCache {
         Ok(())
     }
 
+    /// Whether block `b` of `layer` is decoded in memory now.
+    pub(crate) fn holds(&self, layer: &Layer, b: &BlockMeta) -> bool {
+        self.decoded.contains_key(&(layer.id, b.id.0))
+    }
+
+    /// Whether block `b` of `layer` is in the `--cache-dir` (no GET needed).
+    pub(crate) fn on_disk(&self, layer: &Layer, b: &BlockMeta) -> bool {
+        match (&self.disk, &layer.e_tag) {
+            (Some(disk), Some(tag)) => disk.contains(&disk.key(layer.path.as_ref(), tag, b.file_offset, b.compressed_size)),
+            _ => false,
+        }
+    }
+
     /// Drops every block of a layer version that no longer exists.
     pub fn forget_layer(&self, layer_id: u64) {
         // Entries keyed by a dead id can never be asked for again; this only frees memory early.

@@ -34,6 +34,11 @@ impl ReadAhead {
         }
         self.next = self.next.max(end);
         self.window = if self.window == 0 { READ_AHEAD_START } else { (self.window * 2).min(max_window) };
+        // Half a window at a time, once less than half is left ahead: fewer, longer
+        // fetches (a remote store streams each run of blocks in a few GETs).
+        if self.ahead > self.next + self.window / 2 {
+            return None;
+        }
         let (from, to) = (self.ahead.max(self.next), self.next + self.window);
         self.ahead = self.ahead.max(to);
         (from < to).then_some((from, to))
@@ -177,6 +182,10 @@ mod tests {
         // Out of order, inside what was read ahead: still sequential, only the new part.
         assert_eq!(ra.advance(2 * mb, 3 * mb, 16 * mb), Some((3 * mb, 7 * mb)));
         assert_eq!(ra.advance(mb, 2 * mb, 16 * mb), Some((7 * mb, 11 * mb)));
+        // Nothing new while more than half the (16 MiB) window is still ahead.
+        assert_eq!(ra.advance(3 * mb, 4 * mb, 16 * mb), Some((11 * mb, 20 * mb)));
+        assert_eq!(ra.advance(4 * mb, 5 * mb, 16 * mb), None);
+        assert_eq!(ra.advance(12 * mb, 13 * mb, 16 * mb), Some((20 * mb, 29 * mb)));
         // A seek closes the window; reading on from there opens it again.
         assert_eq!(ra.advance(100 * mb, 101 * mb, 16 * mb), None);
         assert_eq!(ra.advance(101 * mb, 102 * mb, 16 * mb), Some((102 * mb, 104 * mb)));
