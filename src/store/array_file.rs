@@ -857,7 +857,7 @@ impl ArrayFile {
             let (cache, store) = (self.cache.clone(), self.store.clone());
             // Remote: long runs as a few streaming GETs (see `stream_fetch`).
             if streams && blocks.iter().map(|b| b.compressed_size).sum::<u64>() >= super::stream_fetch::STREAM_MIN {
-                tokio::spawn(super::stream_fetch::load(cache, store, layer, blocks));
+                super::stream_fetch::start(cache, store, layer, blocks);
                 continue;
             }
             tokio::spawn(async move {

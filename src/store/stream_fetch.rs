@@ -24,7 +24,7 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use object_store::ObjectStore;
 
 use super::cache::BlockCache;
@@ -68,62 +68,87 @@ pub fn pieces(mut blocks: Vec<BlockMeta>, piece: u64) -> Vec<Vec<BlockMeta>> {
     out
 }
 
-/// Loads `blocks` of `layer` into the decoded cache through streaming GETs (see the
-/// module note); returns when every block has been decoded or has failed (failures
-/// are the reader's to see again: it fetches the block itself).
-pub async fn load(cache: Arc<BlockCache>, store: Arc<dyn ObjectStore>, layer: Arc<Layer>, blocks: Vec<BlockMeta>) {
-    let (on_disk, todo): (Vec<BlockMeta>, Vec<BlockMeta>) = blocks.into_iter().filter(|b| !cache.holds(&layer, b)).partition(|b| cache.on_disk(&layer, b));
-    let mut streams = vec![];
-    // Blocks in `--cache-dir` need no GET: they only decode ahead.
+type Waiting = futures::future::Shared<futures::future::BoxFuture<'static, Option<Bytes>>>;
+
+/// Blocks a stream has been started for and not yet decoded, by (layer id, block
+/// id): a read that needs one waits for its bytes here instead of fetching it again.
+static IN_FLIGHT: std::sync::LazyLock<parking_lot::Mutex<std::collections::HashMap<(u64, u32), Waiting>>> = std::sync::LazyLock::new(Default::default);
+
+/// The bytes of block `(layer, block)` when a stream is bringing them: `None` from
+/// the future if the stream failed before it (fetch it then).
+pub fn waiting(layer: u64, block: u32) -> Option<Waiting> {
+    IN_FLIGHT.lock().get(&(layer, block)).cloned()
+}
+
+/// Whether a stream is bringing block `(layer, block)`.
+pub fn in_flight(layer: u64, block: u32) -> bool {
+    IN_FLIGHT.lock().contains_key(&(layer, block))
+}
+
+/// Starts loading `blocks` of `layer` into the decoded cache through streaming GETs
+/// (see the module note), without waiting. Blocks held, in `--cache-dir` (decoded
+/// ahead from there) or already in a stream are skipped. Every block is registered
+/// before this returns, so the read that follows waits for the stream.
+pub fn start(cache: Arc<BlockCache>, store: Arc<dyn ObjectStore>, layer: Arc<Layer>, blocks: Vec<BlockMeta>) {
+    let (on_disk, todo): (Vec<BlockMeta>, Vec<BlockMeta>) =
+        blocks.into_iter().filter(|b| !cache.holds(&layer, b) && !in_flight(layer.id, b.id.0)).partition(|b| cache.on_disk(&layer, b));
     for b in on_disk {
         let (cache, store, layer) = (cache.clone(), store.clone(), layer.clone());
-        streams.push(tokio::spawn(async move {
+        tokio::spawn(async move {
             if let Err(e) = cache.layer_block(&*store, &layer, &b).await {
                 tracing::debug!(error = %e, "read-ahead of a block failed; the read itself will retry it");
             }
-        }));
+        });
     }
     for piece in pieces(todo, PIECE) {
-        // Every block's load is registered before the GET goes out.
         let mut senders = Vec::with_capacity(piece.len());
-        let mut decodes = Vec::with_capacity(piece.len());
-        for b in &piece {
-            let (tx, rx) = tokio::sync::oneshot::channel::<Bytes>();
-            senders.push(tx);
-            let (cache, store, layer, b) = (cache.clone(), store.clone(), layer.clone(), b.clone());
-            decodes.push(tokio::spawn(async move {
-                let fetch = async {
-                    match rx.await {
-                        Ok(bytes) => Ok(bytes),
-                        // The piece's stream failed before this block: fetch it alone.
-                        Err(_) => layer.fetch_block(&*store, &b).await,
-                    }
-                };
-                if let Err(e) = cache.block((layer.id, b.id.0), &b.codec, b.uncompressed_size, layer.path.as_ref(), fetch).await {
-                    tracing::debug!(file = %layer.path, block = b.id.0, error = %e, "read-ahead of a block failed; the read itself will retry it");
-                }
-            }));
+        {
+            let mut map = IN_FLIGHT.lock();
+            for b in &piece {
+                let (tx, rx) = tokio::sync::oneshot::channel::<Bytes>();
+                senders.push(tx);
+                let fut: futures::future::BoxFuture<'static, Option<Bytes>> = Box::pin(async move { rx.await.ok() });
+                map.insert((layer.id, b.id.0), fut.shared());
+            }
         }
         let (cache, store, layer) = (cache.clone(), store.clone(), layer.clone());
-        streams.push(tokio::spawn(async move {
-            stream_piece(&cache, &*store, &layer, &piece, senders).await;
-            futures::future::join_all(decodes).await;
-        }));
+        tokio::spawn(async move {
+            let keys: Vec<(u64, u32)> = piece.iter().map(|b| (layer.id, b.id.0)).collect();
+            let decodes = stream_piece(&cache, &*store, &layer, &piece, senders).await;
+            // Blocks the stream did not bring: readers fetch them themselves.
+            {
+                let delivered: std::collections::HashSet<u32> = decodes.iter().map(|(id, _)| *id).collect();
+                let mut map = IN_FLIGHT.lock();
+                for k in keys.iter().filter(|k| !delivered.contains(&k.1)) {
+                    map.remove(k);
+                }
+            }
+            for (_, d) in decodes {
+                let _ = d.await;
+            }
+        });
     }
-    futures::future::join_all(streams).await;
 }
 
 /// One streaming GET of the adjacent blocks `piece`, handing each block's bytes to
-/// its sender as soon as they are complete. Stops at the first error; the senders
-/// left are dropped, so their blocks are fetched one by one.
-async fn stream_piece(cache: &BlockCache, store: &dyn ObjectStore, layer: &Layer, piece: &[BlockMeta], senders: Vec<tokio::sync::oneshot::Sender<Bytes>>) {
+/// its waiters and its decode as soon as they are complete. Stops at the first
+/// error; the senders left are dropped, so their blocks are fetched one by one.
+/// Returns the decodes started, by block id.
+async fn stream_piece(
+    cache: &Arc<BlockCache>,
+    store: &dyn ObjectStore,
+    layer: &Arc<Layer>,
+    piece: &[BlockMeta],
+    senders: Vec<tokio::sync::oneshot::Sender<Bytes>>,
+) -> Vec<(u32, tokio::task::JoinHandle<()>)> {
+    let mut decodes = vec![];
     let _permit = STREAM_PERMITS.acquire().await.expect("the semaphore is never closed");
     let (start, end) = (piece[0].file_offset, piece[piece.len() - 1].file_offset + piece[piece.len() - 1].compressed_size);
     let mut body = match layer.stream_range(store, start..end).await {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(file = %layer.path, error = %e, "streaming read-ahead failed; its blocks are fetched one by one");
-            return;
+            return decodes;
         }
     };
     let mut senders = senders.into_iter();
@@ -135,23 +160,22 @@ async fn stream_piece(cache: &BlockCache, store: &dyn ObjectStore, layer: &Layer
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(file = %layer.path, error = %e, "streaming read-ahead cut short; the rest of its blocks are fetched one by one");
-                return;
+                return decodes;
             }
         };
         while !chunk.is_empty() {
-            let Some(b) = current else { return };
+            let Some(b) = current else { return decodes };
             let want = b.compressed_size as usize - buf.len();
             let take = want.min(chunk.len());
-            if buf.is_empty() && take == b.compressed_size as usize {
+            let done = if buf.is_empty() && take == b.compressed_size as usize {
                 // A whole block inside one chunk: no copy.
-                deliver(cache, layer, b, senders.next(), chunk.split_to(take));
+                Some(chunk.split_to(take))
             } else {
                 buf.extend_from_slice(&chunk.split_to(take));
-                if buf.len() == b.compressed_size as usize {
-                    deliver(cache, layer, b, senders.next(), std::mem::take(&mut buf).freeze());
-                }
-            }
-            if buf.is_empty() {
+                (buf.len() == b.compressed_size as usize).then(|| std::mem::take(&mut buf).freeze())
+            };
+            if let Some(bytes) = done {
+                decodes.push((b.id.0, deliver(cache, layer, b, senders.next(), bytes)));
                 current = blocks.next();
                 if let Some(n) = current {
                     buf.reserve(n.compressed_size as usize);
@@ -159,18 +183,27 @@ async fn stream_piece(cache: &BlockCache, store: &dyn ObjectStore, layer: &Layer
             }
         }
     }
+    decodes
 }
 
-/// Hands one block's compressed bytes to its waiting load (and to `--cache-dir`).
-fn deliver(cache: &BlockCache, layer: &Layer, b: &BlockMeta, to: Option<tokio::sync::oneshot::Sender<Bytes>>, bytes: Bytes) {
+/// Hands one block's compressed bytes to its waiters (and to `--cache-dir`) and
+/// decodes it into the cache; it leaves [`IN_FLIGHT`] once decoded.
+fn deliver(cache: &Arc<BlockCache>, layer: &Arc<Layer>, b: &BlockMeta, to: Option<tokio::sync::oneshot::Sender<Bytes>>, bytes: Bytes) -> tokio::task::JoinHandle<()> {
     if let (Some(disk), Some(tag)) = (&cache.disk, &layer.e_tag) {
         let (d, key, payload) = (disk.clone(), disk.key(layer.path.as_ref(), tag, b.file_offset, b.compressed_size), bytes.clone());
         tokio::task::spawn_blocking(move || d.put(&key, &payload));
     }
     if let Some(tx) = to {
-        // A load that no longer waits (the block came another way) is fine.
-        let _ = tx.send(bytes);
+        let _ = tx.send(bytes.clone());
     }
+    let (cache, layer, b) = (cache.clone(), layer.clone(), b.clone());
+    tokio::spawn(async move {
+        let key = (layer.id, b.id.0);
+        if let Err(e) = cache.block(key, &b.codec, b.uncompressed_size, layer.path.as_ref(), async { Ok(bytes) }).await {
+            tracing::debug!(file = %layer.path, block = b.id.0, error = %e, "a streamed block did not decode; the read itself reports it");
+        }
+        IN_FLIGHT.lock().remove(&key);
+    })
 }
 
 #[cfg(test)]
