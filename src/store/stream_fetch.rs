@@ -32,7 +32,7 @@ use super::layer::Layer;
 use crate::format::BlockMeta;
 
 /// About how many bytes one streaming GET covers (whole blocks; a bigger block alone).
-pub const PIECE: u64 = 16 << 20;
+pub const PIECE: u64 = 32 << 20;
 /// Runs shorter than this go as ranged parts instead (one block of a few MiB is
 /// fetched faster in parallel parts than over one connection).
 pub const STREAM_MIN: u64 = 8 << 20;
