@@ -70,11 +70,11 @@ def gen(quick, out):
 
 # ---------------------------------------------------------------- processes
 
-# Opt-in (BENCH_REMOTE_SERVERS=moto,s3s-fs), installed by hand with
+# Opt-in (BENCH_REMOTE_SERVERS=moto,s3s-fs), installed by bench/run.sh with
 #   cargo install s3s-fs --version 0.14.1 --features binary --locked --root bench/data/tools
 # s3s-fs 0.14.1 answers 500 InternalError to a suffix range longer than the object
-# (`bytes=-65536` of a 108-byte data.af; S3 answers the whole object), and atlasfs
-# asks for every array file's footer that way, so atlasfs reads fail with EIO there.
+# (`bytes=-65536` of a 108-byte data.af; S3 answers the whole object); atlasfs asks
+# for listed files' tails as bounded ranges, and for a short data.af falls back to one.
 S3S_FS = C.DATA / "tools" / "bin" / "s3s-fs"
 
 
@@ -236,10 +236,12 @@ def servers():
 
 
 def merge(old, new):
-    """The remote results of this run, plus the last run's records of servers not measured now."""
+    """The remote results of this run, plus the last run's records of the (server, case)
+    pairs not measured now (BENCH_REMOTE_SERVERS / BENCH_REMOTE_CASES: a partial run)."""
     if old:
         kinds = {r["codec"] for r in new["records"]}
-        new["records"] = [r for r in old["records"] if r["codec"] not in kinds] + new["records"]
+        done = {(r["codec"], r["case"]) for r in new["records"]}
+        new["records"] = [r for r in old["records"] if (r["codec"], r["case"]) not in done] + new["records"]
         new["notes"] = [n for n in old["notes"] if n not in new["notes"] and not any(k in n for k in kinds)] + new["notes"]
     return new
 

@@ -28,6 +28,10 @@ fi
 if ! command -v rclone >/dev/null || ! command -v s3fs >/dev/null || ! command -v zstd >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone s3fs zstd >/dev/null
 fi
+# a second S3 server for the remote workload (BENCH_REMOTE_SERVERS=moto,s3s-fs), built once, loopback only
+if [ ! -x bench/data/tools/bin/s3s-fs ]; then
+  cargo install s3s-fs --version 0.14.1 --features binary --locked --root bench/data/tools 2>&1 | tail -n 2
+fi
 if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
   cargo build --release --locked 2>&1 | tail -n 3   # waits if another build holds the lock
   # the latency workload's FUSE-over-io_uring probe (a dev-only example, no product code)

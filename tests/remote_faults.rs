@@ -562,6 +562,9 @@ fn transient_faults_are_hidden_by_retries() {
 
 /// A big block is fetched as concurrent ranged parts; a part that fails (a 503, then
 /// a truncated body) is retried on its own, and the read returns the exact bytes.
+/// Read sequentially, the file's blocks come first from the read-ahead's streaming GET
+/// (`bytes=0-…`): its 503 is retried, its truncated body cuts the stream short, and
+/// the blocks it had not delivered are fetched again as ranged parts.
 #[test]
 fn a_failed_part_of_a_big_block_is_retried() {
     let w = World::start();

@@ -342,9 +342,9 @@ fn a_cache_dir_serves_the_next_mount_from_disk() {
     drop(m);
     let (cold_gets, cold_bytes) = (wire.gets.load(Ordering::Relaxed), wire.bytes.load(Ordering::Relaxed));
     let cold = wire.counts();
-    // Block GETs are ranged (`Bounded`; a big block in several parts); the footers' are
-    // suffix GETs (no footer here passes 64 KiB).
-    let ranged = |w: &Wire| w.spans.lock().iter().filter(|s| s.2.contains("Bounded")).count() as u64;
+    // Block GETs are ranged (`Bounded`; a big block in several parts, or a run of
+    // blocks streamed); the footers' are the last 64 KiB (no footer here passes that).
+    let ranged = |w: &Wire| w.spans.lock().iter().filter(|s| bounded_len(&s.2).is_some_and(|n| n > 64 << 10)).count() as u64;
     let cold_block_gets = ranged(&wire);
 
     // A fresh process's view: new store handle, new memory cache, same directory.
@@ -470,6 +470,13 @@ fn a_small_array_cold_is_at_most_two_round_trips() {
     cold_load("compacted, footer of 1,000 datasets", 2);
 }
 
+/// The length of the `Bounded(a..b)` range a span's description names.
+fn bounded_len(what: &str) -> Option<u64> {
+    let r = what.split("Bounded(").nth(1)?.split(')').next()?;
+    let (a, b) = r.split_once("..")?;
+    Some(b.parse::<u64>().ok()? - a.parse::<u64>().ok()?)
+}
+
 fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..n.div_ceil(8))
@@ -526,12 +533,32 @@ fn concurrent_parts_read_exact_values_for_every_dtype_and_chunking() {
     });
 
     wire.jitter.store(true, Ordering::Relaxed);
+    // Sequential readers: the read-ahead streams runs of blocks, which readers wait for.
     let atlas = rt.block_on(Atlas::open(store.clone(), prefix.clone())).unwrap();
     let m = InProcessMount::start(atlas, &rt);
     wire.reset();
     for (name, want) in &expected {
         let got = std::fs::read(m.path(&format!("d/{name}.npy"))).unwrap();
         assert!(got == *want, "d/{name}.npy differs from what was written ({} bytes, {} expected)", got.len(), want.len());
+    }
+    let streamed = wire.spans.lock().iter().filter(|s| s.2.starts_with("GET store/f64/") && bounded_len(&s.2).is_some_and(|n| n > 8 << 20)).count();
+    assert!(streamed >= 1, "the f64 array's blocks should be streamed in one long GET: {}", wire.counts());
+    println!("{} arrays read exactly through streamed read-ahead: {}", expected.len(), wire.counts());
+    drop(m);
+    // Random readers (backwards, 1 MiB at a time: no read-ahead): big blocks in parts.
+    let atlas = rt.block_on(Atlas::open(store.clone(), prefix.clone())).unwrap();
+    let m = InProcessMount::start(atlas, &rt);
+    wire.reset();
+    for (name, want) in &expected {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(m.path(&format!("d/{name}.npy"))).unwrap();
+        let mut got = vec![0u8; want.len()];
+        let step = 1 << 20;
+        for at in (0..want.len()).step_by(step).rev() {
+            let end = (at + step).min(want.len());
+            f.read_exact_at(&mut got[at..end], at as u64).unwrap();
+        }
+        assert!(got == *want, "d/{name}.npy read backwards differs from what was written");
     }
     // The big blocks went as parts, and parts sent together completed out of order.
     let spans = wire.spans.lock().clone();

@@ -217,15 +217,28 @@ struct RetryLostPuts {
 impl RetryLostPuts {
     /// Whether `e` failed below HTTP (connect, reset, timeout), not with a status.
     fn is_transport(e: &object_store::Error) -> bool {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        while let Some(c) = cause {
-            if c.downcast_ref::<object_store::client::HttpError>().is_some() {
-                return true;
-            }
-            cause = c.source();
-        }
-        false
+        is_transport(e)
     }
+}
+
+/// Whether `e` failed below HTTP (connect, reset, timeout: no answer), not with a
+/// status the server answered.
+#[cfg(feature = "cloud")]
+pub(crate) fn is_transport(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<object_store::client::HttpError>().is_some() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Without remote backends no error is a transport failure.
+#[cfg(not(feature = "cloud"))]
+pub(crate) fn is_transport(_: &(dyn std::error::Error + 'static)) -> bool {
+    false
 }
 
 #[cfg(feature = "cloud")]

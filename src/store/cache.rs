@@ -180,6 +180,12 @@ impl BlockCache {
     /// disk cache, else fetched from the store (and then kept on disk).
     pub async fn layer_block(&self, store: &dyn ObjectStore, layer: &Arc<Layer>, b: &BlockMeta) -> Result<Bytes> {
         let fetch = async {
+            // A block a read-ahead stream is bringing comes from there (see `stream_fetch`).
+            if let Some(w) = super::stream_fetch::waiting(layer.id, b.id.0)
+                && let Some(bytes) = w.await
+            {
+                return Ok(bytes);
+            }
             let (Some(disk), Some(e_tag)) = (&self.disk, &layer.e_tag) else { return layer.fetch_block(store, b).await };
             let key = disk.key(layer.path.as_ref(), e_tag, b.file_offset, b.compressed_size);
             let d = disk.clone();
@@ -241,7 +247,10 @@ impl BlockCache {
     /// bandwidth-bound and better fetched in parallel). Used before a read that
     /// needs several blocks, so it pays one round trip per run, not per block.
     pub async fn load_blocks(&self, store: &dyn ObjectStore, layer: &Arc<Layer>, blocks: &[BlockMeta]) -> Result<()> {
-        let mut todo: Vec<&BlockMeta> = blocks.iter().filter(|b| !self.too_big(b.uncompressed_size) && !self.decoded.contains_key(&(layer.id, b.id.0))).collect();
+        let mut todo: Vec<&BlockMeta> = blocks
+            .iter()
+            .filter(|b| !self.too_big(b.uncompressed_size) && !self.decoded.contains_key(&(layer.id, b.id.0)) && !super::stream_fetch::in_flight(layer.id, b.id.0))
+            .collect();
         if let (Some(disk), Some(tag)) = (&self.disk, &layer.e_tag) {
             todo.retain(|b| !disk.contains(&disk.key(layer.path.as_ref(), tag, b.file_offset, b.compressed_size)));
         }
@@ -279,6 +288,19 @@ impl BlockCache {
         });
         futures::future::try_join_all(fetches).await?;
         Ok(())
+    }
+
+    /// Whether block `b` of `layer` is decoded in memory now.
+    pub(crate) fn holds(&self, layer: &Layer, b: &BlockMeta) -> bool {
+        self.decoded.contains_key(&(layer.id, b.id.0))
+    }
+
+    /// Whether block `b` of `layer` is in the `--cache-dir` (no GET needed).
+    pub(crate) fn on_disk(&self, layer: &Layer, b: &BlockMeta) -> bool {
+        match (&self.disk, &layer.e_tag) {
+            (Some(disk), Some(tag)) => disk.contains(&disk.key(layer.path.as_ref(), tag, b.file_offset, b.compressed_size)),
+            _ => false,
+        }
     }
 
     /// Drops every block of a layer version that no longer exists.

@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 
 use super::{Error, ErrorDetail, Result};
 use crate::format::footer::{LAYER_MAGIC, TRAILER_LEN, decode_footer, trailer_archive_len};
 use crate::format::{BlockMeta, ChunkAddress, EntryMeta, Footer, FormatError};
 
 /// How much of a file's tail the first footer read fetches; most footers fit.
-const TAIL_GUESS: u64 = 64 * 1024;
+pub(crate) const TAIL_GUESS: u64 = 64 * 1024;
 /// Data up to this size (or the footer's size) is fetched with a footer that did
 /// not fit in the tail.
 const FETCH_DATA_WITH_FOOTER: u64 = 1024 * 1024;
@@ -101,10 +101,36 @@ impl Layer {
         Ok(Layer { id, path, overlay, size, e_tag, footer, blocks, entries, chunks, tail: (size, Bytes::new()) })
     }
 
-    /// Reads and indexes the footer of an existing layer file.
-    pub async fn load(store: &dyn ObjectStore, path: Path, overlay: u32) -> Result<Layer> {
-        let tail = Self::fetch_tail(store, &path).await?;
+    /// Reads and indexes the footer of an existing layer file; `size` is the file's
+    /// size when a LIST gave it (the tail is then asked for as a bounded range).
+    pub async fn load(store: &dyn ObjectStore, path: Path, overlay: u32, size: Option<u64>) -> Result<Layer> {
+        let tail = match size {
+            Some(size) => Self::fetch_tail_sized(store, &path, size).await?,
+            None => Self::fetch_tail(store, &path).await?,
+        };
         Self::from_tail(store, path, overlay, tail).await
+    }
+
+    /// The last `TAIL_GUESS` bytes of a file of `size` bytes (as listed), asked for as
+    /// a bounded range, never as a suffix longer than the file: S3 and moto answer
+    /// such a suffix with the whole object, s3s-fs 0.14.1 with `500 InternalError`.
+    /// A file that changed size since it was listed is asked for again at its new size.
+    pub async fn fetch_tail_sized(store: &dyn ObjectStore, path: &Path, mut size: u64) -> Result<Tail> {
+        for _ in 0..3 {
+            let range = size.saturating_sub(TAIL_GUESS)..size;
+            if range.is_empty() {
+                // An empty object: no trailer; `from_tail` reports it as incomplete.
+                let meta = store.head(path).await?;
+                return Ok(Tail { size: meta.size, e_tag: meta.e_tag, bytes: Bytes::new() });
+            }
+            let got = store.get_opts(path, GetOptions { range: Some(GetRange::Bounded(range)), ..Default::default() }).await?;
+            if got.meta.size == size {
+                let e_tag = got.meta.e_tag.clone();
+                return Ok(Tail { size, e_tag, bytes: got.bytes().await? });
+            }
+            size = got.meta.size;
+        }
+        Self::fetch_tail(store, path).await
     }
 
     /// The last `TAIL_GUESS` bytes of a file (all of a small one), in one GET: what

@@ -28,6 +28,7 @@ pub mod meta;
 pub mod progress;
 mod ranged;
 pub mod remote_error;
+pub mod stream_fetch;
 
 pub use atlas::{ArrayFileInfo, Atlas, StoreConfig, StoreInfo, StoreOptions};
 pub use attr::Attr;
