@@ -32,6 +32,7 @@ mod namespace;
 mod open;
 mod passthrough;
 mod read;
+mod read_into;
 mod versions;
 mod write;
 mod writeback;
