@@ -20,7 +20,8 @@
 //!
 //! One room per concern, each an `impl AtlasFs` block: `namespace` (lookups,
 //! listings, mkdir/rmdir/unlink/rename/setattr), `open` (which handle a descriptor
-//! gets), `read` (byte ranges → chunks, read-ahead), `write` (staging, commits,
+//! gets), `read` (byte ranges → chunks, read-ahead), `read_into` (a READ's boxes
+//! straight into the reply), `write` (staging, commits,
 //! flush), `versions` (what open readers keep when an array changes under them),
 //! `xattr`, `control` (`.atlasfs/` files), `writeback` (the flush timer). This file holds the shared state: the
 //! inode table, handles and the small lookups every room uses.
