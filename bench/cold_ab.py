@@ -7,7 +7,7 @@ CPU time per thread (from /proc/PID/task/*/schedstat, summed by thread name).
 once before every run, for every reader alike).
 
 usage: .venv/bin/python bench/cold_ab.py [--rounds 3] [--codecs zstd,lz4,none]
-           [--case large|sensors|profile|gridded] [--pattern full|slice] BIN [BIN2 ...]
+           [--case large|sensors|profile|gridded] [--pattern full|slice] BIN[@--mount-opt=v...] [BIN2 ...]
 """
 import argparse
 import collections
@@ -40,7 +40,10 @@ def thread_cpu(pid):
 
 
 def run_fs(binary, store, fn, extra):
-    """(seconds, result, daemon thread CPU) of fn() on a fresh mount of `store`."""
+    """(seconds, result, daemon thread CPU) of fn() on a fresh mount of `store`.
+    `binary` may carry its own mount options: PATH@--opt=value@--opt2=value."""
+    binary, *own = binary.split("@")
+    extra = [*extra, *own]
     B.BIN = Path(binary)
     with B.Mount(store, *extra) as m:
         before = thread_cpu(m.pid)
