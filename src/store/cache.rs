@@ -113,7 +113,8 @@ impl BufferPool {
         let fits = |b: &Vec<u8>| b.capacity() >= n && b.capacity() - n <= b.capacity() / 4;
         match free.iter().enumerate().filter(|(_, b)| fits(b)).min_by_key(|(_, b)| b.capacity()).map(|(i, _)| i) {
             Some(i) => free.swap_remove(i),
-            None => Vec::new(),
+            // Fresh memory: faulted in 2 MiB at a time where it can be (`huge_pages`).
+            None => super::huge_pages::vec_with_capacity(n),
         }
     }
 
