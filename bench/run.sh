@@ -13,8 +13,8 @@
 #   BENCH_REMOTE_DELAYS=50 BENCH_REMOTE_CASES=large,small bench/run.sh --only remote
 #                                     part of the remote workload (atlasfs on s3:// vs rclone, s3fs; ~45 min in full on moto)
 #
-# Needs root for `echo 3 > /proc/sys/vm/drop_caches` (cold large-array reads); without
-# it "cold" means a fresh mount only, and the document says so.
+# Needs root for `echo 3 > /proc/sys/vm/drop_caches` (the large array's extra disk-cold
+# rows); without it those rows are left out, and the document says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in -h|--help) sed -n '2,17p' "$0"; exit 0 ;; esac

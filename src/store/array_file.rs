@@ -768,10 +768,11 @@ impl ArrayFile {
 
     /// Reads boxes of fixed-width entries, `(dataset, start, extent)` each, into
     /// consecutive pieces of `dst` (C order, exactly the boxes' bytes): the stacked
-    /// view's read. Every block behind them is loaded once, up to `concurrency` at a
-    /// time; then the pieces are copied out with no future per box (for a thousand
-    /// small copies those cost more than the copying: a warm 96 KB read of 1000
-    /// datasets spent 4.4 ms, a quarter of it moving futures around).
+    /// view's read, and a `.npy` read's. Every block behind them is loaded once, up to
+    /// `concurrency` at a time; then the pieces are copied out with no future per box
+    /// (for a thousand small copies those cost more than the copying: a warm 96 KB
+    /// read of 1000 datasets spent 4.4 ms, a quarter of it moving futures around).
+    /// Chunks in blocks too big for the cache are read part by part (`big_block`).
     pub async fn read_regions_into(&self, parts: &[(&str, &[usize], &[usize])], mut dst: &mut [u8], concurrency: usize) -> Result<()> {
         let mut plan = Vec::with_capacity(parts.len());
         for &(name, start, extent) in parts {
@@ -780,7 +781,8 @@ impl ArrayFile {
             let (locs, any_fill) = self.box_locs(&r, name, start, extent)?;
             plan.push((name, start, extent, r, elsize, locs, any_fill));
         }
-        let by_layer = blocks_by_layer(plan.iter().flat_map(|p| p.5.iter().map(|(_, loc)| loc)));
+        // Blocks too big for the cache are read part by part below, never loaded whole.
+        let by_layer = blocks_by_layer(plan.iter().flat_map(|p| p.5.iter().map(|(_, loc)| loc)).filter(|loc| !self.too_big(loc)));
         let runs = by_layer.values().filter(|(_, bs)| bs.len() > 1).map(|(l, bs)| self.cache.load_blocks(&*self.store, l, bs));
         futures::future::try_join_all(runs).await?;
         let mut loads = vec![];
@@ -799,6 +801,10 @@ impl ArrayFile {
             }
             let grid = r.spec.grid();
             for (coord, loc) in &locs {
+                if self.too_big(loc) {
+                    self.read_big_part(loc, name, &grid, coord, start, extent, piece, elsize).await?;
+                    continue;
+                }
                 let raw = match loc {
                     ChunkLoc::Layer(l, a) => loaded[&(l.id, a.block_id.0)].slice(a.offset as usize..(a.offset + a.size) as usize),
                     _ => self.chunk_bytes(loc).await?.expect("fill locations were filtered out"),

@@ -21,6 +21,7 @@ mod element;
 pub mod error_detail;
 #[cfg(test)]
 mod flush_race;
+mod huge_pages;
 pub mod layer;
 pub mod lease;
 mod merged;

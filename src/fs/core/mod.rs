@@ -20,7 +20,8 @@
 //!
 //! One room per concern, each an `impl AtlasFs` block: `namespace` (lookups,
 //! listings, mkdir/rmdir/unlink/rename/setattr), `open` (which handle a descriptor
-//! gets), `read` (byte ranges → chunks, read-ahead), `write` (staging, commits,
+//! gets), `read` (byte ranges → chunks, read-ahead), `read_into` (a READ's boxes
+//! straight into the reply), `write` (staging, commits,
 //! flush), `versions` (what open readers keep when an array changes under them),
 //! `xattr`, `control` (`.atlasfs/` files), `writeback` (the flush timer), `encoder`
 //! (chunks of a file being written, compressed while it arrives). This file holds the shared state: the
@@ -34,6 +35,7 @@ mod namespace;
 mod open;
 mod passthrough;
 mod read;
+mod read_into;
 mod versions;
 mod write;
 mod writeback;

@@ -143,6 +143,9 @@ impl AtlasFs {
             let end = (start + len as usize).min(all.len());
             return Ok(all[start..end].to_vec());
         }
+        if !before_refresh {
+            return self.read_fixed_into(ds, arr, schema, offset, len).await;
+        }
         let (header, el, size) = self.npy_layout(schema)?;
         let end = (offset + len).min(size);
         if offset >= end {
