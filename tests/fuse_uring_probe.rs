@@ -45,16 +45,22 @@ fn check_files(mnt: &std::path::Path, mode: Mode) {
     assert!(std::fs::metadata(mnt.join("nope.npy")).is_err(), "{mode:?}: a missing name");
 }
 
-#[test]
-fn probe_serves_the_same_bytes_classic_and_over_io_uring() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+/// FUSE present, a fresh mountpoint (`DIR/mnt`), and `enable_uring`'s path and value.
+fn setup() -> (tempfile::TempDir, &'static str, String) {
     common::mount::require_fuse();
     let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
+    std::fs::create_dir(dir.path().join("mnt")).unwrap();
     let enable = "/sys/module/fuse/parameters/enable_uring";
     let before = std::fs::read_to_string(enable)
         .unwrap_or_else(|e| panic!("{enable}: {e}: this kernel lacks FUSE over io_uring (CONFIG_FUSE_IO_URING, Linux 6.14+), which the CI machine has"));
+    (dir, enable, before)
+}
+
+#[test]
+fn probe_serves_the_same_bytes_classic_and_over_io_uring() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (dir, enable, before) = setup();
+    let mnt = dir.path().join("mnt");
     for mode in [Mode::Classic, Mode::ClassicPoll, Mode::Uring, Mode::UringPoll] {
         let p = Probe::start(&mnt, Options { mode, files: FILES, ..Options::default() }).unwrap_or_else(|e| panic!("{mode:?}: the probe did not start: {e}"));
         check_files(&mnt, mode);
@@ -75,13 +81,8 @@ fn probe_serves_the_same_bytes_classic_and_over_io_uring() {
 #[test]
 fn io_uring_mode_falls_back_to_dev_fuse_when_enable_uring_is_n() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    common::mount::require_fuse();
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, enable, before) = setup();
     let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let enable = "/sys/module/fuse/parameters/enable_uring";
-    let before = std::fs::read_to_string(enable)
-        .unwrap_or_else(|e| panic!("{enable}: {e}: this kernel lacks FUSE over io_uring (CONFIG_FUSE_IO_URING, Linux 6.14+), which the CI machine has"));
     std::fs::write(enable, "N").unwrap_or_else(|e| panic!("echo N > {enable}: {e} (the tests run as root)"));
     let started = Probe::start(&mnt, Options { mode: Mode::Uring, files: FILES, fallback: true, set_enable_uring: false, ..Options::default() });
     let result = std::panic::catch_unwind(|| {

@@ -193,16 +193,7 @@ impl Encoder {
     fn note(&self, lo: u64, hi: u64) {
         let mut st = self.st.lock();
         if hi > lo {
-            st.ranges.push((lo, hi));
-            st.ranges.sort_unstable();
-            let mut merged: Vec<(u64, u64)> = Vec::with_capacity(st.ranges.len());
-            for &(a, b) in &st.ranges {
-                match merged.last_mut() {
-                    Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                    _ => merged.push((a, b)),
-                }
-            }
-            st.ranges = merged;
+            add_range(&mut st.ranges, lo, hi);
         }
         if st.phase == Phase::Off || hi <= lo {
             return;

@@ -404,6 +404,21 @@ fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.len() > 1 && name != ".."
 }
 
+/// Adds `lo..hi` to sorted, merged byte ranges, keeping them sorted and merged
+/// (the written ranges of an overlay or a staged file, the filled ranges of a spool file).
+fn add_range(ranges: &mut Vec<(u64, u64)>, lo: u64, hi: u64) {
+    ranges.push((lo, hi));
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for &(a, b) in ranges.iter() {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    *ranges = merged;
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -72,16 +72,7 @@ pub(super) struct Filling {
 
 impl Filling {
     fn add(&mut self, lo: u64, hi: u64) {
-        self.covered.push((lo, hi));
-        self.covered.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.covered.len());
-        for &(a, b) in &self.covered {
-            match merged.last_mut() {
-                Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                _ => merged.push((a, b)),
-            }
-        }
-        self.covered = merged;
+        add_range(&mut self.covered, lo, hi);
     }
 
     fn complete(&self) -> bool {

@@ -33,16 +33,7 @@ pub(super) struct Overlay {
 
 impl Overlay {
     pub(super) fn add(&mut self, lo: u64, hi: u64) {
-        self.ranges.push((lo, hi));
-        self.ranges.sort();
-        let mut merged: Vec<(u64, u64)> = vec![];
-        for (a, b) in self.ranges.drain(..) {
-            match merged.last_mut() {
-                Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                _ => merged.push((a, b)),
-            }
-        }
-        self.ranges = merged;
+        add_range(&mut self.ranges, lo, hi);
     }
 }
 
