@@ -11,9 +11,9 @@
 //! piece is still streaming, and the pieces stream concurrently ([`STREAMS`] at once
 //! per process), so the link stays full across the round trip.
 //!
-//! Each block's load is registered in the cache (which merges concurrent loads of one
-//! key) before its piece is requested, so a read that reaches a block still in flight
-//! waits for it instead of fetching it again. If a piece's GET fails or is cut short,
+//! Each block is registered in [`IN_FLIGHT`] before its piece is requested, and the
+//! cache's block load looks there first, so a read that reaches a block still in
+//! flight waits for it instead of fetching it again. If a piece's GET fails or is cut short,
 //! the blocks it had not delivered fall back to the ordinary fetch of one block
 //! (ranged parts, each retried within `--retries`); nothing fails because of a stream.
 //!

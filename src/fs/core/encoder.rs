@@ -414,16 +414,7 @@ impl AtlasFs {
         }
         let et = h.element_type().ok()?;
         let shape = h.shape.clone();
-        let old = self.schema(ds, arr);
-        let elsize = et.dtype.element_size().unwrap_or(16);
-        let chunk = match &old {
-            Some(s) if s.shape == shape && s.dtype == et.dtype => s.chunk_shape.clone(),
-            _ => auto_chunk_shape(&shape, elsize, self.cfg.chunk_target_bytes),
-        };
-        let fill = match &old {
-            Some(s) if s.dtype == et.dtype => self.atlas.open_dataset(ds).await.ok()?.array_fill_value(arr).await.ok()?,
-            _ => None,
-        };
+        let (chunk, fill) = self.staged_chunking(ds, arr, &et.dtype, &shape).await.ok()?;
         let grid = Grid::new(shape.clone(), chunk.clone());
         let per_axis = grid.chunks_per_axis();
         let nchunks = per_axis.iter().product();

@@ -250,6 +250,23 @@ impl AtlasFs {
         }
     }
 
+    /// The chunk shape and fill value a staged `.npy` of `dtype` and `shape` is
+    /// committed with: the old array's chunk shape if dtype and shape are unchanged
+    /// (else ~`chunk_target_bytes` chunks), its fill value if the dtype is. The
+    /// pipelined encoder (`encoder`) encodes by the same rule ahead of the commit.
+    pub(super) async fn staged_chunking(&self, ds: &str, arr: &str, dtype: &crate::format::DType, shape: &[usize]) -> FsResult<(Vec<usize>, Option<crate::format::FillValue>)> {
+        let old = self.schema(ds, arr);
+        let chunk = match &old {
+            Some(s) if s.shape == shape && &s.dtype == dtype => s.chunk_shape.clone(),
+            _ => auto_chunk_shape(shape, dtype.element_size().unwrap_or(16), self.cfg.chunk_target_bytes),
+        };
+        let fill = match &old {
+            Some(s) if &s.dtype == dtype => self.atlas.open_dataset(ds).await?.array_fill_value(arr).await?,
+            _ => None,
+        };
+        Ok((chunk, fill))
+    }
+
     /// Parses a staged `.npy` and replaces the array with it.
     pub(super) async fn commit_staged(&self, ds: &str, arr: &str, staged: &Arc<Mutex<Staged>>) -> FsResult<()> {
         let (file, len, encoder) = {
@@ -275,15 +292,7 @@ impl AtlasFs {
             Some(s) if s.shape.len() == shape.len() => s.dimension_names.clone(),
             _ => (0..shape.len()).map(|i| format!("dim_{i}")).collect(),
         };
-        let elsize = et.dtype.element_size().unwrap_or(16);
-        let chunk = match &old {
-            Some(s) if s.shape == shape && s.dtype == et.dtype => s.chunk_shape.clone(),
-            _ => auto_chunk_shape(&shape, elsize, self.cfg.chunk_target_bytes),
-        };
-        let fill = match &old {
-            Some(s) if s.dtype == et.dtype => self.atlas.open_dataset(ds).await?.array_fill_value(arr).await?,
-            _ => None,
-        };
+        let (chunk, fill) = self.staged_chunking(ds, arr, &et.dtype, &shape).await?;
         let def = ArrayDef { dtype: et.dtype.clone(), dimension_names: dims, shape: shape.clone(), chunk_shape: Some(chunk), fill };
         let view = self.atlas.open_dataset(ds).await?;
         let hl = header.header_len as u64;
