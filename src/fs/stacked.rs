@@ -108,7 +108,7 @@ impl Stack {
             match self.read_parts(&*file.read().await, &parts, &mut out[at..], concurrency).await {
                 // Another writer replaced a layer (a compaction, which may still be
                 // deleting sidecars): reload, then read again.
-                Err(e) if matches!(e.detail(), Some(crate::store::ErrorDetail::Stale(_))) && tries < 8 => tries += 1,
+                Err(e) if matches!(e.detail(), Some(crate::store::ErrorDetail::Stale(_))) && tries < crate::store::dataset::STALE_RETRIES => tries += 1,
                 r => break r?,
             }
             file.write().await.refresh().await?;

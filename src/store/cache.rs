@@ -325,9 +325,16 @@ impl BlockCache {
     }
 }
 
+/// The error of a load that several readers waited on (moka shares it as an `Arc`).
+/// Each waiter gets its own copy that keeps what callers decide by: a stale file
+/// must stay `Stale`, or the reader that joined a read-ahead's failed load answers
+/// `EIO` instead of refreshing and reading again (seen while another daemon
+/// compacted the same array file).
 fn unwrap_arc(e: Arc<Error>) -> Error {
     Arc::try_unwrap(e).unwrap_or_else(|e| match (&*e, e.detail()) {
         (_, Some(ErrorDetail::Corrupt { path, source })) => ErrorDetail::Corrupt { path: path.clone(), source: crate::format::FormatError::Codec(source.to_string()) }.into(),
+        (_, Some(ErrorDetail::Stale(path))) => ErrorDetail::Stale(path.clone()).into(),
+        (Error::ObjectStore(object_store::Error::NotFound { path, .. }), _) => ErrorDetail::Stale(path.clone()).into(),
         (Error::ObjectStore(o), _) => Error::Io(std::io::Error::other(o.to_string())),
         (other, _) => Error::Io(std::io::Error::other(other.message())),
     })
@@ -338,6 +345,18 @@ mod tests {
     use super::*;
     use crate::format::codec::Codec;
     use std::collections::HashSet;
+
+    #[test]
+    fn a_shared_load_error_stays_stale_for_every_waiter() {
+        let e = Arc::new(Error::from(ErrorDetail::Stale("x/data.af".into())));
+        let other_waiter = e.clone();
+        let mine = unwrap_arc(e);
+        assert!(matches!(mine.detail(), Some(ErrorDetail::Stale(p)) if p == "x/data.af"), "{mine:?}");
+        assert!(super::super::array_file::vanished(&unwrap_arc(other_waiter)));
+        let gone = Arc::new(Error::ObjectStore(object_store::Error::NotFound { path: "x/data.1.af".into(), source: "gone".into() }));
+        let _keep = gone.clone();
+        assert!(matches!(unwrap_arc(gone).detail(), Some(ErrorDetail::Stale(_))));
+    }
 
     #[test]
     fn the_pool_reuses_buffers_that_fit_and_is_bounded() {

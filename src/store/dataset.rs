@@ -19,7 +19,7 @@ use crate::format::{DType, EntryStats as ArrayStats, FillValue};
 /// Reads that find a layer replaced or gone (another process compacting the array
 /// file, deleting its folded sidecars one by one) reload the layers and read again,
 /// up to this many times.
-const STALE_RETRIES: usize = 8;
+pub(crate) const STALE_RETRIES: usize = 8;
 
 /// What a replaced array is filled with.
 enum NewContent<I> {

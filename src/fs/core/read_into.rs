@@ -48,7 +48,7 @@ impl AtlasFs {
             match file.read().await.read_regions_into(&parts, &mut out[at..], self.atlas.read_concurrency()).await {
                 // Another writer compacted the file (and may still be deleting
                 // sidecars): reload, then read again.
-                Err(e) if matches!(e.detail(), Some(crate::store::ErrorDetail::Stale(_))) && tries < 8 => tries += 1,
+                Err(e) if matches!(e.detail(), Some(crate::store::ErrorDetail::Stale(_))) && tries < crate::store::dataset::STALE_RETRIES => tries += 1,
                 r => break r?,
             }
             file.write().await.refresh().await?;
