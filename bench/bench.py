@@ -986,7 +986,7 @@ def targets(results):
     budget = results.get("_meta", {}).get("cache_budget")
     for w in C.WORKLOADS:
         # the remote workload also records its peers' RSS (rclone, s3fs): only atlasfs's counts here
-        peak = max((r["rss"] for r in results.get(w, {}).get("records", []) if r.get("rss") and r["reader"].startswith("atlasfs")), default=None)
+        peak = max((r["rss"] for r in results.get(w, {}).get("records", []) if r.get("rss") and "atlasfs" in r["reader"]), default=None)
         # A big store's decoded metadata is the daemon's to hold (issue 13): the RSS
         # right after mount, which is mostly that, is added to the allowance.
         meta = max((r.get("rss_mounted", 0) for r in results.get(w, {}).get("records", [])), default=0)
@@ -1080,6 +1080,11 @@ def render_fuse(p, w):
     p("")
 
 
+# The section of docs/benchmarks.md each workload's results are rendered in.
+SECTION = dict(sensors="§1", profile="§1", gridded="§1", large="§2", listing="§3", writes="§4", zarrview="§5",
+               remote="§6", bigstore="§7", latency="§8", bigwrite="§9")
+
+
 def render(results, out_path):
     meta = results["_meta"]
     L = []
@@ -1108,6 +1113,17 @@ def render(results, out_path):
         p(f"- **This run:** `{meta['command']}` took {meta['wall_s'] / 60:.1f} min, measurements {meta['bench_s'] / 60:.1f} min{gen}; "
           f"workloads measured: {', '.join(meta['workloads'])}")
     p("")
+    p("**Which run each section comes from.** `--only` re-measures one workload and keeps the others' last results, "
+      "so the sections below can be from different runs and binaries:\n")
+    p("| section | workload | measured | binary | load average at start | runs |")
+    p("|---|---|---|---|---|---:|")
+    for w, v in results.items():
+        if w != "_meta":
+            p(f"| {SECTION.get(w, '')} | {w} | {v.get('date', '?')} | {v.get('commit', '?')} | {v.get('loadavg', '?')} | {v.get('runs', '?')} |")
+    p("")
+    header_notes = Path(__file__).with_name("header-notes.md")
+    if header_notes.exists():
+        p(header_notes.read_text().rstrip() + "\n")
     p("**Cold / warm.** *cold* = a fresh mount (`atlasfs unmount` + `atlasfs mount`) before the read, so the daemon's "
       "cache and the kernel's page cache of the mounted files are empty, while the store's own files are in the OS page cache; "
       "*warm* = the same read again on that mount. atlas-python gets a fresh `Atlas.open` handle for every run (its block cache empty, "
@@ -1324,6 +1340,13 @@ def render(results, out_path):
 
     if "remote" in results:
         remote.render(p, results["remote"], fmt_s)
+    # The remote figures so far come from partial runs, written by hand next to this
+    # script (like misses.md) so a re-render keeps them.
+    remote_notes = Path(__file__).with_name("remote-notes.md")
+    if remote_notes.exists():
+        if "remote" not in results:
+            p("## 6. Remote: an `s3://` store against rclone and s3fs (issue 15)\n")
+        p(remote_notes.read_text().rstrip() + "\n")
 
     if "bigstore" in results:
         w = results["bigstore"]
@@ -1417,6 +1440,7 @@ def main():
         for w in only:
             runs = runs_of(w)
             print(f"bench: {w} ({runs} runs)", flush=True)
+            w_load = os.getloadavg()
             res = Results(w)
             if w in C.CASES:
                 codecs = args.gridded_codecs.split(",") if w == "gridded" else list(C.CODECS)
@@ -1453,7 +1477,8 @@ def main():
                 bench_writes(args.quick, runs, res)
                 storage = {}
             results[w] = dict(records=res.records, notes=res.notes, storage=storage, fuse=res.fuse, profile=res.profile,
-                              date=datetime.datetime.now().isoformat(timespec="minutes"), runs=runs)
+                              date=datetime.datetime.now().isoformat(timespec="minutes"), runs=runs,
+                              commit=versions().get("commit", "?"), loadavg=" ".join(f"{x:.2f}" for x in w_load))
             if w == "latency":
                 results[w].update(latency=res.latency, probe=res.probe, machine=res.machine, loadavg=res.loadavg)
             if w == "remote":
