@@ -82,6 +82,9 @@ pub(crate) struct Shared {
     /// Datasets a refresh found changed both here (unflushed) and by another
     /// writer: the next flush reports them as a conflict, once.
     meta_clashes: Mutex<std::collections::BTreeSet<String>>,
+    /// The JSON text of each dataset as last written, reused for those a flush
+    /// did not change (`meta_json`).
+    json_fragments: Mutex<super::meta::JsonFragments>,
     /// Datasets a flush found changed by other writers, or forked into conflicted
     /// copies: upper layers drop what they cached of them (`take_noticed`).
     noticed: Mutex<Vec<String>>,
@@ -306,6 +309,7 @@ impl Atlas {
                 base: Mutex::new(meta.clone()),
                 meta_version: Mutex::new(version),
                 meta_clashes: Mutex::new(Default::default()),
+                json_fragments: Mutex::new(Default::default()),
                 noticed: Mutex::new(vec![]),
                 meta_dirty: AtomicBool::new(false),
                 version: AtomicU64::new(0),
@@ -816,7 +820,7 @@ impl Atlas {
         for _attempt in 0..16 {
             let version = self.inner.meta_version.lock().clone();
             ours.generation = ours.generation.max(self.inner.base.lock().generation) + 1;
-            let bytes = self.inner.meta_file.encode(&ours)?;
+            let bytes = self.inner.meta_file.encode_with(&ours, &mut self.inner.json_fragments.lock())?;
             let mode = match &version {
                 Some(v) => PutMode::Update(v.clone()),
                 None => PutMode::Create,
@@ -906,7 +910,7 @@ impl Atlas {
                 }
             }
             ours.generation = ours.generation.max(self.inner.base.lock().generation) + 1;
-            let bytes = self.inner.meta_file.encode(&ours)?;
+            let bytes = self.inner.meta_file.encode_with(&ours, &mut self.inner.json_fragments.lock())?;
             let r = replace_checked(&*self.inner.store, &Path::from(self.inner.meta_file.file_name()), bytes).await?;
             self.saved(snapshot, ours, UpdateVersion { e_tag: r.e_tag, version: r.version });
             Ok::<bool, Error>(merged)

@@ -10,6 +10,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use super::attr::Attr;
+pub(crate) use super::meta_json::JsonFragments;
 use super::{Error, ErrorDetail, Result};
 use crate::format::{Codec, DType};
 
@@ -75,8 +76,14 @@ impl MetaFile {
     }
 
     pub fn encode(&self, meta: &StoreMeta) -> Result<Vec<u8>> {
+        self.encode_with(meta, &mut JsonFragments::default())
+    }
+
+    /// `encode`, reusing the JSON text of datasets unchanged since the last call
+    /// with the same `fragments` (see [`JsonFragments`]).
+    pub(crate) fn encode_with(&self, meta: &StoreMeta, fragments: &mut JsonFragments) -> Result<Vec<u8>> {
         let raw = match self.format {
-            MetaFormat::Json => serde_json::to_vec_pretty(meta).map_err(|e| ErrorDetail::MetaFile { path: self.file_name().into(), msg: e.to_string() })?,
+            MetaFormat::Json => fragments.encode(meta).map_err(|e| ErrorDetail::MetaFile { path: self.file_name().into(), msg: e.to_string() })?,
             MetaFormat::MsgPack => rmp_serde::to_vec_named(meta).map_err(|e| ErrorDetail::MetaFile { path: self.file_name().into(), msg: e.to_string() })?,
         };
         Ok(self.compression.compress_meta(&raw))

@@ -26,6 +26,7 @@ pub mod layer;
 pub mod lease;
 mod merged;
 pub mod meta;
+mod meta_json;
 pub mod progress;
 mod ranged;
 pub mod remote_error;
