@@ -154,7 +154,7 @@ async fn read_meta(store: &dyn ObjectStore, file: MetaFile) -> Result<(StoreMeta
 /// (the lock-file path: stores without conditional PUTs). On a store whose PUT can
 /// tear, a crash then leaves a stray `<name>.saving` (no metadata name: ignored), never
 /// a torn metadata file, which would make the whole store unopenable.
-async fn replace_checked(store: &dyn ObjectStore, path: &Path, bytes: Vec<u8>) -> Result<ObjectMeta> {
+async fn replace_checked(store: &dyn ObjectStore, path: &Path, bytes: bytes::Bytes) -> Result<ObjectMeta> {
     let tmp = Path::from(format!("{path}.saving"));
     let want = bytes.len() as u64;
     store.put(&tmp, PutPayload::from(bytes)).await?;

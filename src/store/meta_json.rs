@@ -4,21 +4,22 @@
 //! file), and in a store of 50,000 datasets serialising it took most of a one-array
 //! save. Datasets are `Arc`s that a change replaces (never mutates in place while
 //! shared), so a dataset whose `Arc` is the one encoded last time has the same
-//! text: [`JsonFragments`] keeps each dataset's text, keyed by name and checked by
-//! pointer, and a flush serialises only the new and changed ones and copies the
+//! text: [`JsonFragments`] keeps the last file and where each dataset's text is in it,
+//! matched by pointer, and a flush serialises only the new and changed ones and copies the
 //! rest. The output is byte for byte `serde_json::to_vec_pretty` of the whole
 //! metadata (tested below), which atlas-python writes and reads too.
 
-use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use super::meta::{DatasetMeta, StoreMeta};
 
-/// Each dataset's pretty JSON text at the depth it has in the file, from the last
-/// encode.
+/// The last encoded file and, for each dataset in it (in file order), its `Arc`
+/// and where its text lies in the file.
 #[derive(Default)]
 pub(crate) struct JsonFragments {
-    by_name: HashMap<String, (Arc<DatasetMeta>, Vec<u8>)>,
+    file: bytes::Bytes,
+    entries: Vec<(Arc<DatasetMeta>, Range<usize>)>,
 }
 
 /// serde_json's pretty printer indents by two spaces a level; datasets sit at
@@ -26,44 +27,53 @@ pub(crate) struct JsonFragments {
 const DATASET_INDENT: &[u8] = b"\n    ";
 
 impl JsonFragments {
-    pub(crate) fn encode(&mut self, meta: &StoreMeta) -> serde_json::Result<Vec<u8>> {
+    pub(crate) fn encode(&mut self, meta: &StoreMeta) -> serde_json::Result<bytes::Bytes> {
         // Everything but the datasets, with an empty map where they go.
         let shell = serde_json::to_vec_pretty(&StoreMeta { version: meta.version, codec: meta.codec, datasets: Default::default(), generation: meta.generation })?;
         const EMPTY: &[u8] = b"\"datasets\": {}";
         let at = shell.windows(EMPTY.len()).position(|w| w == EMPTY).expect("the datasets key is always written") + EMPTY.len() - 1;
-        let mut previous = std::mem::take(&mut self.by_name);
-        let mut out = Vec::with_capacity(shell.len() + previous.values().map(|(_, t)| t.len() + 64).sum::<usize>());
+        let mut out = Vec::with_capacity(self.file.len() + 4096);
         out.extend_from_slice(&shell[..at]);
+        let mut entries = Vec::with_capacity(meta.datasets.len());
+        // A change keeps the order of the others (datasets are appended, replaced
+        // in place or removed), so the same position in the last file is checked
+        // first, then the next few (after a removal); a pointer match is the same
+        // dataset: a changed one is a new `Arc`, and the name is the map's key.
+        let mut cursor = 0;
         for (i, (name, ds)) in meta.datasets.iter().enumerate() {
-            let text = match previous.remove(name) {
-                Some((was, text)) if Arc::ptr_eq(&was, ds) => text,
-                _ => indent(&serde_json::to_vec_pretty(&**ds)?),
-            };
             out.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
             serde_json::to_writer(&mut out, name)?;
             out.extend_from_slice(b": ");
-            out.extend_from_slice(&text);
-            self.by_name.insert(name.clone(), (ds.clone(), text));
+            let found = (cursor..(cursor + 8).min(self.entries.len())).find(|&j| Arc::ptr_eq(&self.entries[j].0, ds));
+            let from = out.len();
+            match found {
+                Some(j) => {
+                    out.extend_from_slice(&self.file[self.entries[j].1.clone()]);
+                    cursor = j + 1;
+                }
+                None => indent_into(&serde_json::to_vec_pretty(&**ds)?, &mut out),
+            }
+            entries.push((ds.clone(), from..out.len()));
         }
         if !meta.datasets.is_empty() {
             out.extend_from_slice(b"\n  ");
         }
         out.extend_from_slice(&shell[at..]);
-        Ok(out)
+        self.file = out.into();
+        self.entries = entries;
+        Ok(self.file.clone())
     }
 }
 
-/// `text` (pretty JSON at level 0) moved to level 2. JSON strings hold no raw
-/// newline (it is escaped), so every newline is a line break of the printer's.
-fn indent(text: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len() + text.len() / 8);
+/// Appends `text` (pretty JSON at level 0) moved to level 2. JSON strings hold no
+/// raw newline (it is escaped), so every newline is a line break of the printer's.
+fn indent_into(text: &[u8], out: &mut Vec<u8>) {
     for (i, line) in text.split(|&b| b == b'\n').enumerate() {
         if i > 0 {
             out.extend_from_slice(DATASET_INDENT);
         }
         out.extend_from_slice(line);
     }
-    out
 }
 
 #[cfg(test)]
@@ -103,6 +113,6 @@ mod tests {
         assert_eq!(frags.encode(&meta).unwrap(), serde_json::to_vec_pretty(&meta).unwrap());
         meta.datasets.swap_indices(0, 3);
         assert_eq!(frags.encode(&meta).unwrap(), serde_json::to_vec_pretty(&meta).unwrap());
-        assert_eq!(frags.by_name.len(), meta.datasets.len(), "removed datasets are forgotten");
+        assert_eq!(frags.entries.len(), meta.datasets.len(), "removed datasets are forgotten");
     }
 }
