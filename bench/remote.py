@@ -34,6 +34,7 @@ SHAPES = {"full": dict(large=(512, 256, 1024), scan=1000, write=(256, 1024, 1024
 CHUNKS = (16, 256, 1024)  # 16 MiB chunks of the 512 MiB array, as in the issue
 DELAYS = tuple(int(x) for x in os.environ.get("BENCH_REMOTE_DELAYS", "0,50").split(","))  # ms added to every request
 # BENCH_REMOTE_CASES=large,small: only those cases (a partial run for a look; the others are then missing)
+# BENCH_REMOTE_WRITE_MIB=256: the write case at that size (float32, (MiB/4, 1024, 1024)) instead of the profile's
 CASES = os.environ.get("BENCH_REMOTE_CASES", "large,small,scan,write,warm").split(",")
 MiB = 1 << 20
 
@@ -373,6 +374,8 @@ def run_on(kind, quick, runs, res, B):
 
             # -- np.save of the write array + fsync (rclone: until the object is uploaded)
             wshape = s["write"]
+            if os.environ.get("BENCH_REMOTE_WRITE_MIB"):  # another size for the write case (a partial run)
+                wshape = (int(os.environ["BENCH_REMOTE_WRITE_MIB"]) // 4, 1024, 1024)
             wdata = np.random.default_rng(seed=1).standard_normal(wshape, dtype=np.float32)
             nbytes = 128 + wdata.nbytes
 

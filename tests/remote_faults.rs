@@ -780,3 +780,131 @@ print(sorted(d.list_arrays()))
     assert!(out.status.success(), "atlas-python reading the bucket: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "['a', 'b', 'c', 'm', 'r']");
 }
+
+// ------------------------------------------------------------------ multipart while encoding
+
+/// The multipart uploads open in the bucket (ListMultipartUploads, asked of moto directly).
+fn open_uploads(w: &World) -> usize {
+    let script = r#"
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}", aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+print(len(s3.list_multipart_uploads(Bucket="faults").get("Uploads", [])))
+"#;
+    py(script, &[&w.server.port.to_string()]).trim().parse().expect("a count of uploads")
+}
+
+/// Runs an inline Python script; panics with its stderr on failure. Returns stdout.
+fn py(script: &str, args: &[&str]) -> String {
+    let out = Command::new(common::python()).arg("-c").arg(script).args(args).output().unwrap();
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits (up to `BOUND`) for the aborts the daemon sends in the background.
+fn no_open_uploads(w: &World) -> usize {
+    let t = Instant::now();
+    loop {
+        let n = open_uploads(w);
+        if n == 0 || t.elapsed() > BOUND {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A large `.npy` (over one PUT) written into an `s3://` mount goes up as multipart
+/// parts while it is encoded, and the flush completes the upload: the bytes read
+/// back exactly (numpy through a new mount, atlas-python from the bucket). A part
+/// answered 503 once is retried; parts that keep failing fail the `fsync` with EIO
+/// and a log line and leave no object and no open upload; a file removed before
+/// its flush leaves no open upload either.
+#[test]
+fn a_large_write_uploads_as_parts_while_encoding() {
+    let w = World::start();
+    w.cli(&["create", URL]);
+    let m = w.mount("mnt", &[]);
+    let mp = m.mp().to_path_buf();
+    std::fs::create_dir(mp.join("ds")).unwrap();
+    // 76 MiB of f64 that do not compress: over the 64 MiB single PUT, ~10 parts of 8 MiB.
+    let n = 10_000_000;
+    let big = npy_f64(&noise(7, n));
+    let local = w.path("big.npy");
+    std::fs::write(&local, &big).unwrap();
+    let parts = |w: &World| w.proxy.count(|s| s.method == "PUT" && s.query.contains("partNumber="));
+    let created = |w: &World| w.proxy.count(|s| s.method == "POST" && s.query.contains("uploads"));
+    let write_open = |name: &str| -> std::fs::File {
+        use std::io::Write;
+        let mut f = std::fs::File::create(mp.join(format!("ds/{name}.npy"))).unwrap();
+        for piece in big.chunks(1 << 20) {
+            f.write_all(piece).unwrap();
+        }
+        f
+    };
+
+    // Parts while encoding, one answered 503 and retried.
+    w.proxy.reset_counts();
+    w.proxy.add(Rule::new("PUT", "partNumber=2&", Fault::Status(503), Some(1)));
+    let f = write_open("a");
+    let (created_before, parts_before) = (created(&w), parts(&w));
+    f.sync_all().expect("fsync of a large array uploaded as parts");
+    drop(f);
+    let (all_parts, singles) = (parts(&w), w.proxy.count(|s| s.method == "PUT" && !s.query.contains("partNumber=") && s.path.ends_with(".af") && !s.path.ends_with("/data.af")));
+    println!(
+        "76 MiB np.save-like write: multipart created before fsync: {created_before}; parts before fsync {parts_before}, in all {all_parts} (1 answered 503 and retried); single-PUT sidecars {singles}"
+    );
+    assert_eq!(created_before, 1, "the multipart upload starts while the file is written: {:?}", w.proxy.seen());
+    assert!(all_parts >= 10, "~10 parts of 8 MiB (+1 retried): {all_parts}");
+    assert_eq!(singles, 0, "the sidecar is not also sent as one PUT: {:?}", w.proxy.seen());
+    assert_eq!(w.proxy.faulted(), 1);
+    assert_eq!(open_uploads(&w), 0, "the upload was completed");
+
+    // Parts that keep failing: EIO and a log line, no object, no open upload.
+    w.proxy.reset_counts();
+    w.proxy.add(Rule::new("PUT", "partNumber=", Fault::Status(503), None));
+    let f = write_open("b");
+    let e = f.sync_all().expect_err("fsync must fail while every part fails");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "fsync with failing parts: {e}");
+    let log = m.log_text();
+    assert!(log.contains("WARN") && log.contains("op=\"fsync\" errno=5"), "a failed fsync logs a warning:\n{log}");
+    assert_eq!(no_open_uploads(&w), 0, "a failed upload is aborted");
+    let objects = w.proxy.count(|s| s.method == "POST" && s.query.starts_with("uploadId=") && s.fault.is_none());
+    assert_eq!(objects, 0, "no multipart upload was completed while parts failed: {:?}", w.proxy.seen());
+    // Lifted: the next fsync stores it (as a fresh upload).
+    w.proxy.clear();
+    f.sync_all().expect("fsync once the parts succeed again");
+    drop(f);
+    println!("parts answered 503 for good: fsync EIO, logged, upload aborted; the next fsync stored it");
+
+    // A file removed before its flush: its upload is aborted.
+    w.proxy.reset_counts();
+    let f = write_open("c");
+    let created_c = created(&w);
+    std::fs::remove_file(mp.join("ds/c.npy")).unwrap();
+    drop(f);
+    assert_eq!(created_c, 1, "the upload of c started while it was written");
+    assert_eq!(no_open_uploads(&w), 0, "removing the file before its flush aborts its upload");
+    m.unmount();
+
+    // Exact values: numpy through a new mount; atlas-python from the bucket's objects.
+    let m = w.mount("mnt2", &[]);
+    let script = r#"
+import sys, numpy as np
+want = np.load(sys.argv[1])
+for name in ("a", "b"):
+    got = np.load(f"{sys.argv[2]}/ds/{name}.npy")
+    assert got.dtype == want.dtype and np.array_equal(got, want), name
+print("ok")
+"#;
+    assert_eq!(py(script, &[local.to_str().unwrap(), m.mp().to_str().unwrap()]).trim(), "ok");
+    m.unmount();
+    let copy = w.bucket_copy("bucket_copy");
+    let script = r#"
+import sys, atlas, numpy as np
+want = np.load(sys.argv[1])
+d = atlas.Atlas.open(sys.argv[2]).open_dataset("ds")
+for name in ("a", "b"):
+    assert np.array_equal(d.read_array(name), want), name
+print(sorted(d.list_arrays()))
+"#;
+    assert_eq!(py(script, &[local.to_str().unwrap(), copy.to_str().unwrap()]).trim(), "['a', 'b']");
+}

@@ -46,11 +46,13 @@ use crate::format::{ChunkAddress, Codec, DType, EntryMeta, EntryStats, FillValue
 
 mod adopt;
 mod fold;
+mod upload;
 pub use adopt::{EncodedBlock, EncodedBlocks};
 pub use fold::{FoldPlan, FoldedBase, Listed, listed};
+pub use upload::{EarlyUpload, IN_FLIGHT as EARLY_IN_FLIGHT, PARTS_EARLY, UPLOADS_ABORTED, UPLOADS_EARLY};
 
 /// Sidecars up to this size are uploaded in one create-if-absent PUT.
-const SINGLE_PUT_LIMIT: u64 = 64 * 1024 * 1024;
+pub const SINGLE_PUT_LIMIT: u64 = 64 * 1024 * 1024;
 const BASE_NAME: &str = "data.af";
 const STATS_NAME: &str = "data.stats";
 
@@ -124,11 +126,14 @@ struct Pending {
     packer: BlockPacker,
     spill: Option<File>,
     entries: IndexMap<String, PendingEntry>,
+    /// The multipart upload of the next sidecar begun from the spill file while it
+    /// was being encoded (`upload.rs`).
+    upload: parking_lot::Mutex<Option<EarlyUpload>>,
 }
 
 impl Pending {
     fn new(codec: Codec) -> Self {
-        Pending { id: next_layer_id(), packer: BlockPacker::new(codec), spill: None, entries: IndexMap::new() }
+        Pending { id: next_layer_id(), packer: BlockPacker::new(codec), spill: None, entries: IndexMap::new(), upload: Default::default() }
     }
 
     fn append(&mut self, raw: &[u8]) -> Result<ChunkAddress> {
@@ -1153,6 +1158,7 @@ impl ArrayFile {
         self.refresh().await?;
         let clash = self.clashing();
         if !clash.is_empty() {
+            self.pending.upload.lock().take(); // aborted: the retried flush forks and uploads anew
             return Err(ErrorDetail::Conflict(format!(
                 "array {:?} of dataset(s) {} was written by another writer since this store read it; the changes here stay unflushed",
                 self.array,
@@ -1280,6 +1286,12 @@ impl ArrayFile {
             }
             Ok(buf)
         };
+        let early = self.pending.upload.lock().take();
+        if let Some(up) = early
+            && let upload::Finished::Done(e_tag) = up.finish(path, data_len, &tail).await?
+        {
+            return Ok(e_tag);
+        }
         if data_len + tail.len() as u64 <= SINGLE_PUT_LIMIT {
             let mut body = read_spill(0, data_len as usize)?;
             body.extend_from_slice(&tail);

@@ -32,6 +32,11 @@
 //!   encoding inside it. Otherwise the serial path encodes the staged bytes.
 //! - Reads of the file while it is open still read the staged file, which the
 //!   encoder only reads; what is committed is exactly the staged bytes at close.
+//! - On a remote store, an array larger than one PUT also starts the multipart
+//!   upload of the sidecar its blocks will become once the geometry is known
+//!   (`store/array_file/upload.rs`): each write of a block reports the temp file's
+//!   contiguous written prefix, whose whole parts go out at once; the upload travels
+//!   with the blocks into the pending layer and the flush completes it.
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -43,7 +48,7 @@ use crate::format::grid::{Grid, for_each_run};
 use crate::format::packer::BLOCK_TARGET;
 use crate::format::stats::{ChunkSummary, summarize};
 use crate::format::{Codec, DType, FillValue};
-use crate::store::array_file::{EncodedBlock, EncodedBlocks};
+use crate::store::array_file::{EarlyUpload, EncodedBlock, EncodedBlocks, PARTS_EARLY, SINGLE_PUT_LIMIT, UPLOADS_ABORTED, UPLOADS_EARLY};
 
 /// What `.atlasfs/stats` shows of the encoders (process-wide).
 static BLOCKS_ENCODED: AtomicU64 = AtomicU64::new(0);
@@ -134,6 +139,10 @@ struct State {
     out_len: u64,
     done: Vec<(Arc<Job>, EncodedBlock)>,
     failed: Option<String>,
+    /// Byte ranges of `out` written so far, and the early upload fed from it.
+    written: Vec<(u64, u64)>,
+    upload: Option<EarlyUpload>,
+    upload_tried: bool,
 }
 
 /// The pipelined encoder of one staged file.
@@ -159,6 +168,9 @@ impl Encoder {
             out_len: 0,
             done: vec![],
             failed: None,
+            written: vec![],
+            upload: None,
+            upload_tried: false,
         };
         Ok(Arc::new(Encoder { file: Arc::new(file.try_clone()?), st: Mutex::new(st) }))
     }
@@ -358,6 +370,11 @@ impl Encoder {
         // Only blocks in the file that is still this encoder's count.
         BLOCKS_ENCODED.fetch_add(1, Ordering::Relaxed);
         if st.out.as_ref().is_some_and(|o| Arc::ptr_eq(o, &out)) {
+            add_range(&mut st.written, at, at + z.len() as u64);
+            let prefix = Self::prefix_of(&st.written);
+            if let Some(up) = &st.upload {
+                up.ready(prefix);
+            }
             st.done.push((job.clone(), EncodedBlock { file_offset: at, compressed_size: z.len() as u64, raw_size: raw.len() as u64, chunks }));
         }
         Ok(())
@@ -371,6 +388,13 @@ impl Encoder {
         st.out_len = 0;
         st.done.clear();
         st.failed = None;
+        st.written.clear();
+        st.upload = None; // dropped: aborted, unless collected
+        st.upload_tried = false;
+    }
+
+    fn prefix_of(ranges: &[(u64, u64)]) -> u64 {
+        ranges.first().filter(|r| r.0 == 0).map_or(0, |r| r.1)
     }
 }
 
@@ -401,7 +425,48 @@ impl AtlasFs {
                 }
             }
         }
+        if !all {
+            self.encoder_early_upload(name, enc);
+        }
         enc.advance(all);
+    }
+
+    /// Starts the early multipart upload of the sidecar (remote stores, arrays over
+    /// one PUT; `store/array_file/upload.rs`), once, in the background.
+    fn encoder_early_upload(&self, name: &str, enc: &Arc<Encoder>) {
+        let (out, file) = {
+            let mut st = enc.st.lock();
+            let Some(geo) = st.geo.clone() else { return };
+            if st.phase != Phase::Ready || st.upload_tried {
+                return;
+            }
+            st.upload_tried = true;
+            let raw = geo.shape.iter().product::<usize>() as u64 * geo.et.itemsize as u64;
+            if raw <= SINGLE_PUT_LIMIT {
+                return;
+            }
+            if st.out.is_none() {
+                match tempfile::tempfile() {
+                    Ok(f) => st.out = Some(Arc::new(f)),
+                    Err(_) => return,
+                }
+            }
+            let out = st.out.clone().expect("made above");
+            let Ok(file) = out.try_clone() else { return };
+            (out, file)
+        };
+        let Some(arr) = array_of(name).map(str::to_string) else { return };
+        let (atlas, enc) = (self.atlas.clone(), enc.clone());
+        tokio::spawn(async move {
+            let up = atlas.early_upload(&arr, file).await;
+            let mut st = enc.st.lock();
+            if let Some(up) = up
+                && st.out.as_ref().is_some_and(|o| Arc::ptr_eq(o, &out))
+            {
+                up.ready(Encoder::prefix_of(&st.written));
+                st.upload = Some(up);
+            }
+        });
     }
 
     /// The geometry the commit will give the file (see `commit_staged`).
@@ -455,6 +520,7 @@ impl AtlasFs {
         serde_json::json!({
             "blocks_encoded": l(&BLOCKS_ENCODED), "blocks_superseded": l(&BLOCKS_SUPERSEDED),
             "commits_pipelined": l(&COMMITS_PIPELINED), "commits_encoded_at_close": l(&COMMITS_SERIAL),
+            "early_uploads": l(&UPLOADS_EARLY), "early_upload_parts": l(&PARTS_EARLY), "early_uploads_aborted": l(&UPLOADS_ABORTED),
         })
     }
 
@@ -489,6 +555,6 @@ impl AtlasFs {
             return None;
         }
         let file = st.out.as_ref()?.try_clone().ok()?;
-        Some(EncodedBlocks { codec: geo.codec, file, blocks })
+        Some(EncodedBlocks { codec: geo.codec, file, blocks, upload: st.upload.take() })
     }
 }

@@ -37,6 +37,9 @@ pub struct EncodedBlocks {
     pub file: File,
     /// In file order, covering `0..len` without gaps.
     pub blocks: Vec<EncodedBlock>,
+    /// The multipart upload of `file` begun while encoding (`upload.rs`), kept if
+    /// `file` becomes the spill file, else aborted.
+    pub upload: Option<super::EarlyUpload>,
 }
 
 impl ArrayFile {
@@ -59,6 +62,7 @@ impl ArrayFile {
         let base = self.pending.packer.closed_len();
         if base == 0 && self.pending.spill.is_none() {
             self.pending.spill = Some(enc.file);
+            *self.pending.upload.lock() = enc.upload;
         } else {
             // Another entry's blocks came first: copy ours after them.
             let spill = match &self.pending.spill {
