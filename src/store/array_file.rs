@@ -49,7 +49,7 @@ mod fold;
 mod link;
 pub use adopt::{EncodedBlock, EncodedBlocks};
 pub use fold::{FoldPlan, FoldedBase, Listed, listed};
-pub use link::spill_file;
+pub use link::{sidecars_linked, spill_file};
 
 /// Sidecars up to this size are uploaded in one create-if-absent PUT.
 const SINGLE_PUT_LIMIT: u64 = 64 * 1024 * 1024;

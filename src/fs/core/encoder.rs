@@ -457,6 +457,7 @@ impl AtlasFs {
         serde_json::json!({
             "blocks_encoded": l(&BLOCKS_ENCODED), "blocks_superseded": l(&BLOCKS_SUPERSEDED),
             "commits_pipelined": l(&COMMITS_PIPELINED), "commits_encoded_at_close": l(&COMMITS_SERIAL),
+            "sidecars_linked": crate::store::array_file::sidecars_linked(),
         })
     }
 

@@ -38,13 +38,21 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
 use super::ArrayFile;
 use crate::store::{Error, Result};
+
+/// Sidecars put in place by a link since the process started (`.atlasfs/stats`).
+static LINKED: AtomicU64 = AtomicU64::new(0);
+
+/// How many sidecars this process linked into place rather than copied.
+pub fn sidecars_linked() -> u64 {
+    LINKED.load(Ordering::Relaxed)
+}
 
 /// A new unnamed file for blocks: in `dir` (a local store's root, so that the file
 /// can become a sidecar by a link) when given, else in the temp directory.
@@ -96,6 +104,7 @@ impl ArrayFile {
             }
         }
         self.pending.linked.store(true, Ordering::Relaxed);
+        LINKED.fetch_add(1, Ordering::Relaxed);
         super::super::progress::advance(data_len + tail.len() as u64);
         Ok(Some(self.store.head(path).await?.e_tag))
     }
@@ -119,5 +128,122 @@ impl ArrayFile {
         }
         self.pending.spill = Some(new);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use object_store::local::LocalFileSystem;
+
+    use super::*;
+    use crate::format::Codec;
+    use crate::format::DType;
+    use crate::format::cells::Cells;
+    use crate::store::array_file::EntrySpec;
+    use crate::store::cache::BlockCache;
+
+    const SHAPE: [usize; 2] = [4096, 1024]; // 16 MiB of f32: two 8 MiB blocks and a bit
+    const CHUNK: [usize; 2] = [96, 1024];
+
+    fn spec() -> EntrySpec {
+        EntrySpec { dtype: DType::Float32, shape: SHAPE.to_vec(), chunk_shape: CHUNK.to_vec(), dimension_names: vec!["y".into(), "x".into()], fill: None }
+    }
+
+    fn cells(version: u32) -> Cells {
+        let n = SHAPE[0] * SHAPE[1];
+        let mut bytes = Vec::with_capacity(n * 4);
+        let mut x = 0x9e37_79b9u32.wrapping_mul(version + 1);
+        for _ in 0..n {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            bytes.extend_from_slice(&((x >> 8) as f32).to_le_bytes());
+        }
+        Cells::Fixed { elsize: 4, bytes }
+    }
+
+    async fn open(dir: &FsPath, linked: bool) -> ArrayFile {
+        let store: Arc<dyn object_store::ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap());
+        let mut f = ArrayFile::open(store, Arc::new(BlockCache::new(64 << 20, 64 << 20)), "temp", Codec::Zstd).await.unwrap();
+        if linked {
+            f.set_spill_dir(Some(dir.canonicalize().unwrap()));
+        }
+        f
+    }
+
+    async fn write(f: &mut ArrayFile, version: u32) {
+        f.define("ds", spec());
+        f.write_region("ds", &[0, 0], &SHAPE, &cells(version)).await.unwrap();
+    }
+
+    fn files(dir: &FsPath) -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<_> =
+            std::fs::read_dir(dir.join("temp")).unwrap().map(|e| e.unwrap()).map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())).collect();
+        out.sort();
+        out
+    }
+
+    /// The linked sidecar is byte for byte what the copy path uploads, and nothing
+    /// else is left in the store (no staging file, the spill file has no other name).
+    #[tokio::test]
+    async fn linked_sidecar_equals_the_copied_one() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let before = sidecars_linked();
+        for (dir, linked) in [(a.path(), true), (b.path(), false)] {
+            let mut f = open(dir, linked).await;
+            write(&mut f, 1).await;
+            assert!(f.flush().await.unwrap());
+            write(&mut f, 2).await;
+            assert!(f.flush().await.unwrap());
+        }
+        assert!(sidecars_linked() - before >= 2, "both flushes of the local file linked (other tests may link too)");
+        let (la, lb) = (files(a.path()), files(b.path()));
+        let names: Vec<&str> = la.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["data.1.af", "data.2.af", "data.af", "data.stats"]);
+        assert_eq!(la, lb, "linked and copied store files differ");
+        assert!(la[0].1.len() > 8 << 20, "the sidecar holds the blocks");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(a.path().join("temp/data.2.af")).unwrap().nlink(), 1);
+    }
+
+    /// A crash right after the link (the sidecar named, the flush not committed):
+    /// the file is a whole layer, which a fresh open reads in full.
+    #[tokio::test]
+    async fn crash_right_after_the_link_leaves_a_whole_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = open(dir.path(), true).await;
+        write(&mut f, 1).await;
+        f.flush().await.unwrap();
+        write(&mut f, 2).await;
+        assert!(f.stage().await.unwrap());
+        drop(f); // the daemon dies before the metadata file and commit_staged
+        let g = open(dir.path(), false).await;
+        assert!(g.info().bytes > 16 << 20);
+        let got = g.read_region("ds", &[0, 0], &SHAPE).await.unwrap();
+        assert!(got == cells(2), "the staged sidecar reads whole");
+    }
+
+    /// A withdrawn flush whose sidecar cannot be deleted: the pending blocks move to
+    /// a private file, so the next flush's tail never lands in the left-behind file.
+    #[tokio::test]
+    async fn detached_spill_leaves_the_linked_file_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = open(dir.path(), true).await;
+        write(&mut f, 1).await;
+        assert!(f.stage().await.unwrap());
+        let path = dir.path().join("temp/data.1.af");
+        let linked = std::fs::read(&path).unwrap();
+        f.detach_spill().unwrap();
+        f.staged = None;
+        f.layers.retain(|l| l.overlay != 1);
+        std::fs::rename(&path, dir.path().join("kept.af")).unwrap();
+        f.withdrawn = 1;
+        assert!(f.flush().await.unwrap());
+        assert_eq!(std::fs::read(dir.path().join("kept.af")).unwrap(), linked, "the withdrawn sidecar changed");
+        let got = f.read_region("ds", &[0, 0], &SHAPE).await.unwrap();
+        assert!(got == cells(1));
+        assert!(dir.path().join("temp/data.2.af").exists());
     }
 }
