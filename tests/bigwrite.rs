@@ -3,8 +3,9 @@
 //! every dtype, small-chunk arrays the saves reuse, out-of-order writes, a rewrite of
 //! ranges already encoded, a truncation while writing, a writer that closes early —
 //! checked through the mount with numpy, then in the store with atlas-python 0.10
-//! after the daemon exits. Sizes are ~10–20 MiB, so several 8 MiB blocks are
-//! encoded in the background per file.
+//! after the daemon exits (the store is local, so the flush links the encoded
+//! blocks into place as the sidecars: `store/array_file/link.rs`). Sizes are
+//! ~10–20 MiB, so several 8 MiB blocks are encoded in the background per file.
 //!
 //! Run: `cargo test --release --test bigwrite`
 

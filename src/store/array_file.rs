@@ -46,9 +46,11 @@ use crate::format::{ChunkAddress, Codec, DType, EntryMeta, EntryStats, FillValue
 
 mod adopt;
 mod fold;
+mod link;
 mod upload;
 pub use adopt::{EncodedBlock, EncodedBlocks};
 pub use fold::{FoldPlan, FoldedBase, Listed, listed};
+pub use link::{sidecars_linked, spill_file};
 pub use upload::{EarlyUpload, IN_FLIGHT as EARLY_IN_FLIGHT, PARTS_EARLY, UPLOADS_ABORTED, UPLOADS_EARLY};
 
 /// Sidecars up to this size are uploaded in one create-if-absent PUT.
@@ -125,6 +127,10 @@ struct Pending {
     id: u64,
     packer: BlockPacker,
     spill: Option<File>,
+    /// Where spill files are made (see `link.rs`).
+    spill_dir: Option<std::path::PathBuf>,
+    /// The spill file was linked as a sidecar (see `link.rs`).
+    linked: std::sync::atomic::AtomicBool,
     entries: IndexMap<String, PendingEntry>,
     /// The multipart upload of the next sidecar begun from the spill file while it
     /// was being encoded (`upload.rs`).
@@ -132,8 +138,8 @@ struct Pending {
 }
 
 impl Pending {
-    fn new(codec: Codec) -> Self {
-        Pending { id: next_layer_id(), packer: BlockPacker::new(codec), spill: None, entries: IndexMap::new(), upload: Default::default() }
+    fn new(codec: Codec, spill_dir: Option<std::path::PathBuf>) -> Self {
+        Pending { id: next_layer_id(), packer: BlockPacker::new(codec), spill: None, spill_dir, linked: Default::default(), entries: IndexMap::new(), upload: Default::default() }
     }
 
     fn append(&mut self, raw: &[u8]) -> Result<ChunkAddress> {
@@ -155,7 +161,7 @@ impl Pending {
 
     fn spill_write(&mut self, at: u64, z: &[u8]) -> Result<()> {
         if self.spill.is_none() {
-            self.spill = Some(tempfile::tempfile()?);
+            self.spill = Some(spill_file(self.spill_dir.as_deref())?);
         }
         self.spill.as_ref().unwrap().write_all_at(z, at)?;
         Ok(())
@@ -282,6 +288,8 @@ pub struct ArrayFile {
     withdrawn: u32,
     /// Sidecars this process's flushes committed (a fold may take them at once; see `fold`).
     committed_here: BTreeSet<u32>,
+    /// A local store's root: spill files are made there and linked as sidecars (`link.rs`).
+    spill_dir: Option<std::path::PathBuf>,
 }
 
 /// The committed blocks behind `locs`, each once, grouped by layer: what one read
@@ -437,7 +445,8 @@ impl ArrayFile {
             codec,
             layers,
             base_exists,
-            pending: Pending::new(codec),
+            pending: Pending::new(codec, None),
+            spill_dir: None,
             stats,
             stats_error,
             stats_dirty: false,
@@ -1225,7 +1234,7 @@ impl ArrayFile {
             return Ok(());
         };
         self.committed_here.insert(overlay);
-        let done = std::mem::replace(&mut self.pending, Pending::new(self.codec));
+        let done = std::mem::replace(&mut self.pending, Pending::new(self.codec, self.spill_dir.clone()));
         self.clashes.clear();
         // Stats for entries that received chunks, reusing the summaries taken at write time.
         for (name, e) in done.entries {
@@ -1251,12 +1260,25 @@ impl ArrayFile {
         let Some(i) = self.layers.iter().position(|l| l.overlay == overlay) else { return };
         let l = self.layers.remove(i);
         self.cache.forget_layer(l.id);
-        if let Err(e) = self.store.delete(&l.path).await {
-            // Left behind it would shadow the other writer's version of the datasets
-            // both changed, for every reader; at least this one ignores it.
-            tracing::error!(file = %l.path, error = %e, "could not remove the sidecar of a flush that lost a conflict; remove it by hand or compact");
-            self.ignored.insert(l.overlay, (l.path.clone(), l.e_tag.clone()));
+        match self.store.delete(&l.path).await {
+            Ok(()) => self.pending.linked.store(false, std::sync::atomic::Ordering::Relaxed),
+            Err(e) => {
+                // Left behind it would shadow the other writer's version of the datasets
+                // both changed, for every reader; at least this one ignores it.
+                tracing::error!(file = %l.path, error = %e, "could not remove the sidecar of a flush that lost a conflict; remove it by hand or compact");
+                self.ignored.insert(l.overlay, (l.path.clone(), l.e_tag.clone()));
+                if let Err(e) = self.detach_spill() {
+                    tracing::error!(file = %l.path, error = %e, "could not copy the pending blocks away from a withdrawn sidecar's file");
+                }
+            }
         }
+    }
+
+    /// Makes spill files in `dir`, a local store's root, so that a flush can link
+    /// them into place (`link.rs`). Call before anything is written.
+    pub fn set_spill_dir(&mut self, dir: Option<std::path::PathBuf>) {
+        self.pending.spill_dir = dir.clone();
+        self.spill_dir = dir;
     }
 
     /// Whether a sidecar awaits [`Self::commit_staged`] or [`Self::abort_staged`].
@@ -1278,6 +1300,9 @@ impl ArrayFile {
 
     async fn upload_pending(&self, path: &Path, footer: &Footer) -> Result<Option<String>> {
         let tail = encode_footer(footer);
+        if let Some(e_tag) = self.link_pending(path, &tail).await? {
+            return Ok(e_tag);
+        }
         let data_len = self.pending.packer.closed_len();
         let read_spill = |off: u64, len: usize| -> Result<Vec<u8>> {
             let mut buf = vec![0u8; len];

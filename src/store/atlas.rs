@@ -95,6 +95,9 @@ pub(crate) struct Shared {
     files: RwLock<HashMap<String, FileSlot>>,
     pub cache: Arc<BlockCache>,
     pub options: StoreOptions,
+    /// The directory of a store opened on a local path: where spill files are made,
+    /// so that a flush links them into place (`array_file/link.rs`).
+    pub local_root: Option<std::path::PathBuf>,
     flush_lock: tokio::sync::Mutex<()>,
     /// Held shared by every change that touches an array file and the metadata
     /// together (define, replace, delete), from its first step to its last, and
@@ -316,6 +319,7 @@ impl Atlas {
                 files: RwLock::new(HashMap::new()),
                 cache,
                 options,
+                local_root: None,
                 flush_lock: tokio::sync::Mutex::new(()),
                 commit_gate: tokio::sync::RwLock::new(()),
             }),
@@ -372,7 +376,9 @@ impl Atlas {
         }
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(path)?);
         let mut a = Self::open_with(store, Path::default(), options).await?;
-        Arc::get_mut(&mut a.inner).expect("fresh").location = path.display().to_string();
+        let inner = Arc::get_mut(&mut a.inner).expect("fresh");
+        inner.location = path.display().to_string();
+        inner.local_root = std::fs::canonicalize(path).ok();
         Ok(a)
     }
 
@@ -386,7 +392,9 @@ impl Atlas {
         std::fs::create_dir_all(path)?;
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(path)?);
         let shown = path.display().to_string();
-        Self::create_named(store, Path::default(), shown.clone(), &shown, config, options).await
+        let mut a = Self::create_named(store, Path::default(), shown.clone(), &shown, config, options).await?;
+        Arc::get_mut(&mut a.inner).expect("fresh").local_root = std::fs::canonicalize(path).ok();
+        Ok(a)
     }
 
     /// Whether the location held a store when opened (a metadata file was found).
@@ -394,6 +402,12 @@ impl Atlas {
     /// callers that want "no store here" to be an error check this.
     pub fn exists(&self) -> bool {
         self.inner.found
+    }
+
+    /// Where to make files of encoded blocks that a flush adopts: a local store's
+    /// directory, so that the flush links them into place (`array_file/link.rs`).
+    pub fn spill_dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.local_root.clone()
     }
 
     /// Where the store lives, for messages.
@@ -456,6 +470,7 @@ impl Atlas {
                     r => break r?,
                 }
             };
+            f.set_spill_dir(self.inner.local_root.clone());
             f.set_aside_uncommitted(&self.committed_grids(None, array));
             Ok::<_, Error>(Arc::new(tokio::sync::RwLock::new(f)))
         })

@@ -171,6 +171,8 @@ def write(mnt):
     pipelined = s1["commits_pipelined"] - s0["commits_pipelined"]
     assert pipelined == len(want), (pipelined, len(want), s1)
     assert s1["blocks_superseded"] > s0["blocks_superseded"], f"the rewrite superseded encoded blocks: {s1}"
+    # the fsync's flush put the encoded blocks in place by a link (a local store), not a copy
+    assert s1["sidecars_linked"] > s0["sidecars_linked"], f"the flush linked its sidecars: {s1}"
 
 
 def check(store):

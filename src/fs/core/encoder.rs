@@ -149,11 +149,13 @@ struct State {
 pub(super) struct Encoder {
     /// The staged file (a second descriptor of it).
     file: Arc<File>,
+    /// Where the blocks' file is made (a local store's directory: the flush links it).
+    spill_dir: Option<std::path::PathBuf>,
     st: Mutex<State>,
 }
 
 impl Encoder {
-    pub(super) fn new(file: &File) -> std::io::Result<Arc<Encoder>> {
+    pub(super) fn new(file: &File, spill_dir: Option<std::path::PathBuf>) -> std::io::Result<Arc<Encoder>> {
         let st = State {
             ranges: vec![],
             phase: Phase::Header,
@@ -172,7 +174,7 @@ impl Encoder {
             upload: None,
             upload_tried: false,
         };
-        Ok(Arc::new(Encoder { file: Arc::new(file.try_clone()?), st: Mutex::new(st) }))
+        Ok(Arc::new(Encoder { file: Arc::new(file.try_clone()?), spill_dir, st: Mutex::new(st) }))
     }
 
     /// The staged file was truncated to `len`: start over.
@@ -355,7 +357,7 @@ impl Encoder {
         let (out, at) = {
             let mut st = self.st.lock();
             if st.out.is_none() {
-                st.out = Some(Arc::new(tempfile::tempfile()?));
+                st.out = Some(Arc::new(crate::store::array_file::spill_file(self.spill_dir.as_deref())?));
             }
             let at = st.out_len;
             st.out_len += z.len() as u64;
@@ -402,7 +404,7 @@ impl AtlasFs {
     /// Makes an encoder for a newly staged file of an array name.
     pub(super) fn new_encoder(&self, name: &str, file: &File) -> Option<Arc<Encoder>> {
         array_of(name)?;
-        Encoder::new(file).map_err(|e| tracing::debug!(error = %e, "no pipelined encoder; the file is encoded at close")).ok()
+        Encoder::new(file, self.atlas.spill_dir()).map_err(|e| tracing::debug!(error = %e, "no pipelined encoder; the file is encoded at close")).ok()
     }
 
     /// After a write of `lo..hi` into the staged `ds/name`: starts the jobs it completes.
@@ -446,7 +448,7 @@ impl AtlasFs {
                 return;
             }
             if st.out.is_none() {
-                match tempfile::tempfile() {
+                match crate::store::array_file::spill_file(enc.spill_dir.as_deref()) {
                     Ok(f) => st.out = Some(Arc::new(f)),
                     Err(_) => return,
                 }
@@ -521,6 +523,7 @@ impl AtlasFs {
             "blocks_encoded": l(&BLOCKS_ENCODED), "blocks_superseded": l(&BLOCKS_SUPERSEDED),
             "commits_pipelined": l(&COMMITS_PIPELINED), "commits_encoded_at_close": l(&COMMITS_SERIAL),
             "early_uploads": l(&UPLOADS_EARLY), "early_upload_parts": l(&PARTS_EARLY), "early_uploads_aborted": l(&UPLOADS_ABORTED),
+            "sidecars_linked": crate::store::array_file::sidecars_linked(),
         })
     }
 

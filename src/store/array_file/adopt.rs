@@ -67,7 +67,7 @@ impl ArrayFile {
             // Another entry's blocks came first: copy ours after them.
             let spill = match &self.pending.spill {
                 Some(f) => f,
-                None => self.pending.spill.insert(tempfile::tempfile()?),
+                None => self.pending.spill.insert(super::spill_file(self.spill_dir.as_deref())?),
             };
             let mut buf = vec![0u8; 8 << 20];
             let mut at = 0;
