@@ -19,7 +19,8 @@
 //! connection is dropped), as does one whose [`Owner`] is cancelled: the descriptor's
 //! read-ahead owner cancels on its last close, so a read-ahead no reader will use
 //! stops at once (blocks already decoded stay in the cache, within its budget). At
-//! most [`STREAMS`] GETs stream at once per process.
+//! most [`STREAMS`] GETs stream at once per process; a stream waiting for its reader
+//! to ask for more gives its permit back meanwhile.
 //!
 //! Each block is registered in [`IN_FLIGHT`] before it is queued, and the cache's
 //! block load looks there first, so a read that reaches a block still in flight
@@ -278,14 +279,38 @@ enum Next {
     Stop,
 }
 
-async fn next_block(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Ask>, pending: &mut VecDeque<(BlockMeta, tokio::sync::oneshot::Sender<Bytes>)>, owner: Option<&Owner>) -> Next {
+/// The next block queued on the stream, waiting for one if none is; an idle stream
+/// gives its `permit` back while it waits (a reader of another file may need it) and
+/// takes one again before it reads on.
+async fn next_block(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Ask>,
+    pending: &mut VecDeque<(BlockMeta, tokio::sync::oneshot::Sender<Bytes>)>,
+    owner: Option<&Owner>,
+    permit: &mut Option<tokio::sync::SemaphorePermit<'static>>,
+) -> Next {
     loop {
         if owner.is_some_and(|o| o.is_cancelled()) {
             return Next::Stop;
         }
         if let Some((b, tx)) = pending.pop_front() {
+            if permit.is_none() {
+                let cancelled = async {
+                    match owner {
+                        Some(o) => o.cancelled().await,
+                        None => futures::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    p = STREAM_PERMITS.acquire() => *permit = Some(p.expect("the semaphore is never closed")),
+                    _ = cancelled => {
+                        pending.push_front((b, tx));
+                        return Next::Stop;
+                    }
+                }
+            }
             return Next::Block(b, tx);
         }
+        *permit = None;
         let cancelled = async {
             match owner {
                 Some(o) => o.cancelled().await,
@@ -322,8 +347,8 @@ async fn stream(
             None => futures::future::pending().await,
         }
     };
-    let _permit = tokio::select! {
-        p = STREAM_PERMITS.acquire() => p.expect("the semaphore is never closed"),
+    let mut permit = tokio::select! {
+        p = STREAM_PERMITS.acquire() => Some(p.expect("the semaphore is never closed")),
         _ = cancelled() => {
             STREAMS_CANCELLED.fetch_add(1, Ordering::Relaxed);
             return decodes;
@@ -347,7 +372,7 @@ async fn stream(
     let mut pos = range.start;
     let mut carry = Bytes::new();
     loop {
-        let (b, tx) = match next_block(rx, pending, owner).await {
+        let (b, tx) = match next_block(rx, pending, owner, &mut permit).await {
             Next::Block(b, tx) => (b, tx),
             Next::Stop => {
                 if owner.is_some_and(|o| o.is_cancelled()) {
