@@ -76,6 +76,8 @@ def gen(quick, out):
 # s3s-fs 0.14.1 answers 500 InternalError to a suffix range longer than the object
 # (`bytes=-65536` of a 108-byte data.af; S3 answers the whole object); atlasfs asks
 # for listed files' tails as bounded ranges, and for a short data.af falls back to one.
+# It also answers 500 to a HEAD of a key that is a directory on its disk (`npy`), which
+# rclone sends for a mount root given without a trailing slash (see `rclone()`).
 S3S_FS = C.DATA / "tools" / "bin" / "s3s-fs"
 
 
@@ -287,7 +289,10 @@ def run_on(kind, quick, runs, res, B):
             return B.Mount(f"s3://{BUCKET}/{prefix}", "--endpoint", S.url, *extra)
 
         def rclone(prefix, mode="off"):
-            return PeerMount(MNT, ["rclone", "mount", f"b:{BUCKET}/{prefix}", str(MNT), "--vfs-cache-mode", mode,
+            # The trailing slash: rclone HEADs a root without one to see whether it is a
+            # file, and s3s-fs 0.14.1 answers 500 to a HEAD of a "directory" key, which
+            # rclone retries with backoff for a minute before it mounts.
+            return PeerMount(MNT, ["rclone", "mount", f"b:{BUCKET}/{prefix}/", str(MNT), "--vfs-cache-mode", mode,
                                    "--cache-dir", str(scratch / "rclone-cache"), "--vfs-write-back", "0s", "--s3-no-check-bucket",
                                    # multipart above 16 MiB: moto answers a wrong ETag to some large single PUTs,
                                    # and rclone then deletes the object ("corrupted on transfer: md5 hash differ")

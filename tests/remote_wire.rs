@@ -24,6 +24,7 @@ use async_trait::async_trait;
 use atlasfs::fs::{AtlasFs, FsConfig};
 use atlasfs::fuse::MountConfig;
 use atlasfs::{Atlas, StoreConfig};
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use ndarray::{ArrayD, IxDyn};
 use object_store::path::Path;
@@ -44,6 +45,10 @@ struct Wire {
     jitter: std::sync::atomic::AtomicBool,
     /// GETs sent and not yet answered.
     in_flight: AtomicU64,
+    /// Body bytes the daemon has taken from GET answers so far (as they stream).
+    body_bytes: AtomicU64,
+    /// When set, each body chunk is held 1 ms per 8 KiB (a slow link: ~8 MiB/s).
+    slow_body: std::sync::atomic::AtomicBool,
     fail_on: parking_lot::Mutex<Option<String>>,
     /// When each request started and ended, with what it was.
     spans: parking_lot::Mutex<Vec<(Instant, Instant, String)>>,
@@ -145,8 +150,26 @@ impl ObjectStore for WiredStore {
         let got = self.inner.get_opts(location, options).await;
         self.wire.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.wire.span(t, what);
-        let got = got?;
+        let mut got = got?;
         self.wire.bytes.fetch_add(got.range.end - got.range.start, Ordering::Relaxed);
+        if let object_store::GetResultPayload::Stream(body) = std::mem::replace(&mut got.payload, object_store::GetResultPayload::Stream(futures::stream::empty().boxed())) {
+            let wire = self.wire.clone();
+            got.payload = object_store::GetResultPayload::Stream(
+                body.then(move |c| {
+                    let wire = wire.clone();
+                    async move {
+                        if let Ok(b) = &c {
+                            if wire.slow_body.load(Ordering::Relaxed) {
+                                tokio::time::sleep(Duration::from_millis(b.len().div_ceil(8 << 10) as u64)).await;
+                            }
+                            wire.body_bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+                        }
+                        c
+                    }
+                })
+                .boxed(),
+            );
+        }
         Ok(got)
     }
 
@@ -601,5 +624,58 @@ fn concurrent_parts_read_exact_values_for_every_dtype_and_chunking() {
     let fetched = wire.bytes.load(Ordering::Relaxed);
     assert!(fetched <= 11 << 20, "an abandoned read-ahead of a 9.6 MB array fetched {fetched} bytes");
     println!("abandoned read-ahead: {settled}; cache holds {held} bytes");
+    drop(m);
+}
+
+/// A read-ahead its reader abandons is cancelled when the file closes: on a slow link
+/// (~8 MiB/s), a reader reads the first 512 KiB of a 48 MiB array sequentially (the
+/// window opens and one streaming GET is asked for all of it) and closes the file.
+/// After a grace period no more body bytes flow, no stream is open, only a few
+/// blocks' worth came, and the cache is within its budget.
+#[test]
+fn an_abandoned_read_ahead_stops_when_the_file_closes() {
+    use atlasfs::store::stream_fetch::stream_counts;
+    use atlasfs::store::{Cells, DType};
+    assert!(FsPath::new("/dev/fuse").exists(), "/dev/fuse is missing: this test mounts a real FUSE filesystem");
+    let server = moto::MotoServer::start("abandon");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    let wire = Arc::new(Wire::default());
+    let store: Arc<dyn ObjectStore> = Arc::new(WiredStore { inner: server.store(), wire: wire.clone() });
+    let prefix = Path::from("store");
+    let len = 48usize << 20;
+    rt.block_on(async {
+        let mut a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
+        let d = a.create_dataset("d").await.unwrap();
+        d.define_array_dtype("big", DType::UInt8, vec!["x".into()], vec![len], Some(vec![4 << 20]), None).await.unwrap();
+        d.write_cells("big", &[0], &[len], &Cells::Fixed { elsize: 1, bytes: random_bytes(len, 7) }).await.unwrap();
+        a.flush().await.unwrap();
+    });
+    let atlas = rt.block_on(Atlas::open(store.clone(), prefix.clone())).unwrap();
+    let m = InProcessMount::start(atlas.clone(), &rt);
+    wire.slow_body.store(true, Ordering::Relaxed);
+    let cancelled_before = stream_counts().1;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(m.path("d/big.npy")).unwrap();
+        let mut buf = vec![0u8; 128 << 10];
+        for i in 0..4u64 {
+            f.read_exact_at(&mut buf, i * (128 << 10)).unwrap();
+        }
+    }
+    let asked: u64 = wire.spans.lock().iter().filter(|s| s.2.starts_with("GET store/big/")).filter_map(|s| bounded_len(&s.2)).sum();
+    std::thread::sleep(Duration::from_millis(500));
+    let settled = wire.body_bytes.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(1000));
+    let body = wire.body_bytes.load(Ordering::Relaxed);
+    let (open, cancelled) = stream_counts();
+    println!("abandoned read-ahead: GETs asked for {asked} bytes; {body} body bytes came; {} stream(s) cancelled; {}", cancelled - cancelled_before, wire.counts());
+    assert_eq!(body, settled, "body bytes still flowing 0.5 s after the reader closed the file: {}", wire.counts());
+    assert_eq!(open, 0, "a read-ahead stream is still open after its reader closed the file");
+    assert!(cancelled > cancelled_before, "closing the file cancelled no read-ahead stream");
+    assert!(asked >= 32 << 20, "the read-ahead should have asked for most of the array in one stream ({asked} bytes): {}", wire.counts());
+    assert!(body <= 20 << 20, "an abandoned read-ahead took {body} body bytes of the {asked} it asked for");
+    let budget = atlasfs::StoreOptions::default().block_cache_bytes;
+    let held = atlas.block_cache().weighted_size() + atlas.block_cache().pooled_bytes();
+    assert!(held <= budget, "the cache holds {held} bytes after the read-ahead, over its {budget}-byte budget");
     drop(m);
 }

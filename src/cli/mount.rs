@@ -53,7 +53,7 @@ pub struct Args {
     /// Size limit of `--cache-dir`; the least recently used blocks go first.
     #[arg(long, default_value = "10G", value_parser = parse_size, value_name = "SIZE")]
     pub cache_dir_size: u64,
-    /// Largest read-ahead window of a sequential reader (default 16M, 64M for remote stores).
+    /// Largest read-ahead window of a sequential reader (default 16M, 32M for remote stores).
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub read_ahead: Option<u64>,
     /// Create the store if the location holds none.
@@ -253,7 +253,7 @@ pub fn run(a: Args, rt: &tokio::runtime::Runtime) -> Result<()> {
         super::open_store_with(&a.store, options).await
     })?;
     // A remote block costs a round trip: read further ahead to keep it hidden.
-    let read_ahead_bytes = a.read_ahead.unwrap_or(if location.is_remote() { 64 << 20 } else { 16 << 20 });
+    let read_ahead_bytes = a.read_ahead.unwrap_or(if location.is_remote() { 32 << 20 } else { 16 << 20 });
     let spool = (a.passthrough && !a.no_passthrough && a.spool_size > 0).then(|| SpoolConfig { dir: a.spool_dir.clone(), budget: a.spool_size });
     let mut cfg = FsConfig {
         read_only: a.read_only,

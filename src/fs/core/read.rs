@@ -22,6 +22,9 @@ pub(super) struct ReadAhead {
     pub(super) window: u64,
     /// Bytes below this have been read ahead.
     pub(super) ahead: u64,
+    /// Whom the remote read-ahead streams work for: dropped with the descriptor (its
+    /// last close), which cancels them (`store::stream_fetch`).
+    pub(super) owner: crate::store::stream_fetch::ReadAheadOwner,
 }
 
 impl ReadAhead {
@@ -29,7 +32,7 @@ impl ReadAhead {
     fn advance(&mut self, offset: u64, end: u64, max_window: u64) -> Option<(u64, u64)> {
         let sequential = end > offset && (offset == self.next || (self.window > 0 && offset + self.window >= self.next && offset <= self.ahead));
         if !sequential {
-            *self = ReadAhead { next: end, window: 0, ahead: 0 };
+            (self.next, self.window, self.ahead) = (end, 0, 0);
             return None;
         }
         self.next = self.next.max(end);
@@ -60,9 +63,12 @@ impl AtlasFs {
                 // Read-ahead starts before this read's own blocks arrive (it only
                 // queues fetches), so on a remote store the next blocks' requests
                 // overlap this one's instead of following it. Past the end it is a no-op.
-                let next = read_ahead.lock().advance(offset, offset + size as u64, self.cfg.read_ahead_bytes.max(READ_AHEAD_START));
+                let (next, owner) = {
+                    let mut ra = read_ahead.lock();
+                    (ra.advance(offset, offset + size as u64, self.cfg.read_ahead_bytes.max(READ_AHEAD_START)), ra.owner.owner())
+                };
                 if let Some((from, to)) = next {
-                    self.read_ahead(ds, arr, from, to).await;
+                    owner.scope(self.read_ahead(ds, arr, from, to)).await;
                 }
                 let out = self.read_array_bytes(ds, arr, offset, size as u64).await?;
                 // A replacement freezes open descriptors before it commits: if this one
@@ -98,9 +104,12 @@ impl AtlasFs {
                 snapshot[start..end].to_vec()
             }
             Handle::Stacked { array, stack, read_ahead } => {
-                let next = read_ahead.lock().advance(offset, offset + size as u64, self.cfg.read_ahead_bytes.max(READ_AHEAD_START));
+                let (next, owner) = {
+                    let mut ra = read_ahead.lock();
+                    (ra.advance(offset, offset + size as u64, self.cfg.read_ahead_bytes.max(READ_AHEAD_START)), ra.owner.owner())
+                };
                 if let Some((from, to)) = next {
-                    stack.prefetch(&self.atlas, array, from, to).await;
+                    owner.scope(stack.prefetch(&self.atlas, array, from, to)).await;
                 }
                 stack.read(&self.atlas, array, offset, size as u64, self.atlas.read_concurrency()).await?
             }
