@@ -845,6 +845,12 @@ fn a_large_write_uploads_as_parts_while_encoding() {
     w.proxy.reset_counts();
     w.proxy.add(Rule::new("PUT", "partNumber=2&", Fault::Status(503), Some(1)));
     let f = write_open("a");
+    // The upload begins in the background once the encoder knows the geometry, with
+    // no fsync or close: wait for it (a generous deadline, not a timing assertion).
+    let t = Instant::now();
+    while created(&w) == 0 && t.elapsed() < BOUND {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (created_before, parts_before) = (created(&w), parts(&w));
     f.sync_all().expect("fsync of a large array uploaded as parts");
     drop(f);
