@@ -8,15 +8,15 @@ fn main() -> std::process::ExitCode {
     // held ~100 MiB more than it used (fetch and decode run on the blocking pool's many
     // threads). Two arenas keep that waste small; allocations are few and large, so
     // they rarely wait for each other. Set before any thread starts.
+    // No fixed mmap threshold (M_MMAP_THRESHOLD), though it would return freed
+    // multi-MiB buffers to the OS at once: a fresh mapping for every such buffer
+    // made a cold 1 GiB np.load ~2× slower (docs/reliability.md) and a large
+    // np.save 1.5× slower (4 MiB threshold, 2026-12-07). Memory is bounded by
+    // reusing block buffers instead (store/cache.rs BufferPool).
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets an allocator parameter.
-    // A fixed mmap threshold: glibc otherwise raises it to the size of each large
-    // buffer freed, and the ~8–16 MiB compressed blocks a remote read-ahead streams
-    // then land in an arena and stay there once freed (a cold 512 MiB read over S3:
-    // peak RSS 335–351 MiB, 274–291 MiB with this, budget 256 MiB).
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
     cli::main()
 }
