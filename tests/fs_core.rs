@@ -394,6 +394,63 @@ async fn a_descriptor_keeps_its_version_across_a_rename_over_it() {
     assert_eq!(fs.open(old.ino, libc::O_RDONLY).await.err().map(|e| e.errno), Some(libc::ESTALE), "and opens of it are stale");
 }
 
+/// Opens racing back-to-back renames over one array, as the kernel sends them: a
+/// path walk's LOOKUP, then OPEN of the inode it found; on ESTALE the kernel looks
+/// the name up once more and opens again, and a second ESTALE reaches the program.
+/// A replaced inode's old version must be kept for late opens *before* the inode is
+/// forgotten, or an open can find neither (the load test once saw that ESTALE).
+#[test]
+fn opens_racing_renames_over_an_array_never_see_estale_twice() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Like the FUSE adapter: each request runs on its own thread, blocking on the
+    // shared runtime, so requests interleave at the core's await points.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (fs, _) = rt.block_on(fs_with_data());
+    let d = rt.block_on(fs.lookup(ROOT_INO, "d3")).unwrap().ino;
+    let stop = AtomicBool::new(false);
+    let (opens, twice) = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            for k in 0..3000u32 {
+                let tmp = format!(".v.npy.tmp{k}");
+                rt.block_on(async {
+                    let (_, w) = fs.create(d, &tmp, libc::O_WRONLY).await.unwrap();
+                    fs.write(w.fh, 0, &full_npy(&[64], &[k as f32; 64])).await.unwrap();
+                    fs.release(w.fh).await.unwrap();
+                    fs.rename(d, &tmp, d, "v.npy").await.unwrap();
+                });
+            }
+            stop.store(true, Ordering::Release);
+        });
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                sc.spawn(|| {
+                    let (mut opens, mut twice) = (0u32, 0u32);
+                    while !stop.load(Ordering::Acquire) {
+                        for retry in [false, true] {
+                            let ino = rt.block_on(fs.lookup(d, "v.npy")).unwrap().ino;
+                            match rt.block_on(fs.open(ino, libc::O_RDONLY)) {
+                                Ok(o) => {
+                                    let head = rt.block_on(fs.read(o.fh, 0, 16)).unwrap();
+                                    assert_eq!(&head[..6], b"\x93NUMPY", "an open reads a whole .npy");
+                                    rt.block_on(fs.release(o.fh)).unwrap();
+                                    opens += 1;
+                                    break;
+                                }
+                                Err(e) if e.errno == libc::ESTALE => twice += retry as u32,
+                                Err(e) => panic!("open of v.npy: {e}"),
+                            }
+                        }
+                    }
+                    (opens, twice)
+                })
+            })
+            .collect();
+        readers.into_iter().map(|r| r.join().unwrap()).fold((0, 0), |(a, b), (o, t)| (a + o, b + t))
+    });
+    assert!(opens > 0, "the readers opened nothing");
+    assert_eq!(twice, 0, "{twice} of {} opens got ESTALE after the kernel's retry", opens + twice);
+}
+
 /// FORGET releases the zarr view's inodes (one per chunk key, so a `find` or a dask
 /// scan of a big store would otherwise grow the table without bound): a walk of
 /// the whole view by lookups, then a FORGET of each, leaves the table as it was;

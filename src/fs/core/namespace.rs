@@ -310,11 +310,15 @@ impl AtlasFs {
                 if let Some(s) = self.staged_entry(&ds, &name) {
                     // A staged file (typically a tool's temp file) moves into place. A
                     // replacement of an array under readers, step by step (one at a time):
-                    // 1. the name goes to the temp file's inode, which shows the staged
+                    // 1. when the array was opened lately, its old version is kept for
+                    //    opens of the replaced inode that a path walk found just before
+                    //    (a tombstone, in place before the inode is forgotten);
+                    // 2. the name goes to the temp file's inode, which shows the staged
                     //    bytes (its size is theirs) until the commit is in; the replaced
-                    //    inode is forgotten, so opens through it get ESTALE and look again;
-                    // 2. descriptors still reading the old version are frozen on it;
-                    // 3. the staged bytes are committed.
+                    //    inode is forgotten, so other opens through it get ESTALE and
+                    //    look again;
+                    // 3. descriptors still reading the old version are frozen on it;
+                    // 4. the staged bytes are committed.
                     // So every descriptor reads one version whole, as with rename(2) on a
                     // local filesystem.
                     if ds == nds && name == nname {
@@ -322,11 +326,14 @@ impl AtlasFs {
                     }
                     let _one_at_a_time = self.replacing.lock().await;
                     let Some(s) = self.staged_entry(&ds, &name).filter(|t| Arc::ptr_eq(t, &s)) else { return Err(FsError::noent(format!("{ds}/{name}"))) };
-                    let replaced;
+                    let replaced = self.inodes.lock().by_key.get(&NodeKey::File(nds.clone(), nname.clone())).copied();
+                    let kept = match array_of(&nname) {
+                        Some(arr) => self.keep_for_late_opens(&nds, arr, replaced).await,
+                        None => None,
+                    };
                     {
                         // The new name, its staged bytes and its inode change together.
                         let mut inodes = self.inodes.lock();
-                        replaced = inodes.by_key.get(&NodeKey::File(nds.clone(), nname.clone())).copied();
                         self.swaps.fetch_add(1, Ordering::AcqRel);
                         if array_of(&nname).is_some() {
                             self.staged.lock().insert((nds.clone(), nname.clone()), s.clone());
@@ -337,7 +344,7 @@ impl AtlasFs {
                     self.unstage(&ds, &name, &s);
                     match array_of(&nname) {
                         Some(arr) => {
-                            self.freeze_readers_keeping(&nds, arr, replaced).await;
+                            self.freeze_readers_with(&nds, arr, kept).await;
                             let res = self.commit_staged(&nds, arr, &s).await;
                             self.unstage(&nds, &nname, &s);
                             if let Err(e) = &res {

@@ -54,17 +54,33 @@ impl AtlasFs {
     /// Before `ds/arr` is replaced or deleted: descriptors that read it now get a copy
     /// of its current bytes to go on reading (one copy shared by all of them).
     pub(super) async fn freeze_readers(&self, ds: &str, arr: &str) {
-        self.freeze_readers_keeping(ds, arr, None).await
+        self.freeze_readers_with(ds, arr, None).await
     }
 
-    /// [`Self::freeze_readers`], and when `replaced` (an inode just renamed over) was
-    /// opened lately, keep the old version for late opens of it too ([`Tombstone`]).
-    pub(super) async fn freeze_readers_keeping(&self, ds: &str, arr: &str, replaced: Option<u64>) {
+    /// Before a rename replaces `ds/arr` and forgets its inode `replaced`: when the
+    /// array was opened lately, its old version is kept for late opens of that inode
+    /// ([`Tombstone`]). Called before the inode is forgotten, so that no open of it
+    /// finds neither the inode nor its tombstone (the kernel retries an ESTALE open
+    /// only once, and a second rename may come before the retry). Returns the copy
+    /// for [`Self::freeze_readers_with`].
+    pub(super) async fn keep_for_late_opens(&self, ds: &str, arr: &str, replaced: Option<u64>) -> Option<Arc<Frozen>> {
         let now = std::time::Instant::now();
         let keep = Duration::from_secs(TOMBSTONE_SECS);
         self.tombstones.lock().retain(|_, t| now.duration_since(t.at) < keep);
+        let ino = replaced?;
         let recent = self.opened.lock().get(&(ds.to_string(), arr.to_string())).is_some_and(|t| now.duration_since(*t) < keep);
-        let tomb = replaced.filter(|_| recent);
+        let schema = self.schema(ds, arr).filter(|_| recent)?;
+        if !self.npy_size(ds, arr, &schema).await.is_ok_and(|n| n <= TOMBSTONE_MAX_BYTES) {
+            return None;
+        }
+        let frozen = Arc::new(self.copy_out_or_gone(ds, arr).await);
+        self.tombstones.lock().insert(ino, Tombstone { ds: ds.to_string(), arr: arr.to_string(), frozen: frozen.clone(), at: now });
+        Some(frozen)
+    }
+
+    /// [`Self::freeze_readers`] with the copy already made, if any (it must be of the
+    /// version the store still holds).
+    pub(super) async fn freeze_readers_with(&self, ds: &str, arr: &str, copy: Option<Arc<Frozen>>) {
         let open: Vec<Arc<Handle>> = self
             .handles
             .lock()
@@ -74,30 +90,24 @@ impl AtlasFs {
             .map(|(_, h)| h.clone())
             .collect();
         if open.is_empty() {
-            let small = match self.schema(ds, arr) {
-                Some(schema) => self.npy_size(ds, arr, &schema).await.is_ok_and(|n| n <= TOMBSTONE_MAX_BYTES),
-                None => false,
-            };
-            if tomb.is_none() || !small {
-                return;
-            }
+            return;
         }
-        let frozen = match self.copy_out(ds, arr).await {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(dataset = ds, array = arr, error = %e, "cannot keep the old version for descriptors still reading it; their reads fail with ESTALE");
-                Frozen::Gone
-            }
+        let frozen = match copy {
+            Some(f) => f,
+            None => Arc::new(self.copy_out_or_gone(ds, arr).await),
         };
-        let frozen = Arc::new(frozen);
         for h in open {
             if let Handle::Array { frozen: f, .. } = &*h {
                 f.lock().get_or_insert_with(|| frozen.clone());
             }
         }
-        if let Some(ino) = tomb {
-            self.tombstones.lock().insert(ino, Tombstone { ds: ds.to_string(), arr: arr.to_string(), frozen, at: now });
-        }
+    }
+
+    async fn copy_out_or_gone(&self, ds: &str, arr: &str) -> Frozen {
+        self.copy_out(ds, arr).await.unwrap_or_else(|e| {
+            tracing::warn!(dataset = ds, array = arr, error = %e, "cannot keep the old version for descriptors still reading it; their reads fail with ESTALE");
+            Frozen::Gone
+        })
     }
 
     /// The whole `.npy` of `ds/arr` as it is now, in a temp file.
