@@ -17,7 +17,7 @@ use super::layout::element_range_boxes;
 use super::npy;
 use crate::format::DType;
 use crate::store::Atlas;
-use crate::store::array_file::ArrayFile;
+use crate::store::array_file::{ArrayFile, read_fresh};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stack {
@@ -103,16 +103,7 @@ impl Stack {
         out.resize(at + ((e1 - e0) * el) as usize, 0);
         let file = atlas.file(array).await.map_err(|e| FsError::noent(format!("stacked {array}: {e}")))?;
         let parts = self.parts(d0, d1);
-        let mut tries = 0;
-        loop {
-            match self.read_parts(&*file.read().await, &parts, &mut out[at..], concurrency).await {
-                // Another writer replaced a layer (a compaction, which may still be
-                // deleting sidecars): reload, then read again.
-                Err(e) if matches!(e.detail(), Some(crate::store::ErrorDetail::Stale(_))) && tries < crate::store::dataset::STALE_RETRIES => tries += 1,
-                r => break r?,
-            }
-            file.write().await.refresh().await?;
-        }
+        read_fresh(&file, async |f| self.read_parts(f, &parts, &mut out[at..], concurrency).await).await?;
         // The read was widened to whole elements: cut back to the bytes asked for.
         let skip = (d0 - e0 * el) as usize;
         out.truncate(at + skip + (d1 - d0) as usize);

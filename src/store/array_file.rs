@@ -314,6 +314,25 @@ pub(crate) fn vanished(e: &Error) -> bool {
     matches!(e.detail(), Some(ErrorDetail::Stale(_))) || matches!(e, Error::ObjectStore(object_store::Error::NotFound { .. }))
 }
 
+/// Reads that find a layer replaced or gone (another process compacting the array
+/// file, deleting its folded sidecars one by one) reload the layers and read again,
+/// up to this many times.
+pub(crate) const STALE_RETRIES: usize = 8;
+
+/// Runs `read` on the array file; when it finds a layer replaced or gone, reloads
+/// the layers and runs it again (up to [`STALE_RETRIES`] times). Every read of
+/// committed data goes through here.
+pub(crate) async fn read_fresh<T>(file: &tokio::sync::RwLock<ArrayFile>, mut read: impl AsyncFnMut(&ArrayFile) -> Result<T>) -> Result<T> {
+    let mut tries = 0;
+    loop {
+        match read(&*file.read().await).await {
+            Err(e) if matches!(e.detail(), Some(ErrorDetail::Stale(_))) && tries < STALE_RETRIES => tries += 1,
+            r => return r,
+        }
+        file.write().await.refresh().await?;
+    }
+}
+
 fn sidecar_number(file_name: &str) -> Option<u32> {
     let n = file_name.strip_prefix("data.")?.strip_suffix(".af")?;
     n.parse::<u32>().ok().filter(|&n| n >= 1)

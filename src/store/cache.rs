@@ -319,6 +319,22 @@ impl BlockCache {
         self.decoded.weighted_size()
     }
 
+    /// An empty buffer with room for `n` bytes from the pool of block buffers, for
+    /// a block's compressed bytes assembled from a stream's chunks; give it back as
+    /// [`Self::pooled`]. A cold remote scan then reuses a few buffers instead of
+    /// asking the allocator for 8-16 MiB per block (glibc serves those from its heap
+    /// once its mmap threshold has grown, and the heap keeps them: RSS over budget).
+    pub(crate) fn buffer(&self, n: usize) -> Vec<u8> {
+        let mut b = self.pool.take(n);
+        b.clear();
+        b
+    }
+
+    /// `buf` as `Bytes` that return it to the pool when the last slice of it goes.
+    pub(crate) fn pooled(&self, buf: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Pooled { buf, pool: self.pool.clone() })
+    }
+
     /// Bytes of free buffers kept for reuse.
     pub fn pooled_bytes(&self) -> u64 {
         self.pool.free_bytes()

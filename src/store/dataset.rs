@@ -7,7 +7,7 @@
 use indexmap::IndexMap;
 use ndarray::{ArcArray, ArrayD, ArrayView, IxDyn};
 
-use super::array_file::{EncodedBlocks, EntrySpec};
+use super::array_file::{EncodedBlocks, EntrySpec, read_fresh};
 use super::atlas::Atlas;
 use super::attr::Attr;
 use super::element::ArrayElement;
@@ -15,11 +15,6 @@ use super::meta::{ArraySchema, DatasetMeta, MetaFormat};
 use super::{Error, ErrorDetail, Result, validate_name};
 use crate::format::cells::Cells;
 use crate::format::{DType, EntryStats as ArrayStats, FillValue};
-
-/// Reads that find a layer replaced or gone (another process compacting the array
-/// file, deleting its folded sidecars one by one) reload the layers and read again,
-/// up to this many times.
-pub(crate) const STALE_RETRIES: usize = 8;
 
 /// What a replaced array is filled with.
 enum NewContent<I> {
@@ -350,16 +345,7 @@ impl DatasetView {
         let Some(schema) = self.array_meta(array) else { return Ok(None) };
         let (lo, extent) = clamp_region(&schema.shape, start, shape);
         let file = self.atlas.file(array).await?;
-        let mut tries = 0;
-        let cells = loop {
-            match file.read().await.read_region(&self.name, &lo, &extent).await {
-                // Another writer compacted the file since we read its footers (and may
-                // still be deleting sidecars): reload and read again.
-                Err(e) if matches!(e.detail(), Some(ErrorDetail::Stale(_))) && tries < STALE_RETRIES => tries += 1,
-                r => break r?,
-            }
-            file.write().await.refresh().await?;
-        };
+        let cells = read_fresh(&file, async |f| f.read_region(&self.name, &lo, &extent).await).await?;
         Ok(Some((extent, cells)))
     }
 
@@ -393,15 +379,7 @@ impl DatasetView {
             return Err(ErrorDetail::Invalid(format!("region {start:?}+{extent:?} outside {array:?} of shape {:?}", schema.shape)).into());
         }
         let file = self.atlas.file(array).await?;
-        let mut tries = 0;
-        let cells = loop {
-            match file.read().await.read_region(&self.name, start, extent).await {
-                Err(e) if matches!(e.detail(), Some(ErrorDetail::Stale(_))) && tries < STALE_RETRIES => tries += 1,
-                r => break r?,
-            }
-            file.write().await.refresh().await?;
-        };
-        Ok(cells)
+        read_fresh(&file, async |f| f.read_region(&self.name, start, extent).await).await
     }
 
     /// Whether a layer holds chunk `coord` of `array` (index lookups only).
@@ -416,15 +394,7 @@ impl DatasetView {
     pub async fn read_stored_chunk(&self, array: &str, coord: &[u32]) -> Result<Option<Cells>> {
         self.declared(array)?;
         let file = self.atlas.file(array).await?;
-        let mut tries = 0;
-        loop {
-            let res = file.read().await.stored_chunk(&self.name, coord).await;
-            match res {
-                Err(e) if matches!(e.detail(), Some(ErrorDetail::Stale(_))) && tries < STALE_RETRIES => tries += 1,
-                r => return r,
-            }
-            file.write().await.refresh().await?;
-        }
+        read_fresh(&file, async |f| f.stored_chunk(&self.name, coord).await).await
     }
 
     /// The fill value stored with the array's entry.

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use object_store::ObjectStore;
 
@@ -387,7 +387,7 @@ async fn stream(
             pending.push_front((b, tx));
             return decodes;
         }
-        let mut buf = BytesMut::new();
+        let mut buf: Vec<u8> = Vec::new();
         let size = b.compressed_size as usize;
         let block_end = b.file_offset + b.compressed_size;
         while pos < block_end {
@@ -425,19 +425,18 @@ async fn stream(
             let take = (size - buf.len()).min(carry.len());
             if buf.is_empty() && take == size {
                 // A whole block inside one chunk: no copy.
-                buf = BytesMut::new();
                 pos += take as u64;
                 let bytes = carry.split_to(take);
                 decodes.push(deliver(cache, layer, &b, Some(tx), bytes));
                 break;
             }
             if buf.capacity() == 0 {
-                buf.reserve(size);
+                buf = cache.buffer(size);
             }
             buf.extend_from_slice(&carry.split_to(take));
             pos += take as u64;
             if buf.len() == size {
-                decodes.push(deliver(cache, layer, &b, Some(tx), std::mem::take(&mut buf).freeze()));
+                decodes.push(deliver(cache, layer, &b, Some(tx), cache.pooled(std::mem::take(&mut buf))));
                 break;
             }
         }

@@ -177,6 +177,15 @@ impl Encoder {
         Ok(Arc::new(Encoder { file: Arc::new(file.try_clone()?), spill_dir, st: Mutex::new(st) }))
     }
 
+    /// The file the compressed blocks go to, made on first use (in the store's
+    /// directory when the flush can link it there).
+    fn out_file(&self, st: &mut State) -> std::io::Result<Arc<File>> {
+        if st.out.is_none() {
+            st.out = Some(Arc::new(crate::store::array_file::spill_file(self.spill_dir.as_deref())?));
+        }
+        Ok(st.out.clone().expect("made above"))
+    }
+
     /// The staged file was truncated to `len`: start over.
     pub(super) fn truncated(&self, len: u64) {
         let mut st = self.st.lock();
@@ -356,12 +365,10 @@ impl Encoder {
         let z = geo.codec.compress_block(&raw);
         let (out, at) = {
             let mut st = self.st.lock();
-            if st.out.is_none() {
-                st.out = Some(Arc::new(crate::store::array_file::spill_file(self.spill_dir.as_deref())?));
-            }
+            let out = self.out_file(&mut st)?;
             let at = st.out_len;
             st.out_len += z.len() as u64;
-            (st.out.clone().expect("made above"), at)
+            (out, at)
         };
         let written = out.write_all_at(&z, at);
         let mut st = self.st.lock();
@@ -447,13 +454,7 @@ impl AtlasFs {
             if raw <= SINGLE_PUT_LIMIT {
                 return;
             }
-            if st.out.is_none() {
-                match crate::store::array_file::spill_file(enc.spill_dir.as_deref()) {
-                    Ok(f) => st.out = Some(Arc::new(f)),
-                    Err(_) => return,
-                }
-            }
-            let out = st.out.clone().expect("made above");
+            let Ok(out) = enc.out_file(&mut st) else { return };
             let Ok(file) = out.try_clone() else { return };
             (out, file)
         };

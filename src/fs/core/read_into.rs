@@ -13,6 +13,7 @@
 //! still takes the boxed path; it is rare and short-lived.
 
 use super::*;
+use crate::store::array_file::read_fresh;
 
 impl AtlasFs {
     /// Bytes `[offset, offset+len)` of the `.npy` of fixed-width `ds/arr`, whose
@@ -43,16 +44,8 @@ impl AtlasFs {
         let boxes = element_range_boxes(&schema.shape, e0 as usize, e1 as usize);
         let parts: Vec<(&str, &[usize], &[usize])> = boxes.iter().map(|(s, e)| (ds, &s[..], &e[..])).collect();
         let file = self.atlas.file(arr).await?;
-        let mut tries = 0;
-        loop {
-            match file.read().await.read_regions_into(&parts, &mut out[at..], self.atlas.read_concurrency()).await {
-                // Another writer compacted the file (and may still be deleting
-                // sidecars): reload, then read again.
-                Err(e) if matches!(e.detail(), Some(crate::store::ErrorDetail::Stale(_))) && tries < crate::store::dataset::STALE_RETRIES => tries += 1,
-                r => break r?,
-            }
-            file.write().await.refresh().await?;
-        }
+        let concurrency = self.atlas.read_concurrency();
+        read_fresh(&file, async |f| f.read_regions_into(&parts, &mut out[at..], concurrency).await).await?;
         // Cut back to the bytes asked for (reads of a page-aligned range need no cut:
         // headers are 64-byte multiples and elements at most 16 bytes).
         out.truncate(at + skip + (end - offset.max(h)) as usize);
