@@ -103,7 +103,7 @@ impl Stack {
         out.resize(at + ((e1 - e0) * el) as usize, 0);
         let file = atlas.file(array).await.map_err(|e| FsError::noent(format!("stacked {array}: {e}")))?;
         let parts = self.parts(d0, d1);
-        read_fresh(&file, async |f| self.read_parts(f, &parts, &mut out[at..], concurrency).await).await?;
+        read_fresh!(&file, |f| self.read_parts(f, &parts, &mut out[at..], concurrency))?;
         // The read was widened to whole elements: cut back to the bytes asked for.
         let skip = (d0 - e0 * el) as usize;
         out.truncate(at + skip + (d1 - d0) as usize);

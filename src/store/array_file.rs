@@ -319,19 +319,32 @@ pub(crate) fn vanished(e: &Error) -> bool {
 /// up to this many times.
 pub(crate) const STALE_RETRIES: usize = 8;
 
-/// Runs `read` on the array file; when it finds a layer replaced or gone, reloads
-/// the layers and runs it again (up to [`STALE_RETRIES`] times). Every read of
-/// committed data goes through here.
-pub(crate) async fn read_fresh<T>(file: &tokio::sync::RwLock<ArrayFile>, mut read: impl AsyncFnMut(&ArrayFile) -> Result<T>) -> Result<T> {
-    let mut tries = 0;
-    loop {
-        match read(&*file.read().await).await {
-            Err(e) if matches!(e.detail(), Some(ErrorDetail::Stale(_))) && tries < STALE_RETRIES => tries += 1,
-            r => return r,
+/// `read_fresh!(file, |f| read)`: awaits `read` (a future using `f: &ArrayFile`, the
+/// file read-locked); when it finds a layer replaced or gone, reloads the layers and
+/// reads again (up to [`STALE_RETRIES`] times). Every read of committed data goes
+/// through it. A macro, not an `AsyncFnMut`: the futures of a generic async closure
+/// taking a reference are not `Send` for every lifetime, and reads run in spawned tasks.
+macro_rules! read_fresh {
+    ($file:expr, |$f:ident| $read:expr) => {{
+        let file = $file;
+        let mut tries = 0;
+        loop {
+            let res = {
+                let guard = file.read().await;
+                let $f: &$crate::store::array_file::ArrayFile = &guard;
+                $read.await
+            };
+            match res {
+                Err(e) if matches!(e.detail(), Some($crate::store::ErrorDetail::Stale(_))) && tries < $crate::store::array_file::STALE_RETRIES => tries += 1,
+                r => break r,
+            }
+            if let Err(e) = file.write().await.refresh().await {
+                break Err(e);
+            }
         }
-        file.write().await.refresh().await?;
-    }
+    }};
 }
+pub(crate) use read_fresh;
 
 fn sidecar_number(file_name: &str) -> Option<u32> {
     let n = file_name.strip_prefix("data.")?.strip_suffix(".af")?;

@@ -345,7 +345,7 @@ impl DatasetView {
         let Some(schema) = self.array_meta(array) else { return Ok(None) };
         let (lo, extent) = clamp_region(&schema.shape, start, shape);
         let file = self.atlas.file(array).await?;
-        let cells = read_fresh(&file, async |f| f.read_region(&self.name, &lo, &extent).await).await?;
+        let cells = read_fresh!(&file, |f| f.read_region(&self.name, &lo, &extent))?;
         Ok(Some((extent, cells)))
     }
 
@@ -379,7 +379,7 @@ impl DatasetView {
             return Err(ErrorDetail::Invalid(format!("region {start:?}+{extent:?} outside {array:?} of shape {:?}", schema.shape)).into());
         }
         let file = self.atlas.file(array).await?;
-        read_fresh(&file, async |f| f.read_region(&self.name, start, extent).await).await
+        read_fresh!(&file, |f| f.read_region(&self.name, start, extent))
     }
 
     /// Whether a layer holds chunk `coord` of `array` (index lookups only).
@@ -394,7 +394,7 @@ impl DatasetView {
     pub async fn read_stored_chunk(&self, array: &str, coord: &[u32]) -> Result<Option<Cells>> {
         self.declared(array)?;
         let file = self.atlas.file(array).await?;
-        read_fresh(&file, async |f| f.stored_chunk(&self.name, coord).await).await
+        read_fresh!(&file, |f| f.stored_chunk(&self.name, coord))
     }
 
     /// The fill value stored with the array's entry.

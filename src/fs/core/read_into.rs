@@ -45,7 +45,7 @@ impl AtlasFs {
         let parts: Vec<(&str, &[usize], &[usize])> = boxes.iter().map(|(s, e)| (ds, &s[..], &e[..])).collect();
         let file = self.atlas.file(arr).await?;
         let concurrency = self.atlas.read_concurrency();
-        read_fresh(&file, async |f| f.read_regions_into(&parts, &mut out[at..], concurrency).await).await?;
+        read_fresh!(&file, |f| f.read_regions_into(&parts, &mut out[at..], concurrency))?;
         // Cut back to the bytes asked for (reads of a page-aligned range need no cut:
         // headers are 64-byte multiples and elements at most 16 bytes).
         out.truncate(at + skip + (end - offset.max(h)) as usize);
