@@ -431,7 +431,10 @@ async fn stream(
                 break;
             }
             if buf.capacity() == 0 {
-                buf = cache.buffer(size);
+                // As large as the decoded block when that is larger: then the pool's
+                // buffers are of one size and every one fits the next block, compressed
+                // or decoded (pages not written are not resident).
+                buf = cache.buffer(size.max(b.uncompressed_size as usize));
             }
             buf.extend_from_slice(&carry.split_to(take));
             pos += take as u64;
