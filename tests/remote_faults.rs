@@ -435,6 +435,15 @@ impl World {
         Mounted::start_with(OsStr::new(URL), &self.mkdir(name), &args, &env())
     }
 
+    /// A new store, mounted at `mnt`, with an empty dataset `ds`: the mount and its path.
+    fn mount_new_store_with_ds(&self) -> (Mounted, PathBuf) {
+        self.cli(&["create", URL]);
+        let m = self.mount("mnt", &[]);
+        let mp = m.mp().to_path_buf();
+        std::fs::create_dir(mp.join("ds")).unwrap();
+        (m, mp)
+    }
+
     /// The bucket's objects under `store/`, copied into a local directory.
     fn bucket_copy(&self, name: &str) -> PathBuf {
         let copy = self.mkdir(name);
@@ -703,10 +712,7 @@ fn lasting_faults_give_eio_for_the_affected_file_only_within_the_bound() {
 #[test]
 fn write_faults_during_fsync() {
     let w = World::start();
-    w.cli(&["create", URL]);
-    let m = w.mount("mnt", &[]);
-    let mp = m.mp().to_path_buf();
-    std::fs::create_dir(mp.join("ds")).unwrap();
+    let (m, mp) = w.mount_new_store_with_ds();
     let write = |name: &str, vals: &[f64]| -> std::io::Result<()> {
         use std::io::Write;
         let mut f = std::fs::File::create(mp.join(format!("ds/{name}.npy")))?;
@@ -821,10 +827,7 @@ fn no_open_uploads(w: &World) -> usize {
 #[test]
 fn a_large_write_uploads_as_parts_while_encoding() {
     let w = World::start();
-    w.cli(&["create", URL]);
-    let m = w.mount("mnt", &[]);
-    let mp = m.mp().to_path_buf();
-    std::fs::create_dir(mp.join("ds")).unwrap();
+    let (m, mp) = w.mount_new_store_with_ds();
     // 76 MiB of f64 that do not compress: over the 64 MiB single PUT, ~10 parts of 8 MiB.
     let n = 10_000_000;
     let big = npy_f64(&noise(7, n));
