@@ -451,6 +451,71 @@ fn opens_racing_renames_over_an_array_never_see_estale_twice() {
     assert_eq!(twice, 0, "{twice} of {} opens got ESTALE after the kernel's retry", opens + twice);
 }
 
+/// numpy's own atomic replace (`np.save(".next.npy")` then `os.replace` onto the
+/// array): the temp name is an array name, committed at its close, so the rename
+/// moves a *stored* array over another. Every open must read one version whole, of
+/// the size its lookup reported (the kernel's size for the inode): the copy once
+/// went into the store before the name moved, so an open of the replaced inode in
+/// between read the new version under the old size (a READ past the end: EINVAL,
+/// seen as EIO on a passthrough mount) and its descriptor was never frozen.
+#[test]
+fn opens_racing_a_stored_array_renamed_over_read_one_version_of_their_size() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (fs, _) = rt.block_on(fs_with_data());
+    let d = rt.block_on(fs.lookup(ROOT_INO, "d3")).unwrap().ino;
+    let replace = |k: u32| {
+        let n = 64 + 8 * (k % 40) as usize;
+        rt.block_on(async {
+            let (_, w) = fs.create(d, ".next.npy", libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+            fs.write(w.fh, 0, &full_npy(&[n], &vec![k as f32; n])).await.unwrap();
+            fs.release(w.fh).await.unwrap();
+            assert!(fs.atlas().dataset_meta("d3").unwrap().arrays.contains_key(".next"), "committed at close: a stored array is renamed");
+            fs.rename(d, ".next.npy", d, "v.npy").await.unwrap();
+        });
+    };
+    replace(0);
+    let stop = AtomicBool::new(false);
+    let opens = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            (1..600).for_each(replace);
+            stop.store(true, Ordering::Release);
+        });
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                sc.spawn(|| {
+                    let mut opens = 0u32;
+                    while !stop.load(Ordering::Acquire) {
+                        for retry in [false, true] {
+                            let f = rt.block_on(fs.lookup(d, "v.npy")).unwrap();
+                            match rt.block_on(fs.open(f.ino, libc::O_RDONLY)) {
+                                Ok(o) => {
+                                    // What the kernel asks for: up to the size it holds.
+                                    let bytes = rt.block_on(fs.read(o.fh, 0, f.size as u32)).unwrap_or_else(|e| panic!("read of {} bytes: {e}", f.size));
+                                    rt.block_on(fs.release(o.fh)).unwrap();
+                                    assert_eq!(bytes.len() as u64, f.size, "a whole read of the size the lookup gave");
+                                    let h = npy::read_header(&mut &bytes[..]).unwrap();
+                                    assert_eq!(h.header_len + 4 * h.shape.iter().product::<usize>(), bytes.len(), "one version: its header's shape and its length agree");
+                                    let first = f32::from_le_bytes(bytes[h.header_len..h.header_len + 4].try_into().unwrap());
+                                    let last = f32::from_le_bytes(bytes[bytes.len() - 4..].try_into().unwrap());
+                                    assert_eq!(first, last, "one version's values throughout");
+                                    opens += 1;
+                                    break;
+                                }
+                                Err(e) if e.errno == libc::ESTALE && !retry => {}
+                                Err(e) => panic!("open of v.npy: {e}"),
+                            }
+                        }
+                    }
+                    opens
+                })
+            })
+            .collect();
+        readers.into_iter().map(|r| r.join().unwrap()).sum::<u32>()
+    });
+    assert!(opens > 100, "the readers opened v.npy {opens} times");
+}
+
 /// FORGET releases the zarr view's inodes (one per chunk key, so a `find` or a dask
 /// scan of a big store would otherwise grow the table without bound): a walk of
 /// the whole view by lookups, then a FORGET of each, leaves the table as it was;

@@ -295,6 +295,74 @@ impl AtlasFs {
         Ok(())
     }
 
+    /// A file renamed onto `nds/nname` (an array's name, or a temp name), with the
+    /// bytes the renamed inode shows until they are committed staged in `s`. The
+    /// steps of a replacement under readers, one at a time (the caller holds
+    /// `replacing`):
+    /// 1. when the replaced array was opened lately, its old version is kept for
+    ///    opens of its inode that a path walk found just before (a tombstone, in
+    ///    place before the inode is forgotten);
+    /// 2. the name goes to the renamed inode, which shows the staged bytes (its size
+    ///    is theirs) until the commit is in; the replaced inode is forgotten, so other
+    ///    opens through it get ESTALE and look again;
+    ///
+    /// then the caller freezes descriptors still reading the old version (with the
+    /// copy returned here, if any) and commits. So every descriptor reads one
+    /// version whole, as with rename(2) on a local filesystem.
+    async fn move_over(&self, ds: &str, name: &str, nds: &str, nname: &str, s: &Arc<Mutex<Staged>>) -> Option<Arc<Frozen>> {
+        let to = NodeKey::File(nds.to_string(), nname.to_string());
+        let replaced = self.inodes.lock().by_key.get(&to).copied();
+        let kept = match array_of(nname) {
+            Some(arr) => self.keep_for_late_opens(nds, arr, replaced).await,
+            None => None,
+        };
+        {
+            // The new name, its staged bytes and its inode change together.
+            let mut inodes = self.inodes.lock();
+            self.swaps.fetch_add(1, Ordering::AcqRel);
+            if array_of(nname).is_some() {
+                self.staged.lock().insert((nds.to_string(), nname.to_string()), s.clone());
+            }
+            inodes.rename(&NodeKey::File(ds.to_string(), name.to_string()), to);
+            self.swaps.fetch_add(1, Ordering::AcqRel);
+        }
+        self.unstage(ds, name, s);
+        kept
+    }
+
+    /// A stored array renamed onto an array's name: copied there, then deleted, as
+    /// one replacement for readers. Until the copy is committed the renamed inode
+    /// shows a staged copy of the source's bytes, exactly as a staged temp file
+    /// renamed into place does ([`Self::move_over`]); without it, the replaced inode
+    /// showed the new version while the kernel still sized it by the old one (READs
+    /// past the end: EINVAL, seen as EIO) and its descriptors went unfrozen.
+    async fn rename_stored(&self, ds: &str, name: &str, src: &str, nds: &str, nname: &str, dst: &str) -> FsResult<()> {
+        let _one_at_a_time = self.replacing.lock().await;
+        let schema = self.schema(ds, src).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?;
+        let len = self.npy_size(ds, src, &schema).await?;
+        let (file, len) = self.npy_to_temp_file(ds, src, &schema, len, false).await?;
+        let mtime = self.mtimes.lock().get(&(ds.to_string(), src.to_string())).copied().unwrap_or(self.started);
+        let s = Arc::new(Mutex::new(Staged { file: file.try_clone()?, len, mtime, dirty: false, dropped: false, rejected: None, encoder: None }));
+        let kept = self.move_over(ds, name, nds, nname, &s).await;
+        self.freeze_readers_with(nds, dst, kept).await;
+        let res = self.copy_array(ds, src, nds, dst).await;
+        self.unstage(nds, nname, &s);
+        if let Err(e) = res {
+            // The store is unchanged: the inode goes back to the source's name.
+            let mut inodes = self.inodes.lock();
+            self.swaps.fetch_add(1, Ordering::AcqRel);
+            inodes.rename(&NodeKey::File(nds.to_string(), nname.to_string()), NodeKey::File(ds.to_string(), name.to_string()));
+            self.swaps.fetch_add(1, Ordering::AcqRel);
+            return Err(e);
+        }
+        self.mtimes.lock().insert((nds.to_string(), dst.to_string()), mtime);
+        // Descriptors still reading the source keep its bytes, already copied.
+        self.freeze_readers_with(ds, src, Some(Arc::new(Frozen::Bytes { file, len }))).await;
+        self.atlas.open_dataset(ds).await?.delete_array_shared(src).await?;
+        self.bump_generation(ds, src);
+        Ok(())
+    }
+
     pub async fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> FsResult<()> {
         self.refuse_zarr_write(parent, Some(name), "rename")?;
         self.refuse_zarr_write(new_parent, Some(new_name), "rename")?;
@@ -308,40 +376,12 @@ impl AtlasFs {
                     return Err(FsError::noent(&nds));
                 }
                 if let Some(s) = self.staged_entry(&ds, &name) {
-                    // A staged file (typically a tool's temp file) moves into place. A
-                    // replacement of an array under readers, step by step (one at a time):
-                    // 1. when the array was opened lately, its old version is kept for
-                    //    opens of the replaced inode that a path walk found just before
-                    //    (a tombstone, in place before the inode is forgotten);
-                    // 2. the name goes to the temp file's inode, which shows the staged
-                    //    bytes (its size is theirs) until the commit is in; the replaced
-                    //    inode is forgotten, so other opens through it get ESTALE and
-                    //    look again;
-                    // 3. descriptors still reading the old version are frozen on it;
-                    // 4. the staged bytes are committed.
-                    // So every descriptor reads one version whole, as with rename(2) on a
-                    // local filesystem.
                     if ds == nds && name == nname {
                         return Ok(());
                     }
                     let _one_at_a_time = self.replacing.lock().await;
                     let Some(s) = self.staged_entry(&ds, &name).filter(|t| Arc::ptr_eq(t, &s)) else { return Err(FsError::noent(format!("{ds}/{name}"))) };
-                    let replaced = self.inodes.lock().by_key.get(&NodeKey::File(nds.clone(), nname.clone())).copied();
-                    let kept = match array_of(&nname) {
-                        Some(arr) => self.keep_for_late_opens(&nds, arr, replaced).await,
-                        None => None,
-                    };
-                    {
-                        // The new name, its staged bytes and its inode change together.
-                        let mut inodes = self.inodes.lock();
-                        self.swaps.fetch_add(1, Ordering::AcqRel);
-                        if array_of(&nname).is_some() {
-                            self.staged.lock().insert((nds.clone(), nname.clone()), s.clone());
-                        }
-                        inodes.rename(&NodeKey::File(ds.clone(), name.clone()), NodeKey::File(nds.clone(), nname.clone()));
-                        self.swaps.fetch_add(1, Ordering::AcqRel);
-                    }
-                    self.unstage(&ds, &name, &s);
+                    let kept = self.move_over(&ds, &name, &nds, &nname, &s).await;
                     match array_of(&nname) {
                         Some(arr) => {
                             self.freeze_readers_with(&nds, arr, kept).await;
@@ -360,20 +400,11 @@ impl AtlasFs {
                     }
                 }
                 let src = array_of(&name).ok_or_else(|| FsError::noent(format!("{ds}/{name}")))?.to_string();
-                if self.schema(&ds, &src).is_none() {
-                    return Err(FsError::noent(format!("{ds}/{name}")));
-                }
                 let dst = array_of(&nname).ok_or_else(|| FsError::inval(format!("{nds}/{nname}: an array must be named <array>.npy")))?.to_string();
                 if ds == nds && src == dst {
                     return Ok(());
                 }
-                self.freeze_readers(&nds, &dst).await;
-                self.freeze_readers(&ds, &src).await;
-                self.copy_array(&ds, &src, &nds, &dst).await?;
-                self.atlas.open_dataset(&ds).await?.delete_array_shared(&src).await?;
-                self.bump_generation(&ds, &src);
-                self.inodes.lock().rename(&NodeKey::File(ds, name), NodeKey::File(nds, nname));
-                Ok(())
+                self.rename_stored(&ds, &name, &src, &nds, &nname, &dst).await
             }
             (NodeKey::Dataset(ds), NodeKey::Dataset(nds)) => {
                 if ds == nds {

@@ -18,27 +18,36 @@ impl AtlasFs {
                 return Err(self.move_to_new_inode(ino));
             }
             let res = self.open_once(ino, flags).await;
+            if matches!(&res, Ok(o) if o.backing.is_some()) {
+                self.await_releases(ino).await;
+            }
+            // No await from here to the answer: a rename between the check and the
+            // answer would pair this inode with the other version's I/O mode.
             if self.swaps.load(Ordering::Acquire) == seq {
                 let o = res?;
-                if o.backing.is_some() {
-                    self.await_releases(ino).await;
-                }
                 let key = self.inodes.lock().key(ino);
-                return match key {
+                match key {
                     Some(NodeKey::File(ds, name)) => {
                         let generation = array_of(&name).map(|a| self.generation(&ds, a));
                         let fh = o.fh;
-                        self.settle_io(ino, o, generation).map_err(|()| {
+                        return self.settle_io(ino, o, generation).map_err(|()| {
                             self.handles.lock().remove(&fh);
                             self.move_to_new_inode(ino)
-                        })
+                        });
                     }
-                    // Tombstones and control files keep no mode, and neither does an
-                    // inode renamed over since `open_once` found its name: its
-                    // descriptors are not counted, so it must not pass through (the
-                    // kernel may hold it page-cached: a passthrough open is EIO then).
-                    _ => Ok(Opened { backing: None, ..o }),
-                };
+                    // Tombstones and control files keep no mode: their descriptors are
+                    // not counted, so they never pass through.
+                    _ if o.backing.is_none() => return Ok(o),
+                    // A passthrough answer for an inode renamed over since `open_once`
+                    // found its name. Answered page-cached instead, it failed with EIO
+                    // when the kernel held the inode in passthrough for earlier opens
+                    // (a cached open of such an inode is refused): open again, as a
+                    // late open of a replaced inode.
+                    _ => {
+                        self.handles.lock().remove(&o.fh);
+                        continue;
+                    }
+                }
             }
             // A rename moved a name meanwhile: this descriptor may pair the inode with
             // the other version. Open again (a replaced inode then gets ESTALE).

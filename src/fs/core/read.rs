@@ -70,12 +70,14 @@ impl AtlasFs {
                 if let Some((from, to)) = next {
                     owner.scope(self.read_ahead(ds, arr, from, to)).await;
                 }
-                let out = self.read_array_bytes(ds, arr, offset, size as u64).await?;
+                let out = self.read_array_bytes(ds, arr, offset, size as u64).await;
                 // A replacement freezes open descriptors before it commits: if this one
-                // was frozen meanwhile, the bytes just read may be the new version's.
+                // was frozen meanwhile, the bytes just read may be the new version's, or
+                // the read failed on it (a region past the end of a shorter version).
                 if let Some(f) = frozen.lock().clone() {
                     return read_frozen(&f, offset, size);
                 }
+                let out = out?;
                 self.fill_from_read(ds, arr, filling, offset, &out);
                 out
             }

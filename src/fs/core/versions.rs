@@ -122,6 +122,13 @@ impl AtlasFs {
         if len > FREEZE_MAX_BYTES {
             return Err(FsError::new(libc::EFBIG, format!("{ds}/{arr}.npy is {len} bytes, over the {FREEZE_MAX_BYTES} kept aside")));
         }
+        let (file, len) = self.npy_to_temp_file(ds, arr, schema, len, before_refresh).await?;
+        Ok(Frozen::Bytes { file, len })
+    }
+
+    /// The first `len` bytes of the `.npy` form of `ds/arr` (as `schema` describes it)
+    /// in a temp file, whatever its size, and how many there were.
+    pub(super) async fn npy_to_temp_file(&self, ds: &str, arr: &str, schema: &ArraySchema, len: u64, before_refresh: bool) -> FsResult<(File, u64)> {
         let file = tempfile::tempfile()?;
         let mut off = 0u64;
         while off < len {
@@ -132,7 +139,7 @@ impl AtlasFs {
             file.write_all_at(&part, off)?;
             off += part.len() as u64;
         }
-        Ok(Frozen::Bytes { file, len: off })
+        Ok((file, off))
     }
 
     /// Picks up what other writers flushed to the store (see `Atlas::refresh`): the
