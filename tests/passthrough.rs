@@ -10,7 +10,9 @@
 //!   served the old ones); a descriptor opened before a change keeps its version;
 //! - the spool keeps its byte budget; a full spool disk (a tiny tmpfs) costs one log
 //!   line and no reader error; a damaged spool file is dropped and rebuilt, never
-//!   served; spool files are private to the daemon's user.
+//!   served; spool files are private to the daemon's user;
+//! - a peek at an array (a read of less than half of it) leaves nothing to decode
+//!   in the background.
 //!
 //! Needs /dev/fuse, fusermount3 and the venv of `scripts/setup-test-env.sh`; root
 //! for the tmpfs of the full-disk case and for passthrough itself (CAP_SYS_ADMIN).
@@ -231,6 +233,44 @@ fn the_spool_keeps_its_budget_and_is_private() {
     }
     m.unmount();
     assert!(!dir.exists(), "the spool directory is removed at unmount");
+}
+
+/// A peek (`file`, `head -c`) at a large array leaves nothing in the spool: only a
+/// descriptor that read at least half of an array has the rest decoded after its
+/// close, so exploring a big (or remote) store does not decode (or fetch) it whole.
+#[test]
+fn only_a_read_of_half_an_array_fills_the_spool() {
+    let ctx = Ctx::new();
+    let store = ctx.store();
+    let m = mount(&ctx, &store, &[]);
+    let mp = m.mp().to_path_buf();
+    std::fs::create_dir(mp.join("d")).unwrap();
+    for a in ["peek", "most"] {
+        save(&mp.join(format!("d/{a}.npy")), "np.arange(1 << 20, dtype=np.float32)");
+    }
+    m.unmount();
+    let m = mount(&ctx, &store, &[]);
+    let mp = m.mp().to_path_buf();
+    let read_part = |name: &str, n: usize| {
+        use std::io::Read;
+        let mut buf = vec![0u8; n];
+        std::fs::File::open(mp.join(name)).unwrap().read_exact(&mut buf).unwrap();
+        buf
+    };
+    assert_eq!(&read_part("d/peek.npy", 1024)[..6], b"\x93NUMPY");
+    let _ = read_part("d/most.npy", 3 << 20); // 3 of its 4 MiB
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while spool_stat(&m, "built") < 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!((spool_stat(&m, "built"), spool_stat(&m, "files")), (1, 1), "only the array read for the most part was spooled: {}", stats(&m));
+    // Both still read right, and the spooled one passes through.
+    let hits = spool_stat(&m, "hits");
+    check(&mp.join("d/most.npy"), "np.arange(1 << 20, dtype=np.float32)");
+    assert!(spool_stat(&m, "hits") > hits, "{}", stats(&m));
+    check(&mp.join("d/peek.npy"), "np.arange(1 << 20, dtype=np.float32)");
+    m.unmount();
 }
 
 /// A spool file changed behind the daemon's back is dropped and rebuilt, never served.

@@ -75,6 +75,10 @@ impl Filling {
         add_range(&mut self.covered, lo, hi);
     }
 
+    fn covered_len(&self) -> u64 {
+        self.covered.iter().map(|(a, b)| b - a).sum()
+    }
+
     fn complete(&self) -> bool {
         self.covered.first().is_some_and(|&(a, b)| a == 0 && b >= self.len)
     }
@@ -137,9 +141,12 @@ impl AtlasFs {
     }
 
     /// At the last close of a descriptor that was filling a spool file and read
-    /// only part of it: decode the rest in the background.
+    /// at least half of it: decode the rest in the background. One that read less
+    /// (`file`, `head -c`, a slice through `mmap`) leaves no spool file behind: the
+    /// rest of a large array, or of a remote one, is not worth decoding or
+    /// fetching for a peek.
     pub(super) fn finish_fill_later(&self, ds: &str, arr: &str, filling: &Mutex<Option<Filling>>) {
-        let Some(f) = filling.lock().take() else { return };
+        let Some(f) = filling.lock().take().filter(|f| 2 * f.covered_len() >= f.len) else { return };
         let Some(me) = self.me.get().and_then(|w| w.upgrade()) else { return };
         let (ds, arr) = (ds.to_string(), arr.to_string());
         let fills = self.fills.clone();
