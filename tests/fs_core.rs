@@ -451,6 +451,47 @@ fn opens_racing_renames_over_an_array_never_see_estale_twice() {
     assert_eq!(twice, 0, "{twice} of {} opens got ESTALE after the kernel's retry", opens + twice);
 }
 
+/// The whole `.npy` of `ds/name` through the fs core.
+async fn npy_bytes(fs: &AtlasFs, ds: &str, name: &str) -> Vec<u8> {
+    let f = fs.lookup(fs.lookup(ROOT_INO, ds).await.unwrap().ino, name).await.unwrap();
+    let o = fs.open(f.ino, libc::O_RDONLY).await.unwrap();
+    let bytes = fs.read(o.fh, 0, f.size as u32).await.unwrap();
+    fs.release(o.fh).await.unwrap();
+    assert_eq!(bytes.len() as u64, f.size);
+    bytes
+}
+
+/// A stored array renamed onto a new name, and across datasets over an array of
+/// another shape and dtype, keeps its dtype, shape, chunk shape, fill value,
+/// dimension names and values (it is committed from a staged copy of its bytes,
+/// which carry none of the rest); a string array too; the source is gone.
+#[tokio::test]
+async fn a_stored_array_renamed_keeps_its_definition() {
+    let (fs, _) = fs_with_data().await;
+    let d1 = fs.atlas().open_dataset("d1").await.unwrap();
+    d1.define_array_shared::<i16>("sparse", vec!["t".into(), "c".into()], vec![7, 3], Some(vec![2, 2]), Some(FillValue::Int(-9))).await.unwrap();
+    d1.write_cells("sparse", &[1, 0], &[1, 3], &Cells::Fixed { elsize: 2, bytes: [1i16, 2, 3].iter().flat_map(|v| v.to_le_bytes()).collect() }).await.unwrap();
+    d1.define_array_dtype("names", DType::String, vec!["n".into()], vec![3], None, None).await.unwrap();
+    d1.write_cells("names", &[0], &[3], &Cells::Var(vec![b"a".to_vec(), b"bb".to_vec(), b"ccc".to_vec()])).await.unwrap();
+    let schema = |ds: &str, a: &str| fs.atlas().dataset_meta(ds).unwrap().arrays.get(a).cloned();
+    let (sparse, names) = (schema("d1", "sparse").unwrap(), schema("d1", "names").unwrap());
+    let (sparse_npy, names_npy) = (npy_bytes(&fs, "d1", "sparse.npy").await, npy_bytes(&fs, "d1", "names.npy").await);
+    let d1_ino = fs.lookup(ROOT_INO, "d1").await.unwrap().ino;
+    let d2_ino = fs.lookup(ROOT_INO, "d2").await.unwrap().ino;
+    fs.rename(d1_ino, "sparse.npy", d1_ino, "moved.npy").await.unwrap();
+    fs.rename(d1_ino, "moved.npy", d2_ino, "v.npy").await.unwrap();
+    fs.rename(d1_ino, "names.npy", d2_ino, "labels.npy").await.unwrap();
+    assert_eq!(schema("d2", "v"), Some(sparse), "definition kept");
+    assert_eq!(schema("d2", "labels"), Some(names), "string array's definition kept");
+    assert_eq!(fs.atlas().open_dataset("d2").await.unwrap().array_fill_value("v").await.unwrap(), Some(FillValue::Int(-9)));
+    assert_eq!(npy_bytes(&fs, "d2", "v.npy").await, sparse_npy, "values kept, fill included");
+    assert_eq!(npy_bytes(&fs, "d2", "labels.npy").await, names_npy);
+    for gone in ["sparse", "moved", "names"] {
+        assert_eq!(schema("d1", gone), None, "{gone} is gone");
+        assert_eq!(fs.lookup(d1_ino, &format!("{gone}.npy")).await.err().map(|e| e.errno), Some(libc::ENOENT));
+    }
+}
+
 /// numpy's own atomic replace (`np.save(".next.npy")` then `os.replace` onto the
 /// array): the temp name is an array name, committed at its close, so the rename
 /// moves a *stored* array over another. Every open must read one version whole, of

@@ -269,6 +269,12 @@ impl AtlasFs {
 
     /// Parses a staged `.npy` and replaces the array with it.
     pub(super) async fn commit_staged(&self, ds: &str, arr: &str, staged: &Arc<Mutex<Staged>>) -> FsResult<()> {
+        self.commit_staged_like(ds, arr, staged, None).await
+    }
+
+    /// [`Self::commit_staged`], keeping the chunk shape, fill value and dimension
+    /// names of `like` (an array renamed into place) when dtype and shape match.
+    pub(super) async fn commit_staged_like(&self, ds: &str, arr: &str, staged: &Arc<Mutex<Staged>>, like: Option<ArrayDef>) -> FsResult<()> {
         let (file, len, encoder) = {
             let mut s = staged.lock();
             s.dirty = false;
@@ -292,8 +298,13 @@ impl AtlasFs {
             Some(s) if s.shape.len() == shape.len() => s.dimension_names.clone(),
             _ => (0..shape.len()).map(|i| format!("dim_{i}")).collect(),
         };
-        let (chunk, fill) = self.staged_chunking(ds, arr, &et.dtype, &shape).await?;
-        let def = ArrayDef { dtype: et.dtype.clone(), dimension_names: dims, shape: shape.clone(), chunk_shape: Some(chunk), fill };
+        let def = match like.filter(|d| d.dtype == et.dtype && d.shape == shape) {
+            Some(d) => d,
+            None => {
+                let (chunk, fill) = self.staged_chunking(ds, arr, &et.dtype, &shape).await?;
+                ArrayDef { dtype: et.dtype.clone(), dimension_names: dims, shape: shape.clone(), chunk_shape: Some(chunk), fill }
+            }
+        };
         let view = self.atlas.open_dataset(ds).await?;
         let hl = header.header_len as u64;
         let name = format!("{arr}.npy");
