@@ -93,6 +93,18 @@ fn errno(e: &FsError, op: &str) -> Errno {
     Errno::from_i32(e.errno)
 }
 
+/// The kernel bounds a READ by the size it was given, so a failed one is never the
+/// caller's mistake: logged at warn like the store's own failures (an `EINVAL` here
+/// once hid a race at debug level), except `ESTALE`, a replaced version too large
+/// to keep for a descriptor still reading it (troubleshooting.md).
+fn read_errno(e: &FsError) -> Errno {
+    if e.errno == libc::ESTALE {
+        return errno(e, "read");
+    }
+    tracing::warn!(op = "read", errno = e.errno, "{}", e.msg);
+    Errno::from_i32(e.errno)
+}
+
 fn name_str<'a>(name: &'a OsStr) -> Result<&'a str, Errno> {
     name.to_str().ok_or(Errno::EINVAL)
 }
@@ -258,7 +270,7 @@ impl Filesystem for FuseFs {
     fn read(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
         match self.run(op_span!(req, "read", ino = ino.0, offset = offset, size = size), self.core.read(fh.0, offset, size)) {
             Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(&e, "read")),
+            Err(e) => reply.error(read_errno(&e)),
         }
     }
 
