@@ -85,9 +85,8 @@ pub struct Args {
     #[arg(long, default_value = "4G", value_parser = parse_size, value_name = "SIZE")]
     pub spool_size: u64,
     /// Pass read-only opens of arrays through to decoded spool files (FUSE
-    /// passthrough; needs root and Linux 6.9+). Off by default for now: under
-    /// writers renaming files over arrays that are being read, an open can still
-    /// fail with EIO (see troubleshooting.md).
+    /// passthrough; needs root and Linux 6.9+). Off by default, as peers' local
+    /// caches are: the spool is a second copy of what is read, on local disk.
     #[arg(long)]
     pub passthrough: bool,
     /// Serve every read through the daemon (no spool, no FUSE passthrough): the default.
