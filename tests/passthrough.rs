@@ -106,6 +106,16 @@ fn mount(ctx: &Ctx, store: &Path, extra: &[&str]) -> Mounted {
     Mounted::start(store, &mp, &args)
 }
 
+/// A new store mounted (see [`mount`]) with an empty dataset `d`: the store, the
+/// mount and its mountpoint.
+fn mount_new_store_with_d(ctx: &Ctx, extra: &[&str]) -> (PathBuf, Mounted, PathBuf) {
+    let store = ctx.store();
+    let m = mount(ctx, &store, extra);
+    let mp = m.mp().to_path_buf();
+    std::fs::create_dir(mp.join("d")).unwrap();
+    (store, m, mp)
+}
+
 /// Every dtype atlas-python 0.10 writes (edge chunks, fills, layers, 0-D) reads the
 /// same through passthrough as decoded, and on a mount without passthrough.
 #[test]
@@ -136,10 +146,7 @@ fn every_dtype_reads_the_same_through_passthrough_and_without() {
 #[test]
 fn a_spool_entry_is_never_stale() {
     let ctx = Ctx::new();
-    let store = ctx.store();
-    let m = mount(&ctx, &store, &[]);
-    let mp = m.mp().to_path_buf();
-    std::fs::create_dir(mp.join("d")).unwrap();
+    let (store, m, mp) = mount_new_store_with_d(&ctx, &[]);
     let a = mp.join("d/a.npy");
     let v1 = "np.arange(100_000, dtype=np.float32)";
     save(&a, v1);
@@ -211,10 +218,7 @@ fn hex(b: &[u8]) -> String {
 #[test]
 fn the_spool_keeps_its_budget_and_is_private() {
     let ctx = Ctx::new();
-    let store = ctx.store();
-    let m = mount(&ctx, &store, &["--spool-size", "1M"]);
-    let mp = m.mp().to_path_buf();
-    std::fs::create_dir(mp.join("d")).unwrap();
+    let (_, m, mp) = mount_new_store_with_d(&ctx, &["--spool-size", "1M"]);
     for i in 0..12 {
         let p = mp.join(format!("d/a{i}.npy"));
         let v = format!("np.full(50_000, {i}, dtype=np.int32)");
@@ -241,10 +245,7 @@ fn the_spool_keeps_its_budget_and_is_private() {
 #[test]
 fn only_a_read_of_half_an_array_fills_the_spool() {
     let ctx = Ctx::new();
-    let store = ctx.store();
-    let m = mount(&ctx, &store, &[]);
-    let mp = m.mp().to_path_buf();
-    std::fs::create_dir(mp.join("d")).unwrap();
+    let (store, m, mp) = mount_new_store_with_d(&ctx, &[]);
     for a in ["peek", "most"] {
         save(&mp.join(format!("d/{a}.npy")), "np.arange(1 << 20, dtype=np.float32)");
     }
@@ -277,10 +278,7 @@ fn only_a_read_of_half_an_array_fills_the_spool() {
 #[test]
 fn a_damaged_spool_file_is_rebuilt_not_served() {
     let ctx = Ctx::new();
-    let store = ctx.store();
-    let m = mount(&ctx, &store, &[]);
-    let mp = m.mp().to_path_buf();
-    std::fs::create_dir(mp.join("d")).unwrap();
+    let (_, m, mp) = mount_new_store_with_d(&ctx, &[]);
     let a = mp.join("d/a.npy");
     let v = "np.arange(200_000, dtype=np.int64)";
     save(&a, v);
@@ -331,10 +329,7 @@ fn a_full_spool_disk_falls_back_with_one_log_line() {
 #[test]
 fn fstat_of_a_passthrough_descriptor_keeps_its_version_size() {
     let ctx = Ctx::new();
-    let store = ctx.store();
-    let m = mount(&ctx, &store, &["--ttl", "0"]);
-    let mp = m.mp().to_path_buf();
-    std::fs::create_dir(mp.join("d")).unwrap();
+    let (_, m, mp) = mount_new_store_with_d(&ctx, &["--ttl", "0"]);
     let a = mp.join("d/a.npy");
     let v1 = "np.arange(100_000, dtype=np.float32)";
     save(&a, v1);
