@@ -182,18 +182,20 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).try_init();
 }
 
-/// Large buffers (READ replies, blocks being fetched) are allocated and freed all
-/// the time. glibc raises its mmap threshold each time one is freed, after which
-/// such buffers come from its heaps and stay resident: a cold 512 MiB `np.load`
-/// through a mount peaked at 330-359 MiB of RSS (cache budget 256 MiB). With the
-/// threshold fixed (which also stops the raising) they go back to the system when
-/// freed: 265-275 MiB, times unchanged (1.3-1.6 s, 3 interleaved rounds).
+/// Blocks being fetched or decoded (4-16 MiB) are allocated and freed all the
+/// time. glibc raises its mmap threshold each time one is freed, after which such
+/// buffers come from its heaps and stay resident: a cold 512 MiB `np.load` through
+/// a mount peaked at 330-359 MiB of RSS (cache budget 256 MiB). With the threshold
+/// fixed at 2 MiB (which also stops the raising) blocks go back to the system when
+/// freed while READ replies (at most 1 MiB) stay on the heap: 273-288 MiB, 0.97-1.64
+/// s; at 256 KiB, every reply mapped anew, 264-266 MiB but 1.37-1.94 s (4
+/// interleaved rounds each).
 fn keep_large_buffers_unpooled() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets a glibc allocator parameter; called before the
     // runtime's threads start allocating.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 2 << 20);
     }
 }
 
