@@ -451,16 +451,6 @@ fn opens_racing_renames_over_an_array_never_see_estale_twice() {
     assert_eq!(twice, 0, "{twice} of {} opens got ESTALE after the kernel's retry", opens + twice);
 }
 
-/// The whole `.npy` of `ds/name` through the fs core.
-async fn npy_bytes(fs: &AtlasFs, ds: &str, name: &str) -> Vec<u8> {
-    let f = fs.lookup(fs.lookup(ROOT_INO, ds).await.unwrap().ino, name).await.unwrap();
-    let o = fs.open(f.ino, libc::O_RDONLY).await.unwrap();
-    let bytes = fs.read(o.fh, 0, f.size as u32).await.unwrap();
-    fs.release(o.fh).await.unwrap();
-    assert_eq!(bytes.len() as u64, f.size);
-    bytes
-}
-
 /// A stored array renamed onto a new name, and across datasets over an array of
 /// another shape and dtype, keeps its dtype, shape, chunk shape, fill value,
 /// dimension names and values (it is committed from a staged copy of its bytes,
@@ -475,7 +465,7 @@ async fn a_stored_array_renamed_keeps_its_definition() {
     d1.write_cells("names", &[0], &[3], &Cells::Var(vec![b"a".to_vec(), b"bb".to_vec(), b"ccc".to_vec()])).await.unwrap();
     let schema = |ds: &str, a: &str| fs.atlas().dataset_meta(ds).unwrap().arrays.get(a).cloned();
     let (sparse, names) = (schema("d1", "sparse").unwrap(), schema("d1", "names").unwrap());
-    let (sparse_npy, names_npy) = (npy_bytes(&fs, "d1", "sparse.npy").await, npy_bytes(&fs, "d1", "names.npy").await);
+    let (sparse_npy, names_npy) = (read_all(&fs, "d1", "sparse.npy").await.unwrap(), read_all(&fs, "d1", "names.npy").await.unwrap());
     let d1_ino = fs.lookup(ROOT_INO, "d1").await.unwrap().ino;
     let d2_ino = fs.lookup(ROOT_INO, "d2").await.unwrap().ino;
     fs.rename(d1_ino, "sparse.npy", d1_ino, "moved.npy").await.unwrap();
@@ -484,8 +474,8 @@ async fn a_stored_array_renamed_keeps_its_definition() {
     assert_eq!(schema("d2", "v"), Some(sparse), "definition kept");
     assert_eq!(schema("d2", "labels"), Some(names), "string array's definition kept");
     assert_eq!(fs.atlas().open_dataset("d2").await.unwrap().array_fill_value("v").await.unwrap(), Some(FillValue::Int(-9)));
-    assert_eq!(npy_bytes(&fs, "d2", "v.npy").await, sparse_npy, "values kept, fill included");
-    assert_eq!(npy_bytes(&fs, "d2", "labels.npy").await, names_npy);
+    assert_eq!(read_all(&fs, "d2", "v.npy").await.unwrap(), sparse_npy, "values kept, fill included");
+    assert_eq!(read_all(&fs, "d2", "labels.npy").await.unwrap(), names_npy);
     for gone in ["sparse", "moved", "names"] {
         assert_eq!(schema("d1", gone), None, "{gone} is gone");
         assert_eq!(fs.lookup(d1_ino, &format!("{gone}.npy")).await.err().map(|e| e.errno), Some(libc::ENOENT));
