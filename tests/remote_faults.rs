@@ -484,7 +484,9 @@ fn noise(seed: u64, n: usize) -> Vec<f64> {
 /// faults; returns the .npy bytes of the first three.
 fn seed_store(w: &World) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let src = w.mkdir("src");
-    let files = [("d0/v", values(1, 600_000)), ("d0/w", noise(2, 50_000)), ("d1/w", noise(3, 50_000)), ("d1/u", values(4, 10))];
+    // w's layers (random f64, 1.6 MB each) are over the 1 MiB below which a layer
+    // comes whole with its footer: their blocks are fetched on read, where the faults are.
+    let files = [("d0/v", values(1, 600_000)), ("d0/w", noise(2, 200_000)), ("d1/w", noise(3, 200_000)), ("d1/u", values(4, 10))];
     w.cli(&["create", URL]);
     let mut bytes = vec![];
     for (target, vals) in &files {
@@ -844,17 +846,21 @@ fn a_large_write_uploads_as_parts_while_encoding() {
         f
     };
 
+    // The upload begins in the background once the encoder knows the geometry, with
+    // no fsync or close: wait for it (a generous deadline, not a timing assertion).
+    let await_created = |w: &World| {
+        let t = Instant::now();
+        while created(w) == 0 && t.elapsed() < BOUND {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        created(w)
+    };
+
     // Parts while encoding, one answered 503 and retried.
     w.proxy.reset_counts();
     w.proxy.add(Rule::new("PUT", "partNumber=2&", Fault::Status(503), Some(1)));
     let f = write_open("a");
-    // The upload begins in the background once the encoder knows the geometry, with
-    // no fsync or close: wait for it (a generous deadline, not a timing assertion).
-    let t = Instant::now();
-    while created(&w) == 0 && t.elapsed() < BOUND {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (created_before, parts_before) = (created(&w), parts(&w));
+    let (created_before, parts_before) = (await_created(&w), parts(&w));
     f.sync_all().expect("fsync of a large array uploaded as parts");
     drop(f);
     let (all_parts, singles) = (parts(&w), w.proxy.count(|s| s.method == "PUT" && !s.query.contains("partNumber=") && s.path.ends_with(".af") && !s.path.ends_with("/data.af")));
@@ -887,7 +893,7 @@ fn a_large_write_uploads_as_parts_while_encoding() {
     // A file removed before its flush: its upload is aborted.
     w.proxy.reset_counts();
     let f = write_open("c");
-    let created_c = created(&w);
+    let created_c = await_created(&w);
     std::fs::remove_file(mp.join("ds/c.npy")).unwrap();
     drop(f);
     assert_eq!(created_c, 1, "the upload of c started while it was written");

@@ -411,10 +411,10 @@ fn adjacent_blocks_of_one_read_are_fetched_together() {
     let wire = Arc::new(Wire::default());
     let store: Arc<dyn ObjectStore> = Arc::new(WiredStore { inner: server.store(), wire: wire.clone() });
     let prefix = Path::from("store");
-    // 48 MiB of f32 that compresses well: six ~8 MiB blocks of ~100 kB each, adjacent
-    // (more than the 64 KiB tail the footer read brings, which would hold them all).
+    // 48 MiB of f32 that compresses well: six ~8 MiB blocks of ~300 kB each, adjacent
+    // (1.9 MB in all: over the 1 MiB below which the footer read brings the whole file, blocks too).
     let n = 12 << 20;
-    let data: Vec<f32> = (0..n as u64).map(|i| ((i / 16).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as f32).collect();
+    let data: Vec<f32> = (0..n as u64).map(|i| ((i / 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as f32).collect();
     rt.block_on(async {
         let mut a = Atlas::create(store.clone(), prefix.clone(), StoreConfig::default()).await.unwrap();
         let mut d = a.create_dataset("d").await.unwrap();
@@ -440,8 +440,8 @@ fn adjacent_blocks_of_one_read_are_fetched_together() {
 /// A small array, cold: `np.load` through a fresh mount, once the mount is ready,
 /// waits for at most 2 sequential round trips (the LIST of the array's directory
 /// goes with the tail of `data.af`, which holds a small array's blocks, and the
-/// stats file; then the sidecar's tail, blocks included), and 1 once the array is
-/// compacted into its base. Counted on the wire, so a regression fails here.
+/// stats file; then the sidecar, whole when it is small, blocks included), and 1 once
+/// the array is compacted into its base. Counted on the wire, so a regression fails here.
 #[test]
 fn a_small_array_cold_is_at_most_two_round_trips() {
     assert!(FsPath::new("/dev/fuse").exists(), "/dev/fuse is missing: this test mounts a real FUSE filesystem");
@@ -491,6 +491,21 @@ fn a_small_array_cold_is_at_most_two_round_trips() {
         a.compact().await.unwrap();
     });
     cold_load("compacted, footer of 1,000 datasets", 2);
+    // The same in a sidecar: 1,000 more datasets and `d/x` again in one flush. The
+    // LIST gives the sidecar's size, small enough to fetch whole in the second round
+    // trip, alongside the rest of the base's footer; its tail first would be a third.
+    rt.block_on(async {
+        let mut a = Atlas::open(store.clone(), prefix.clone()).await.unwrap();
+        for i in 0..1000 {
+            let mut e = a.create_dataset(&format!("f{i:04}")).await.unwrap();
+            e.define_array::<f64>("x", vec!["i".into(), "j".into()], vec![1, 3], None, None).await.unwrap();
+            e.write_array("x", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[1, 3]), vec![i as f64; 3]).unwrap().view()).await.unwrap();
+        }
+        let mut d = a.open_dataset("d").await.unwrap();
+        d.write_array("x", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[100, 3]), vals.clone()).unwrap().view()).await.unwrap();
+        a.flush().await.unwrap();
+    });
+    cold_load("base and a sidecar of 1,000 datasets", 2);
 }
 
 /// The length of the `Bounded(a..b)` range a span's description names.

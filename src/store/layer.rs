@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use object_store::path::Path;
@@ -17,8 +18,25 @@ use crate::format::{BlockMeta, ChunkAddress, EntryMeta, Footer, FormatError};
 /// How much of a file's tail the first footer read fetches; most footers fit.
 pub(crate) const TAIL_GUESS: u64 = 64 * 1024;
 /// Data up to this size (or the footer's size) is fetched with a footer that did
-/// not fit in the tail.
+/// not fit in the tail; a listed file no larger than this is fetched whole.
 const FETCH_DATA_WITH_FOOTER: u64 = 1024 * 1024;
+/// Data bytes kept with footers (`Layer::tail`) in all layers of the process. They
+/// live as long as their array file stays open, outside the block cache's budget, so
+/// they are capped: past the cap a layer keeps its footer only, fetches just that, and
+/// its blocks are fetched when read.
+const HELD_DATA_CAP: u64 = 16 * 1024 * 1024;
+static HELD_DATA: AtomicU64 = AtomicU64::new(0);
+
+/// Whether `n` more data bytes may be kept with a footer (a hint: the count may
+/// move before they are; [`hold`] decides).
+fn may_hold(n: u64) -> bool {
+    HELD_DATA.load(Ordering::Relaxed) + n <= HELD_DATA_CAP
+}
+
+/// Counts `n` data bytes as kept, unless that would pass the cap.
+fn hold(n: u64) -> bool {
+    HELD_DATA.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| (h + n <= HELD_DATA_CAP).then_some(h + n)).is_ok()
+}
 
 #[derive(Debug)]
 pub struct Layer {
@@ -39,7 +57,14 @@ pub struct Layer {
     /// The data bytes the footer read fetched along with the footer: file bytes
     /// `tail.0 ..` (up to where the footer starts). Blocks inside are served from
     /// here, so a small array's first read costs no request beyond the footer's.
+    /// Counted in `HELD_DATA` (given back on drop).
     tail: (u64, Bytes),
+}
+
+impl Drop for Layer {
+    fn drop(&mut self) {
+        HELD_DATA.fetch_sub(self.tail.1.len() as u64, Ordering::Relaxed);
+    }
 }
 
 /// The last bytes of a layer file, as one suffix GET returns them.
@@ -111,13 +136,18 @@ impl Layer {
         Self::from_tail(store, path, overlay, tail).await
     }
 
-    /// The last `TAIL_GUESS` bytes of a file of `size` bytes (as listed), asked for as
-    /// a bounded range, never as a suffix longer than the file: S3 and moto answer
-    /// such a suffix with the whole object, s3s-fs 0.14.1 with `500 InternalError`.
-    /// A file that changed size since it was listed is asked for again at its new size.
+    /// The last `TAIL_GUESS` bytes of a file of `size` bytes (as listed), or all of it
+    /// when it is at most `FETCH_DATA_WITH_FOOTER`, asked for as a bounded range, never
+    /// as a suffix longer than the file: S3 and moto answer such a suffix with the
+    /// whole object, s3s-fs 0.14.1 with `500 InternalError`. A whole small file costs
+    /// one round trip where a footer that outgrew the tail (a sidecar shared by ~300
+    /// datasets or more) would cost a second, and its blocks come with it; 1 MiB is
+    /// what one 50 ms round trip carries at 20 MiB/s. A file that changed size since it
+    /// was listed is asked for again at its new size.
     pub async fn fetch_tail_sized(store: &dyn ObjectStore, path: &Path, mut size: u64) -> Result<Tail> {
         for _ in 0..3 {
-            let range = size.saturating_sub(TAIL_GUESS)..size;
+            let want = if size <= FETCH_DATA_WITH_FOOTER && may_hold(size) { size } else { TAIL_GUESS.min(size) };
+            let range = size - want..size;
             if range.is_empty() {
                 // An empty object: no trailer; `from_tail` reports it as incomplete.
                 let meta = store.head(path).await?;
@@ -163,7 +193,7 @@ impl Layer {
             // (small arrays) or 1 MiB, it comes in the same request: the read that
             // follows then needs no third round trip for its block.
             let footer_start = size - need;
-            let start = if footer_start <= need.max(FETCH_DATA_WITH_FOOTER) { 0 } else { footer_start };
+            let start = if footer_start <= need.max(FETCH_DATA_WITH_FOOTER) && may_hold(footer_start) { 0 } else { footer_start };
             let opts = GetOptions { range: Some(GetRange::Bounded(start..size)), if_match: e_tag.clone(), ..Default::default() };
             let got = store.get_opts(&path, opts).await.map_err(|e| stale_or(e, &path))?.bytes().await?;
             let split = (footer_start - start) as usize;
@@ -178,7 +208,10 @@ impl Layer {
         let footer = decode_footer(&tail).map_err(corrupt)?;
         let mut layer = Layer::from_footer(super::cache::next_layer_id(), path, overlay, size, e_tag, footer)?;
         let footer_start = size - need;
-        layer.tail = (footer_start - data.len() as u64, data);
+        // A copy, so that the footer's bytes fetched with the data are not kept too.
+        if !data.is_empty() && hold(data.len() as u64) {
+            layer.tail = (footer_start - data.len() as u64, Bytes::copy_from_slice(&data));
+        }
         Ok(layer)
     }
 
@@ -238,6 +271,7 @@ fn stale_or(e: object_store::Error, path: &Path) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::footer::encode_footer;
     use crate::format::footer::{ArrayLayout, Attributes, ChunkEntry, StorageLayout};
     use crate::format::{BlockId, CodecId, DType};
 
@@ -255,6 +289,49 @@ mod tests {
             attributes: Attributes::U16(vec![]),
         });
         f
+    }
+
+    /// Layer files of 1 MiB or less come whole with their footer and keep their data
+    /// for the reads that follow, but never more than `HELD_DATA_CAP` in all: past it
+    /// a layer keeps its footer only, and its blocks still read exactly (fetched).
+    #[test]
+    fn data_kept_with_footers_stays_within_the_cap() {
+        use object_store::{PutPayload, memory::InMemory};
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let store = InMemory::new();
+        let n = 20; // 20 files of ~1 MiB: over the 16 MiB cap in all
+        let len = (FETCH_DATA_WITH_FOOTER - 4096) as usize;
+        let data = |i: usize| (0..len).map(|j| (j * 31 + i * 7) as u8).collect::<Vec<u8>>();
+        let layers: Vec<Layer> = rt.block_on(async {
+            let mut layers = vec![];
+            for i in 0..n {
+                let mut f = footer(vec![4], vec![2], vec![1]);
+                f.blocks[0].compressed_size = len as u64;
+                f.blocks[0].uncompressed_size = len as u64;
+                let mut file = data(i);
+                file.extend(encode_footer(&f));
+                let (path, size) = (Path::from(format!("a/data.{}.af", i + 1)), file.len() as u64);
+                store.put(&path, PutPayload::from(file)).await.unwrap();
+                layers.push(Layer::load(&store, path, i as u32 + 1, Some(size)).await.unwrap());
+            }
+            layers
+        });
+        let held: Vec<usize> = layers.iter().map(|l| l.tail.1.len()).collect();
+        assert!(held.iter().sum::<usize>() as u64 <= HELD_DATA_CAP, "kept {held:?}, over the cap");
+        assert!(held.contains(&len), "the first files keep their data: {held:?}");
+        assert!(held.contains(&0), "past the cap a file keeps its footer only: {held:?}");
+        rt.block_on(async {
+            for (i, l) in layers.iter().enumerate() {
+                let b = l.block(0).unwrap().clone();
+                assert!(l.fetch_range(&store, b.file_offset..b.file_offset + b.compressed_size).await.unwrap() == data(i), "block of file {i}");
+            }
+        });
+        // Dropped layers give their share back: the last file, which kept nothing,
+        // keeps its data when loaded again.
+        let last = layers.last().unwrap().path.clone();
+        drop(layers);
+        let again = rt.block_on(async { Layer::load(&store, last.clone(), n as u32, Some(store.head(&last).await.unwrap().size)).await }).unwrap();
+        assert_eq!(again.tail.1.len(), len, "a layer loaded after the others were dropped keeps its data");
     }
 
     /// A chunk shape of 0 (a division by zero in every read) or coordinates outside
