@@ -89,7 +89,12 @@ impl Wire {
     /// each started after the one before it had ended (requests in flight together
     /// are one round trip). Returns the chain's length and its requests.
     fn round_trips(&self) -> (usize, Vec<String>) {
-        let mut spans = self.spans.lock().clone();
+        self.round_trips_of("")
+    }
+
+    /// [`Self::round_trips`] among the requests whose description contains `what`.
+    fn round_trips_of(&self, what: &str) -> (usize, Vec<String>) {
+        let mut spans: Vec<_> = self.spans.lock().iter().filter(|s| s.2.contains(what)).cloned().collect();
         spans.sort_by_key(|s| s.0);
         let mut best: Vec<(usize, Option<usize>)> = vec![];
         for i in 0..spans.len() {
@@ -369,6 +374,10 @@ fn a_cache_dir_serves_the_next_mount_from_disk() {
     // blocks streamed); the footers' are the last 64 KiB (no footer here passes that).
     let ranged = |w: &Wire| w.spans.lock().iter().filter(|s| bounded_len(&s.2).is_some_and(|n| n > 64 << 10)).count() as u64;
     let cold_block_gets = ranged(&wire);
+    // The sidecar's footer read (the array was written in one flush: an empty base and
+    // `data.1.af`), a bounded range of the listed size: kept on disk too.
+    let sidecar_tail_gets = wire.spans.lock().iter().filter(|s| s.2.contains("data.1.af") && bounded_len(&s.2).is_some_and(|n| n <= 64 << 10)).count() as u64;
+    assert_eq!(sidecar_tail_gets, 1, "the first mount reads the sidecar's footer once: {cold}");
 
     // A fresh process's view: new store handle, new memory cache, same directory.
     wire.reset();
@@ -378,10 +387,14 @@ fn a_cache_dir_serves_the_next_mount_from_disk() {
     let hits = atlas.block_cache().disk.as_ref().unwrap().counters.hits.load(Ordering::Relaxed);
     drop(m);
     let warm = wire.counts();
-    println!("24 MiB array over S3: first mount {cold}; second mount with --cache-dir {warm}; {hits} blocks from disk");
-    assert!(hits >= 3, "the second mount should find its blocks on disk ({hits} hits)");
+    let (trips, chain) = wire.round_trips_of("store/x/");
+    println!(
+        "24 MiB array over S3: first mount {cold}; second mount with --cache-dir {warm}, {trips} sequential round trips for the array file ({chain:?}); {hits} entries from disk"
+    );
+    assert!(hits >= 4, "the second mount should find its blocks and the sidecar's footer on disk ({hits} hits)");
     assert_eq!(ranged(&wire), 0, "every block was found on disk: {cold} then {warm}");
-    assert_eq!(wire.gets.load(Ordering::Relaxed), cold_gets - cold_block_gets, "every block found on disk is its GETs saved: {cold} then {warm}");
+    assert_eq!(wire.gets.load(Ordering::Relaxed), cold_gets - cold_block_gets - sidecar_tail_gets, "every block and footer found on disk is its GETs saved: {cold} then {warm}");
+    assert_eq!(trips, 1, "with the sidecar's footer on disk the open is one round trip (LIST, base tail, stats together): {chain:?}");
     assert!(wire.bytes.load(Ordering::Relaxed) < cold_bytes / 10, "the second mount should fetch only metadata and footers: {cold} then {warm}");
     drop(atlas);
 

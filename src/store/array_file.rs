@@ -35,6 +35,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
 use super::cache::{BlockCache, next_layer_id};
+use super::disk_cache::DiskCache;
 use super::layer::{Layer, Tail};
 use super::{Error, ErrorDetail, Result};
 use crate::format::cells::Cells;
@@ -208,19 +209,22 @@ pub struct FileInfo {
 /// `sizes` holds the files' sizes as listed (their tails are then bounded ranges).
 async fn load_layers(
     store: &Arc<dyn ObjectStore>,
+    disk: Option<&Arc<DiskCache>>,
     to_load: Vec<(u32, Path)>,
     mut base_tail: Option<Tail>,
-    sizes: &HashMap<Path, u64>,
+    listed: &HashMap<Path, (u64, Option<String>)>,
 ) -> Result<(Vec<Arc<Layer>>, Vec<(u32, Path)>)> {
     let loaded: Vec<(u32, Path, Result<Layer>)> = futures::stream::iter(to_load)
         .map(|(n, p)| {
-            let size = sizes.get(&p).copied();
+            let (size, tag) = listed.get(&p).cloned().map_or((None, None), |(s, t)| (Some(s), t));
             let store = store.clone();
+            let disk = disk.cloned();
             let tail = if n == 0 { base_tail.take() } else { None };
             async move {
-                let r = match tail {
-                    Some(t) => Layer::from_tail(&*store, p.clone(), n, t).await,
-                    None => Layer::load(&*store, p.clone(), n, size).await,
+                let r = match (tail, size, tag, disk) {
+                    (Some(t), ..) => Layer::from_tail(&*store, p.clone(), n, t).await,
+                    (None, Some(size), Some(tag), Some(disk)) => load_through_disk(&store, &disk, &p, n, size, tag).await,
+                    (None, size, ..) => Layer::load(&*store, p.clone(), n, size).await,
                 };
                 (n, p, r)
             }
@@ -249,6 +253,27 @@ async fn load_layers(
         }
     }
     Ok((layers, incomplete))
+}
+
+/// A listed layer whose footer read (`Layer::fetch_tail_sized`) the disk cache keeps
+/// under the version the LIST names: a second mount with `--cache-dir` then opens an
+/// array file in one round trip (the LIST, with the base's tail and the stats) where
+/// each sidecar's footer would be a second.
+async fn load_through_disk(store: &Arc<dyn ObjectStore>, disk: &Arc<DiskCache>, path: &Path, n: u32, size: u64, tag: String) -> Result<Layer> {
+    let key = disk.tail_key(path.as_ref(), &tag, size);
+    let (d, k) = (disk.clone(), key.clone());
+    let tail = match tokio::task::spawn_blocking(move || d.get(&k)).await.ok().flatten() {
+        Some(bytes) => Tail { size, e_tag: Some(tag), bytes },
+        None => {
+            let t = Layer::fetch_tail_sized(&**store, path, size).await?;
+            if t.size == size && t.e_tag.as_ref() == Some(&tag) {
+                let (d, payload) = (disk.clone(), t.bytes.clone());
+                tokio::task::spawn_blocking(move || d.put(&key, &payload));
+            }
+            t
+        }
+    };
+    Layer::from_tail(&**store, path.clone(), n, tail).await
 }
 
 /// What the metadata file says one dataset's entry is: dtype, shape, chunk shape.
@@ -448,7 +473,8 @@ impl ArrayFile {
             Err(e) if base_exists && !not_found(&e) && !(short_base && !super::backend::is_transport(&e)) => return Err(e),
             Err(_) => None,
         };
-        let (layers, incomplete) = load_layers(&store, to_load, base_tail, &sizes).await?;
+        let listed: HashMap<Path, (u64, Option<String>)> = sizes.iter().map(|(p, &s)| (p.clone(), (s, tags.get(p).cloned().flatten()))).collect();
+        let (layers, incomplete) = load_layers(&store, cache.disk.as_ref(), to_load, base_tail, &listed).await?;
         let (stats, stats_error) = match stats_path {
             None => (IndexMap::new(), None),
             Some(p) => match async {
@@ -1106,7 +1132,7 @@ impl ArrayFile {
         let listing = self.store.list_with_delimiter(Some(&self.dir)).await?;
         let mut now: std::collections::BTreeMap<u32, (Path, Option<String>)> = Default::default();
         let mut stats_tag = None;
-        let sizes: HashMap<Path, u64> = listing.objects.iter().map(|o| (o.location.clone(), o.size)).collect();
+        let listed: HashMap<Path, (u64, Option<String>)> = listing.objects.iter().map(|o| (o.location.clone(), (o.size, o.e_tag.clone()))).collect();
         for obj in listing.objects {
             let Some(name) = obj.location.filename() else { continue };
             if name == BASE_NAME {
@@ -1131,7 +1157,7 @@ impl ArrayFile {
         if to_load.is_empty() {
             return Ok(vec![]);
         }
-        let (loaded, incomplete) = load_layers(&self.store, to_load, None, &sizes).await?;
+        let (loaded, incomplete) = load_layers(&self.store, self.cache.disk.as_ref(), to_load, None, &listed).await?;
         self.ignored.extend(incomplete.into_iter().map(|(n, p)| (n, (p, now.get(&n).and_then(|(_, t)| t.clone())))));
         let mut seen: Vec<String> = loaded.iter().filter(|l| rewritten || l.overlay > 0).flat_map(|l| l.footer.entries.iter().map(|e| e.name.clone())).collect();
         seen.sort();

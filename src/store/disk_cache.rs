@@ -2,8 +2,9 @@
 //!
 //! A remote block costs a round trip and its transfer; the second mount of the same
 //! bucket should not pay again. Entries are whole blocks exactly as stored, keyed by
-//! (store, file, entity tag, byte range): a file rewritten by another writer has a
-//! new entity tag, so a stale entry is never found (files without one are not cached).
+//! (store, file, entity tag, byte range), and sidecars' footer reads, keyed by (store,
+//! file, entity tag, size): a file rewritten by another writer has a new entity tag,
+//! so a stale entry is never found (files without one are not cached).
 //!
 //! Layout: `DIR/<2 hex>/<32 hex>` per entry, written to `DIR/tmp/` and renamed into
 //! place, so a crash leaves a whole entry or none. Each entry starts with a header
@@ -136,6 +137,12 @@ impl DiskCache {
     /// The cache key of a byte range of one version of a file.
     pub fn key(&self, path: &str, e_tag: &str, offset: u64, len: u64) -> String {
         format!("{}\n{path}\n{e_tag}\n{offset}+{len}", self.namespace)
+    }
+
+    /// The cache key of the footer read of one version of a file of `size` bytes (its
+    /// tail, or all of a small file: whatever `Layer::fetch_tail_sized` fetched).
+    pub fn tail_key(&self, path: &str, e_tag: &str, size: u64) -> String {
+        format!("{}\n{path}\n{e_tag}\ntail of {size}", self.namespace)
     }
 
     fn file_name(key: &str) -> String {
