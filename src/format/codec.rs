@@ -60,6 +60,46 @@ fn lz4_prepended_limited(data: &[u8], limit: u64) -> Result<Vec<u8>, FormatError
     lz4_flex::decompress_size_prepended(data).map_err(|e| FormatError::Codec(format!("lz4: {e}")))
 }
 
+/// Compresses blocks one after another into one reused output buffer, with one
+/// zstd context: the same bytes as [`Codec::compress_block`] without a fresh context
+/// (~1 MiB of zstd workspace) and a fresh ~8 MiB output per block, which the
+/// daemon's fixed mmap threshold (src/cli) makes fresh mappings, faulted in page by
+/// page.
+#[derive(Default)]
+pub struct BlockCompressor {
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for BlockCompressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockCompressor").field("out_capacity", &self.out.capacity()).finish_non_exhaustive()
+    }
+}
+
+impl BlockCompressor {
+    /// `raw` compressed with `codec` (for `Uncompressed`, `raw` itself).
+    pub fn compress<'a>(&'a mut self, codec: Codec, raw: &'a [u8]) -> &'a [u8] {
+        self.out.clear();
+        match codec {
+            Codec::Zstd => {
+                let z = self.zstd.get_or_insert_with(|| zstd::bulk::Compressor::new(BLOCK_ZSTD_LEVEL).expect("a zstd context"));
+                self.out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+                z.compress_to_buffer(raw, &mut self.out).expect("zstd compression into a buffer of the bound's size");
+            }
+            Codec::Lz4 => {
+                // compress_prepend_size's layout: the raw length (u32 LE), then the block.
+                self.out.resize(4 + lz4_flex::block::get_maximum_output_size(raw.len()), 0);
+                self.out[..4].copy_from_slice(&(raw.len() as u32).to_le_bytes());
+                let n = lz4_flex::block::compress_into(raw, &mut self.out[4..]).expect("lz4 compression into a buffer of the bound's size");
+                self.out.truncate(4 + n);
+            }
+            Codec::Uncompressed => return raw,
+        }
+        &self.out
+    }
+}
+
 impl Codec {
     pub fn id(self) -> CodecId {
         match self {
@@ -175,6 +215,19 @@ mod tests {
             let z = c.compress_block(&raw);
             assert_eq!(decompress_block(&c.id(), &z, raw.len()).unwrap(), raw, "{c:?}");
             assert_eq!(c.decompress_meta(&c.compress_meta(&raw)).unwrap(), raw);
+        }
+    }
+
+    /// A reused compressor writes the bytes a fresh one does, block after block of
+    /// other sizes (its buffer longer or shorter than the next output).
+    #[test]
+    fn a_reused_block_compressor_writes_what_compress_block_does() {
+        let blocks: Vec<Vec<u8>> = [40_000u32, 3_000, 100_000, 7].iter().map(|&n| (0..n).flat_map(|i| (i.wrapping_mul(2_654_435_761) % 251).to_le_bytes()).collect()).collect();
+        for c in [Codec::Zstd, Codec::Lz4, Codec::Uncompressed] {
+            let mut bc = BlockCompressor::default();
+            for raw in &blocks {
+                assert!(bc.compress(c, raw) == c.compress_block(raw).as_slice(), "{c:?}, {} bytes", raw.len());
+            }
         }
     }
 

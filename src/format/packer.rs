@@ -3,6 +3,7 @@
 //! and closed. Chunks never span blocks; a chunk addresses into the *decompressed*
 //! block. Block ids run 0..n in file order and blocks sit back to back from offset 0.
 
+use super::codec::BlockCompressor;
 use super::{BlockId, BlockMeta, ChunkAddress, Codec};
 
 /// Target decompressed block size (atlas 0.10: 8 MiB).
@@ -13,6 +14,11 @@ pub struct BlockPacker {
     codec: Codec,
     target: usize,
     open: Vec<u8>,
+    /// The block being compressed, then the next `open`: block buffers (and the
+    /// compressor's) are reused, not mapped afresh per 8 MiB block (see
+    /// [`BlockCompressor`]).
+    closing: Vec<u8>,
+    compressor: BlockCompressor,
     /// Bytes of closed blocks, i.e. where the next closed block starts.
     closed_len: u64,
     pub blocks: Vec<BlockMeta>,
@@ -24,7 +30,7 @@ impl BlockPacker {
     }
 
     pub fn with_target(codec: Codec, target: usize) -> Self {
-        BlockPacker { codec, target, open: Vec::new(), closed_len: 0, blocks: Vec::new() }
+        BlockPacker { codec, target, open: Vec::new(), closing: Vec::new(), compressor: BlockCompressor::default(), closed_len: 0, blocks: Vec::new() }
     }
 
     pub fn codec(&self) -> Codec {
@@ -48,7 +54,7 @@ impl BlockPacker {
 
     /// Appends one chunk. Returns its address and, when the append closed the block,
     /// the compressed block that the caller must write at the previous `closed_len()`.
-    pub fn append(&mut self, raw: &[u8]) -> (ChunkAddress, Option<Vec<u8>>) {
+    pub fn append(&mut self, raw: &[u8]) -> (ChunkAddress, Option<&[u8]>) {
         let addr = ChunkAddress { block_id: BlockId(self.open_block_id()), offset: self.open.len() as u32, size: raw.len() as u32 };
         self.open.extend_from_slice(raw);
         let closed = if self.open.len() >= self.target { self.close() } else { None };
@@ -67,18 +73,20 @@ impl BlockPacker {
         id
     }
 
-    /// Closes the open block if it holds anything; returns its compressed bytes.
-    pub fn close(&mut self) -> Option<Vec<u8>> {
+    /// Closes the open block if it holds anything; returns its compressed bytes
+    /// (valid until the next call).
+    pub fn close(&mut self) -> Option<&[u8]> {
         if self.open.is_empty() {
             return None;
         }
-        let raw = std::mem::take(&mut self.open);
-        let z = self.codec.compress_block(&raw);
+        std::mem::swap(&mut self.open, &mut self.closing);
+        self.open.clear();
+        let z = self.compressor.compress(self.codec, &self.closing);
         self.blocks.push(BlockMeta {
             id: BlockId(self.blocks.len() as u32),
             file_offset: self.closed_len,
             compressed_size: z.len() as u64,
-            uncompressed_size: raw.len() as u64,
+            uncompressed_size: self.closing.len() as u64,
             codec: self.codec.id(),
         });
         self.closed_len += z.len() as u64;

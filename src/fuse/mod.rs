@@ -84,13 +84,10 @@ fn fopen(o: &Opened) -> FopenFlags {
     f
 }
 
+/// The one log line of a refused request: warn for the store's own failures, debug
+/// for the caller's mistakes (a missing name, a full directory, ...).
 fn errno(e: &FsError, op: &str) -> Errno {
-    if e.is_user_error() {
-        tracing::debug!(op, errno = e.errno, "{}", e.msg);
-    } else {
-        tracing::warn!(op, errno = e.errno, "{}", e.msg);
-    }
-    Errno::from_i32(e.errno)
+    refused(e, op, !e.is_user_error())
 }
 
 /// The kernel bounds a READ by the size it was given, so a failed one is never the
@@ -98,10 +95,15 @@ fn errno(e: &FsError, op: &str) -> Errno {
 /// once hid a race at debug level), except `ESTALE`, a replaced version too large
 /// to keep for a descriptor still reading it (troubleshooting.md).
 fn read_errno(e: &FsError) -> Errno {
-    if e.errno == libc::ESTALE {
-        return errno(e, "read");
+    refused(e, "read", e.errno != libc::ESTALE || !e.is_user_error())
+}
+
+fn refused(e: &FsError, op: &str, warn: bool) -> Errno {
+    if warn {
+        tracing::warn!(op, errno = e.errno, "{}", e.msg);
+    } else {
+        tracing::debug!(op, errno = e.errno, "{}", e.msg);
     }
-    tracing::warn!(op = "read", errno = e.errno, "{}", e.msg);
     Errno::from_i32(e.errno)
 }
 

@@ -147,7 +147,7 @@ impl Pending {
         let at = self.packer.closed_len();
         let (addr, closed) = self.packer.append(raw);
         if let Some(z) = closed {
-            self.spill_write(at, &z)?;
+            spill_write(&mut self.spill, self.spill_dir.as_deref(), at, z)?;
         }
         Ok(addr)
     }
@@ -155,18 +155,19 @@ impl Pending {
     fn close_block(&mut self) -> Result<()> {
         let at = self.packer.closed_len();
         if let Some(z) = self.packer.close() {
-            self.spill_write(at, &z)?;
+            spill_write(&mut self.spill, self.spill_dir.as_deref(), at, z)?;
         }
         Ok(())
     }
+}
 
-    fn spill_write(&mut self, at: u64, z: &[u8]) -> Result<()> {
-        if self.spill.is_none() {
-            self.spill = Some(spill_file(self.spill_dir.as_deref())?);
-        }
-        self.spill.as_ref().unwrap().write_all_at(z, at)?;
-        Ok(())
+/// Writes a closed block at `at` of the pending layer's spill file, made on first use.
+fn spill_write(spill: &mut Option<File>, dir: Option<&std::path::Path>, at: u64, z: &[u8]) -> Result<()> {
+    if spill.is_none() {
+        *spill = Some(spill_file(dir)?);
     }
+    spill.as_ref().unwrap().write_all_at(z, at)?;
+    Ok(())
 }
 
 /// Where one chunk's bytes come from.
@@ -1499,7 +1500,7 @@ impl ArrayFile {
                 total.merge(&summarize(&r.spec.dtype, r.spec.fill.as_ref(), &cells));
                 let (address, closed) = packer.append(&raw);
                 if let Some(z) = closed {
-                    spill.write_all(&z)?;
+                    spill.write_all(z)?;
                 }
                 chunks.push(ChunkEntry { coord, address });
             }
@@ -1507,7 +1508,7 @@ impl ArrayFile {
             entries.push(r.spec.to_meta(name, false, chunks));
         }
         if let Some(z) = packer.close() {
-            spill.write_all(&z)?;
+            spill.write_all(z)?;
         }
         let mut footer = Footer::empty();
         footer.blocks = packer.blocks.clone();

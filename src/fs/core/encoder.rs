@@ -47,6 +47,7 @@ use super::*;
 use crate::format::grid::{Grid, for_each_run};
 use crate::format::packer::BLOCK_TARGET;
 use crate::format::stats::{ChunkSummary, summarize};
+use crate::format::codec::BlockCompressor;
 use crate::format::{Codec, DType, FillValue};
 use crate::store::array_file::{EarlyUpload, EncodedBlock, EncodedBlocks, PARTS_EARLY, SINGLE_PUT_LIMIT, UPLOADS_ABORTED, UPLOADS_EARLY};
 
@@ -59,8 +60,25 @@ static COMMITS_SERIAL: AtomicU64 = AtomicU64::new(0);
 /// Encode jobs running at once, process-wide: one per core.
 fn permits() -> &'static tokio::sync::Semaphore {
     static P: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
-    P.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)))
+    P.get_or_init(|| tokio::sync::Semaphore::new(permits_total()))
 }
+
+fn permits_total() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+/// What one job works in: the block's raw bytes, one chunk, the compressor and its
+/// output. Kept between jobs (one set per permit), so a large write does not map and
+/// fault in ~20 MiB of fresh buffers per 8 MiB block (src/cli fixes glibc's mmap
+/// threshold at 2 MiB, so every such buffer is a fresh mapping).
+#[derive(Default)]
+struct Scratch {
+    raw: Vec<u8>,
+    chunk: Vec<u8>,
+    compressor: BlockCompressor,
+}
+
+static SCRATCH: parking_lot::Mutex<Vec<Scratch>> = parking_lot::Mutex::new(Vec::new());
 
 /// What the chunks of the file being written will be.
 struct Geo {
@@ -335,34 +353,44 @@ impl Encoder {
 
     /// One job: its chunks read back, packed into one block, compressed, appended.
     fn encode(&self, geo: &Geo, job: &Arc<Job>) -> std::io::Result<()> {
+        let mut scratch = SCRATCH.lock().pop().unwrap_or_default();
+        let res = self.encode_with(geo, job, &mut scratch);
+        let mut pool = SCRATCH.lock();
+        if pool.len() < permits_total() {
+            pool.push(scratch);
+        }
+        res
+    }
+
+    fn encode_with(&self, geo: &Geo, job: &Arc<Job>, scratch: &mut Scratch) -> std::io::Result<()> {
         let isz = geo.et.itemsize;
         let zeros = vec![0usize; geo.shape.len()];
-        let mut raw: Vec<u8> = vec![];
+        let Scratch { raw, chunk, compressor } = scratch;
+        raw.clear();
         let mut chunks = vec![];
         for k in job.chunks.clone() {
             let coord = geo.coord(k);
             let (cstart, cext) = geo.grid.chunk_box(&coord);
-            let mut buf = vec![0u8; cext.iter().product::<usize>() * isz];
+            let mut buf = std::mem::take(chunk);
+            buf.clear();
+            buf.resize(cext.iter().product::<usize>() * isz, 0);
             let mut res = Ok(());
             for_each_run(&geo.shape, &cstart, &cext, &zeros, &cext, |s, d, n| {
                 if res.is_ok() {
                     res = self.file.read_exact_at(&mut buf[d * isz..(d + n) * isz], geo.hl + (s * isz) as u64);
                 }
             });
-            res?;
             geo.et.fix_in_place(&mut buf);
             let cells = Cells::Fixed { elsize: isz, bytes: buf };
             let summary: ChunkSummary = summarize(&geo.dtype, geo.fill.as_ref(), &cells);
             let Cells::Fixed { bytes, .. } = cells else { unreachable!() };
+            *chunk = bytes;
+            res?;
             let off = raw.len();
-            if raw.is_empty() {
-                raw = bytes;
-            } else {
-                raw.extend_from_slice(&bytes);
-            }
+            raw.extend_from_slice(chunk);
             chunks.push((coord, off as u32, (raw.len() - off) as u32, summary));
         }
-        let z = geo.codec.compress_block(&raw);
+        let z = compressor.compress(geo.codec, raw);
         let (out, at) = {
             let mut st = self.st.lock();
             let out = self.out_file(&mut st)?;

@@ -96,7 +96,7 @@ impl FoldPlan {
                     let raw = block.slice(a.offset as usize..(a.offset + a.size) as usize);
                     let (address, closed) = packer.append(&raw);
                     if let Some(z) = closed {
-                        spill.write_all(&z)?;
+                        spill.write_all(z)?;
                     }
                     chunks.push(ChunkEntry { coord: c.coord.clone(), address });
                 }
@@ -104,7 +104,7 @@ impl FoldPlan {
             entries.push(spec.to_meta(name, false, chunks));
         }
         if let Some(z) = packer.close() {
-            spill.write_all(&z)?;
+            spill.write_all(z)?;
         }
         let mut footer = Footer::empty();
         footer.blocks = packer.blocks.clone();
