@@ -495,11 +495,7 @@ fn a_small_array_cold_is_at_most_two_round_trips() {
     // 64 KiB tail; the small blocks before it come with the rest of the footer.
     rt.block_on(async {
         let mut a = Atlas::open(store.clone(), prefix.clone()).await.unwrap();
-        for i in 0..1000 {
-            let mut e = a.create_dataset(&format!("e{i:04}")).await.unwrap();
-            e.define_array::<f64>("x", vec!["i".into(), "j".into()], vec![1, 3], None, None).await.unwrap();
-            e.write_array("x", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[1, 3]), vec![i as f64; 3]).unwrap().view()).await.unwrap();
-        }
+        add_datasets_with_x(&mut a, 'e').await;
         a.flush().await.unwrap();
         a.compact().await.unwrap();
     });
@@ -509,16 +505,21 @@ fn a_small_array_cold_is_at_most_two_round_trips() {
     // trip, alongside the rest of the base's footer; its tail first would be a third.
     rt.block_on(async {
         let mut a = Atlas::open(store.clone(), prefix.clone()).await.unwrap();
-        for i in 0..1000 {
-            let mut e = a.create_dataset(&format!("f{i:04}")).await.unwrap();
-            e.define_array::<f64>("x", vec!["i".into(), "j".into()], vec![1, 3], None, None).await.unwrap();
-            e.write_array("x", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[1, 3]), vec![i as f64; 3]).unwrap().view()).await.unwrap();
-        }
+        add_datasets_with_x(&mut a, 'f').await;
         let mut d = a.open_dataset("d").await.unwrap();
         d.write_array("x", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[100, 3]), vals.clone()).unwrap().view()).await.unwrap();
         a.flush().await.unwrap();
     });
     cold_load("base and a sidecar of 1,000 datasets", 2);
+}
+
+/// 1,000 datasets `<tag>0000`.. each with a (1, 3) f64 `x` of its number.
+async fn add_datasets_with_x(a: &mut Atlas, tag: char) {
+    for i in 0..1000 {
+        let mut e = a.create_dataset(&format!("{tag}{i:04}")).await.unwrap();
+        e.define_array::<f64>("x", vec!["i".into(), "j".into()], vec![1, 3], None, None).await.unwrap();
+        e.write_array("x", vec![0, 0], ArrayD::from_shape_vec(IxDyn(&[1, 3]), vec![i as f64; 3]).unwrap().view()).await.unwrap();
+    }
 }
 
 /// The length of the `Bounded(a..b)` range a span's description names.
