@@ -319,7 +319,10 @@ mod tests {
         let held: Vec<usize> = layers.iter().map(|l| l.tail.1.len()).collect();
         assert!(held.iter().sum::<usize>() as u64 <= HELD_DATA_CAP, "kept {held:?}, over the cap");
         assert!(held.contains(&len), "the first files keep their data: {held:?}");
-        assert!(held.contains(&0), "past the cap a file keeps its footer only: {held:?}");
+        // Past the cap a file keeps its footer, and of its data at most what the tail
+        // read brought while room was left (the cap is process-wide: other tests
+        // running at the same time hold and release their share).
+        assert!(held.iter().any(|&h| h < len), "past the cap a file does not keep all its data: {held:?}");
         rt.block_on(async {
             for (i, l) in layers.iter().enumerate() {
                 let b = l.block(0).unwrap().clone();
