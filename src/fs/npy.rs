@@ -136,6 +136,12 @@ impl ElementType {
 
     /// Converts C-order fixed-width data (whole elements) to store form in place:
     /// swaps big-endian values, normalises bools to 0/1. Strings are left alone.
+    /// Whether [`Self::fix_in_place`] leaves every byte as it is (little-endian or
+    /// single-byte numbers), so the stored bytes are the file's bytes.
+    pub fn fix_is_identity(&self) -> bool {
+        self.kind == Kind::Number && !(self.big_endian && self.itemsize > 1)
+    }
+
     pub fn fix_in_place(&self, data: &mut [u8]) {
         let unit = self.swap_unit();
         if self.big_endian && unit > 1 && self.kind == Kind::Number {

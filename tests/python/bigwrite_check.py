@@ -54,6 +54,7 @@ def expected():
     out[("order", "reversed")] = data(">i4", (384, 8192), 201)
     out[("rewrite", "x")] = rewritten()
     out[("trunc", "x")] = data("<f8", (256, 8192), 300)
+    out[("reread", "x")] = data("<f4", (512, 8192), 500)
     return out
 
 
@@ -95,7 +96,7 @@ def prep(store):
 
 def write(mnt):
     want = expected()
-    for ds in ("seq", "order", "rewrite", "trunc"):
+    for ds in ("seq", "order", "rewrite", "trunc", "reread"):
         os.mkdir(os.path.join(mnt, ds))
     s0 = stats(mnt)
 
@@ -130,6 +131,7 @@ def write(mnt):
     for off in range(0, len(b), 1 << 20):
         os.pwrite(fd, b[off:off + (1 << 20)], off)
     wait_blocks(mnt, n0 + 2)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # the READ reaches the daemon, not the page cache
     assert os.pread(fd, 4 << 20, 0) == b[:4 << 20], "a read of the open file shows what was written"
     row = 8192 * 4
     os.pwrite(fd, np.full((64, 8192), -1.0, "<f4").tobytes(), hl)
@@ -149,6 +151,22 @@ def write(mnt):
     os.pwrite(fd, b[3 << 20:], 3 << 20)
     os.close(fd)
     same(f"{p} truncated while written", np.load(p), a)
+
+    # read back through the writer's own descriptor after its fsync committed the
+    # blocks: the encoded ranges were punched out of the staged file, and come back
+    a = want[("reread", "x")]
+    b = npy_bytes(a)
+    p = os.path.join(mnt, "reread", "x.npy")
+    n0 = stats(mnt)["blocks_encoded"]
+    fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+    for off in range(0, len(b), 1 << 20):
+        os.pwrite(fd, b[off:off + (1 << 20)], off)
+    wait_blocks(mnt, n0 + 2)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    assert os.pread(fd, len(b), 0) == b, "a read after fsync through the writing descriptor shows what was written"
+    os.close(fd)
+    same(f"{p} read back after fsync", np.load(p), a)
 
     # a writer that closes early: the close fails, the array stays as it was
     p = os.path.join(mnt, "seq", "a0.npy")
@@ -171,6 +189,10 @@ def write(mnt):
     pipelined = s1["commits_pipelined"] - s0["commits_pipelined"]
     assert pipelined == len(want), (pipelined, len(want), s1)
     assert s1["blocks_superseded"] > s0["blocks_superseded"], f"the rewrite superseded encoded blocks: {s1}"
+    # encoded bytes left the staged files (not written back to disk), and the reads
+    # and rewrites above put them back before they looked
+    assert s1["staged_bytes_punched"] > s0["staged_bytes_punched"], f"encoded staged bytes were punched out: {s1}"
+    assert s1["staged_ranges_restored"] > s0["staged_ranges_restored"], f"reads and rewrites restored punched ranges: {s1}"
     # the fsync's flush put the encoded blocks in place by a link (a local store), not a copy
     assert s1["sidecars_linked"] > s0["sidecars_linked"], f"the flush linked its sidecars: {s1}"
 

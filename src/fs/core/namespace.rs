@@ -478,6 +478,9 @@ impl AtlasFs {
                 self.writable()?;
                 if let Some(s) = self.staged_entry(ds, name) {
                     let mut s = s.lock();
+                    if let Some(enc) = &s.encoder {
+                        enc.keep_staged()?;
+                    }
                     s.file.set_len(size)?;
                     s.len = size;
                     s.dirty = true;

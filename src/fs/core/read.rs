@@ -83,6 +83,9 @@ impl AtlasFs {
             }
             Handle::Staged { staged, .. } => {
                 let s = staged.lock();
+                if let Some(enc) = &s.encoder {
+                    enc.keep_staged()?;
+                }
                 let end = (offset + size as u64).min(s.len);
                 let mut buf = vec![0u8; end.saturating_sub(offset) as usize];
                 s.file.read_exact_at(&mut buf, offset)?;

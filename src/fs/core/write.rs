@@ -122,6 +122,9 @@ impl AtlasFs {
                 if s.dropped {
                     return Err(FsError::noent(format!("{ds}/{name}")));
                 }
+                if let Some(enc) = &s.encoder {
+                    enc.before_write(offset)?;
+                }
                 s.file.write_all_at(data, offset)?;
                 s.len = s.len.max(offset + data.len() as u64);
                 s.dirty = true;
@@ -312,6 +315,12 @@ impl AtlasFs {
             Some(enc) => self.encoded_blocks(ds, &name, enc, &header, &def, len).await,
             None => None,
         };
+        if encoded.is_none()
+            && let Some(enc) = &encoder
+        {
+            // The blocks are not adopted: the staged bytes are what gets encoded.
+            enc.keep_staged()?;
+        }
         // C-order fixed-width data streams in slabs of whole leading rows (byte order
         // and bools fixed per slab); Fortran order and strings are decoded whole.
         let streamable = !header.fortran_order && et.is_fixed_width() && !shape.is_empty();
