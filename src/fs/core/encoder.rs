@@ -40,7 +40,10 @@
 //!   (a read of the open file, a write below what jobs have taken, a truncation, a
 //!   commit that cannot adopt the blocks) first puts every punched range back from its
 //!   block ([`Encoder::restore`]) and stops the punching for that file, so the staged
-//!   file reads as written whenever anyone looks.
+//!   file reads as written whenever anyone looks. Writes and punches exclude each other
+//!   (both under the encoder's lock), so a punched block always holds what the staged
+//!   file held, and a job superseded after its punch gets its bytes back before its
+//!   chunks are encoded again.
 //! - On a remote store, an array larger than one PUT also starts the multipart
 //!   upload of the sidecar its blocks will become once the geometry is known
 //!   (`store/array_file/upload.rs`): each write of a block reports the temp file's
@@ -267,16 +270,17 @@ impl Encoder {
         st.epoch += 1;
     }
 
-    /// Before a write at `lo`, under the staged file's lock: a write below what jobs
-    /// have taken is not an append, so the punched bytes come back first and punching
-    /// stops (a job being encoded now must not punch out bytes this write replaces).
-    pub(super) fn before_write(&self, lo: u64) -> std::io::Result<()> {
+    /// Writes `data` at `lo` into the staged file, under the encoder's lock so that no
+    /// punch runs meanwhile. A write below what jobs have taken is not an append, so
+    /// the punched bytes come back first and punching stops (a job encoded now must
+    /// not punch out bytes this write replaces).
+    pub(super) fn write_staged(&self, file: &File, data: &[u8], lo: u64) -> std::io::Result<()> {
         let mut st = self.st.lock();
         if lo < st.taken_hi {
             st.keep_staged = true;
             Self::restore(&mut st, &self.file)?;
         }
-        Ok(())
+        file.write_all_at(data, lo)
     }
 
     /// Puts every punched range of the staged file back and stops punching: before
@@ -338,6 +342,15 @@ impl Encoder {
         for j in &st.jobs {
             if j.lo < hi && lo < j.hi && !j.superseded.swap(true, Ordering::Relaxed) {
                 redo.push(j.chunks.clone());
+            }
+        }
+        // A job taken just before this write landed may have been punched since: its
+        // chunks are encoded again from the staged file, so its bytes come back (its
+        // block holds what the staged file held when it was punched).
+        if !redo.is_empty() && !st.punched.is_empty() {
+            st.keep_staged = true;
+            if let Err(e) = Self::restore(&mut st, &self.file) {
+                st.failed.get_or_insert(format!("putting punched staged bytes back: {e}"));
             }
         }
         st.redo.extend(redo);

@@ -122,10 +122,10 @@ impl AtlasFs {
                 if s.dropped {
                     return Err(FsError::noent(format!("{ds}/{name}")));
                 }
-                if let Some(enc) = &s.encoder {
-                    enc.before_write(offset)?;
+                match &s.encoder {
+                    Some(enc) => enc.write_staged(&s.file, data, offset)?,
+                    None => s.file.write_all_at(data, offset)?,
                 }
-                s.file.write_all_at(data, offset)?;
                 s.len = s.len.max(offset + data.len() as u64);
                 s.dirty = true;
                 s.rejected = None;
