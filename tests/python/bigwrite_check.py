@@ -77,6 +77,17 @@ def wait_blocks(mnt, at_least):
         time.sleep(0.05)
 
 
+def write_until_encoded(mnt, p, b, blocks):
+    """Opens `p` read-write (truncated), writes `b` in 1 MiB pieces, waits until
+    `blocks` more blocks are encoded; returns the open descriptor."""
+    n0 = stats(mnt)["blocks_encoded"]
+    fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+    for off in range(0, len(b), 1 << 20):
+        os.pwrite(fd, b[off:off + (1 << 20)], off)
+    wait_blocks(mnt, n0 + blocks)
+    return fd
+
+
 def same(what, got, want):
     """Equal values of one dtype (the mount and the store hold little-endian data)."""
     native = lambda d: d.newbyteorder("=") if d.byteorder in "<>" else d
@@ -126,11 +137,7 @@ def write(mnt):
     b = npy_bytes(orig)
     hl = len(b) - orig.nbytes
     p = os.path.join(mnt, "rewrite", "x.npy")
-    n0 = stats(mnt)["blocks_encoded"]
-    fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
-    for off in range(0, len(b), 1 << 20):
-        os.pwrite(fd, b[off:off + (1 << 20)], off)
-    wait_blocks(mnt, n0 + 2)
+    fd = write_until_encoded(mnt, p, b, 2)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # the READ reaches the daemon, not the page cache
     assert os.pread(fd, 4 << 20, 0) == b[:4 << 20], "a read of the open file shows what was written"
     row = 8192 * 4
@@ -157,11 +164,7 @@ def write(mnt):
     a = want[("reread", "x")]
     b = npy_bytes(a)
     p = os.path.join(mnt, "reread", "x.npy")
-    n0 = stats(mnt)["blocks_encoded"]
-    fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
-    for off in range(0, len(b), 1 << 20):
-        os.pwrite(fd, b[off:off + (1 << 20)], off)
-    wait_blocks(mnt, n0 + 2)
+    fd = write_until_encoded(mnt, p, b, 2)
     os.fsync(fd)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     assert os.pread(fd, len(b), 0) == b, "a read after fsync through the writing descriptor shows what was written"

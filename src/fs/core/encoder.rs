@@ -56,10 +56,10 @@ use std::sync::OnceLock;
 use tokio::task::JoinHandle;
 
 use super::*;
+use crate::format::codec::BlockCompressor;
 use crate::format::grid::{Grid, for_each_run};
 use crate::format::packer::BLOCK_TARGET;
 use crate::format::stats::{ChunkSummary, summarize};
-use crate::format::codec::BlockCompressor;
 use crate::format::{Codec, DType, FillValue};
 use crate::store::array_file::{EarlyUpload, EncodedBlock, EncodedBlocks, PARTS_EARLY, SINGLE_PUT_LIMIT, UPLOADS_ABORTED, UPLOADS_EARLY};
 
